@@ -1,0 +1,104 @@
+//! `stella-migrator`: the one-shot job that applies database migrations and, with `--seed`,
+//! loads the quickstart seed data; it exits 0 when the schema is current.
+//!
+//! Migrations are embedded at compile time and applied by sqlx's migrator, which takes a
+//! PostgreSQL advisory lock (two migrators started at once cannot race), records a checksum per
+//! migration (an edited, already-applied migration is refused) and skips what is applied, so a
+//! second run is a no-op.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use stella_runtime::config::{Default, Kind, Setting};
+use stella_runtime::tracing::info;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+const WAIT: Setting = Setting {
+    name: "STELLA_MIGRATOR_WAIT",
+    kind: Kind::Duration,
+    default: Default::Value("60s"),
+    secret: false,
+    description: "How long the migrator waits for PostgreSQL to accept connections before it fails.",
+};
+
+fn main() -> std::process::ExitCode {
+    stella_runtime::Service::job("migrator", |ctx, args| async move {
+        let pool = ctx
+            .db
+            .clone()
+            .expect("the runtime requires STELLA_DATABASE_URL for jobs");
+        let wait = ctx
+            .config
+            .duration(WAIT.name)
+            .unwrap_or(Duration::from_secs(60));
+        wait_for_database(&pool, wait).await?;
+        let before = applied(&pool).await?;
+        MIGRATIONS.run(&pool).await.context("applying migrations")?;
+        let after = applied(&pool).await?;
+        info!(
+            applied = after - before,
+            total = after,
+            "database schema is current"
+        );
+        if args.seed {
+            seed(&pool).await.context("loading seed data")?;
+        }
+        Ok(())
+    })
+    .setting(WAIT)
+    .main()
+}
+
+/// Retries until PostgreSQL answers or `limit` passes: in Compose and Kubernetes the database
+/// may still be starting when the job starts.
+async fn wait_for_database(pool: &PgPool, limit: Duration) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match sqlx::query("SELECT 1").execute(pool).await {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() < deadline => {
+                info!(error = %e, retry_in_ms = delay.as_millis() as u64, "waiting for the database");
+                stella_runtime::tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                return Err(e).context(format!(
+                    "the database did not answer within {}s",
+                    limit.as_secs()
+                ));
+            }
+        }
+    }
+}
+
+/// How many migrations are recorded as applied (0 before the first run).
+async fn applied(pool: &PgPool) -> anyhow::Result<i64> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .context("reading the migration history")?;
+    if !exists {
+        return Ok(0);
+    }
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// The quickstart seed: idempotent, so running it again changes nothing.
+async fn seed(pool: &PgPool) -> anyhow::Result<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO stella.tenants (slug, display_name) VALUES ('default', 'Default tenant') \
+         ON CONFLICT (slug) DO NOTHING",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    info!(tenants_created = inserted, "seed data loaded");
+    Ok(())
+}

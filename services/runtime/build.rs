@@ -1,0 +1,37 @@
+//! Build metadata for `/version`: the revision and the source epoch, never the clock.
+//!
+//! `cargo xtask images` sets `STELLA_GIT_COMMIT` and `SOURCE_DATE_EPOCH` from the plan; a plain
+//! `cargo build` asks git, and falls back to `unknown` and 0 outside a checkout.
+
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=STELLA_GIT_COMMIT");
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    if let Some(head) = git(&["rev-parse", "--git-path", "HEAD"]) {
+        println!("cargo:rerun-if-changed={head}");
+        if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            if let Some(path) = git(&["rev-parse", "--git-path", &reference]) {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        }
+    }
+    let commit = std::env::var("STELLA_GIT_COMMIT")
+        .ok()
+        .or_else(|| git(&["rev-parse", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    let epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .or_else(|| git(&["log", "-1", "--format=%ct"]))
+        .and_then(|e| e.parse::<u64>().ok())
+        .unwrap_or(0);
+    println!("cargo:rustc-env=STELLA_BUILD_COMMIT={commit}");
+    println!("cargo:rustc-env=STELLA_BUILD_EPOCH={epoch}");
+}

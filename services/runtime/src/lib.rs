@@ -1,0 +1,383 @@
+//! The shared runtime of every StellaOps service: one operational contract for all of them.
+//!
+//! A service binary declares itself with [`Service`] (name, port, extra settings, routes) and
+//! hands control to [`Service::main`], which:
+//! 1. parses the command line (`serve`, `healthcheck`, `describe`, and for jobs `--seed`);
+//! 2. loads and validates configuration; a bad value exits 78 before anything is bound;
+//! 3. installs JSON logging with secret redaction;
+//! 4. serves the contract routes (see [`server`]) beside the service's own, and drains on SIGTERM.
+
+pub mod config;
+pub mod settings;
+
+mod build_info;
+mod healthcheck;
+mod logging;
+mod metrics;
+mod readiness;
+mod reap;
+pub mod redact;
+mod server;
+mod shutdown;
+mod time;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use axum;
+pub use build_info::BuildInfo;
+use clap::Parser;
+pub use config::{Config, Setting};
+pub use sqlx;
+use sqlx::PgPool;
+pub use tokio;
+pub use tracing;
+
+/// Exit status for invalid configuration (`EX_CONFIG` from sysexits.h).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// What a service route builder and a job receive.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub build: BuildInfo,
+    /// The PostgreSQL pool, when `STELLA_DATABASE_URL` is configured.
+    pub db: Option<PgPool>,
+    workers: Workers,
+    drain: shutdown::Drain,
+}
+
+impl Context {
+    /// Runs a background worker; on shutdown `stopped` resolves and the runtime waits (within the
+    /// grace period) for the worker to return, so it can flush what it holds.
+    pub fn spawn_worker<F, Fut>(&self, name: &'static str, worker: F)
+    where
+        F: FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::spawn(worker(Box::pin(self.drain.stopped())));
+        self.workers
+            .0
+            .lock()
+            .expect("worker list lock")
+            .push((name, handle));
+    }
+}
+
+/// Background workers to wait for at shutdown.
+#[derive(Clone, Default)]
+pub(crate) struct Workers(Arc<Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>>);
+
+impl Workers {
+    async fn join_until(&self, deadline: tokio::time::Instant) -> bool {
+        let handles = std::mem::take(&mut *self.0.lock().expect("worker list lock"));
+        let mut clean = true;
+        for (name, handle) in handles {
+            if tokio::time::timeout_at(deadline, handle).await.is_err() {
+                tracing::error!(
+                    worker = name,
+                    "worker did not finish within the grace period"
+                );
+                clean = false;
+            }
+        }
+        clean
+    }
+}
+
+/// Flags of a one-shot job.
+#[derive(Clone, Copy, Debug)]
+pub struct JobArgs {
+    pub seed: bool,
+}
+
+type JobFn =
+    Box<dyn FnOnce(Context, JobArgs) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>>;
+type RoutesFn = fn(&Context) -> axum::Router;
+
+/// The declaration of one service binary.
+pub struct Service {
+    name: &'static str,
+    port: Option<u16>,
+    settings: Vec<Setting>,
+    aggregation_only: bool,
+    routes: Option<RoutesFn>,
+    job: Option<JobFn>,
+}
+
+impl Service {
+    /// A long-running HTTP service on its documented default port.
+    pub fn server(name: &'static str, port: u16) -> Service {
+        Service {
+            name,
+            port: Some(port),
+            settings: settings::COMMON.to_vec(),
+            aggregation_only: false,
+            routes: None,
+            job: None,
+        }
+    }
+
+    /// A one-shot job that runs to completion and exits 0.
+    pub fn job<F, Fut>(name: &'static str, job: F) -> Service
+    where
+        F: FnOnce(Context, JobArgs) -> Fut + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Service {
+            name,
+            port: None,
+            settings: settings::JOB.to_vec(),
+            aggregation_only: false,
+            routes: None,
+            job: Some(Box::new(move |ctx, args| Box::pin(job(ctx, args)))),
+        }
+    }
+
+    /// Adds a service-specific setting.
+    pub fn setting(mut self, setting: Setting) -> Service {
+        self.settings.push(setting);
+        self
+    }
+
+    /// Conseiller and Excitator: `GET /capabilities` says `{"merge": false}` and
+    /// `STELLA_DISABLE_MERGE=false` is refused at start-up.
+    pub fn aggregation_only(mut self) -> Service {
+        self.aggregation_only = true;
+        self.settings.extend_from_slice(settings::AGGREGATION_ONLY);
+        self
+    }
+
+    /// The service's own routes, merged beside the contract routes.
+    pub fn routes(mut self, routes: RoutesFn) -> Service {
+        self.routes = Some(routes);
+        self
+    }
+
+    /// Runs the binary; the return value is the process exit code.
+    pub fn main(self) -> ExitCode {
+        let cli = Cli::parse();
+        let binary = format!("stella-{}", self.name);
+        if let Some(Command::Describe { json }) = cli.command {
+            self.describe(json);
+            return ExitCode::SUCCESS;
+        }
+        let config = match self.load_config() {
+            Ok(c) => c,
+            Err(e) => {
+                // One line on stderr: the variable, the bad value and what is accepted.
+                eprintln!("{binary}: configuration error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Describe { .. } => unreachable!("answered before configuration is read"),
+            Command::Healthcheck => self.healthcheck(&config),
+            Command::Serve => {
+                if cli.seed && self.job.is_none() {
+                    eprintln!("{binary}: --seed applies to one-shot jobs only");
+                    return ExitCode::from(2);
+                }
+                let build = BuildInfo::current();
+                redact::install(config.secret_values());
+                logging::init(
+                    &binary,
+                    &build,
+                    config.text("STELLA_LOG_LEVEL").unwrap_or("info"),
+                    config.text("STELLA_LOG_FORMAT").unwrap_or("json"),
+                );
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("starting the async runtime");
+                runtime.block_on(self.run(config, build, cli.seed))
+            }
+        }
+    }
+
+    fn load_config(&self) -> Result<Config, config::ConfigError> {
+        let config = Config::load(self.name, self.port, &self.settings, &config::ProcessEnv)?;
+        if self.aggregation_only && !config.bool("STELLA_DISABLE_MERGE") {
+            return Err(config::ConfigError::Refused {
+                name: "STELLA_DISABLE_MERGE".into(),
+                value: "false".into(),
+                why: format!(
+                    "stella-{} only aggregates and links source documents; it has no merge path (set it to true or unset it)",
+                    self.name
+                ),
+            });
+        }
+        if let Some(url) = config.text("STELLA_DATABASE_URL") {
+            if let Err(e) = sqlx::postgres::PgConnectOptions::from_str(url) {
+                return Err(config::ConfigError::Invalid {
+                    name: "STELLA_DATABASE_URL".into(),
+                    value: redact::MARK.into(),
+                    expected: format!(
+                        "a PostgreSQL URL ({})",
+                        e.to_string().replace(url, redact::MARK)
+                    ),
+                });
+            }
+        } else if self.job.is_some() {
+            return Err(config::ConfigError::Required {
+                name: "STELLA_DATABASE_URL".into(),
+                why: format!(
+                    "stella-{} needs PostgreSQL; set it or STELLA_DATABASE_URL_FILE",
+                    self.name
+                ),
+            });
+        }
+        Ok(config)
+    }
+
+    fn describe(&self, json: bool) {
+        let kind = if self.job.is_some() { "job" } else { "server" };
+        if json {
+            let doc = serde_json::json!({
+                "binary": format!("stella-{}", self.name),
+                "service": self.name,
+                "kind": kind,
+                "defaultPort": self.port,
+                "aggregationOnly": self.aggregation_only,
+                "settings": config::describe(&self.settings, self.port),
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).expect("describe is valid JSON")
+            );
+        } else {
+            let port = self.port.map(|p| format!(", port {p}")).unwrap_or_default();
+            println!("stella-{} ({kind}{port})", self.name);
+            for s in &self.settings {
+                println!("  {:<32} {}", s.name, s.description);
+            }
+        }
+    }
+
+    fn healthcheck(&self, config: &Config) -> ExitCode {
+        let (Some(port), Some(listen)) =
+            (config.int("STELLA_PORT"), config.text("STELLA_LISTEN_ADDR"))
+        else {
+            eprintln!(
+                "stella-{} is a one-shot job and has no healthcheck",
+                self.name
+            );
+            return ExitCode::from(2);
+        };
+        let listen: IpAddr = listen.parse().expect("validated at load");
+        match healthcheck::check(listen, port as u16, Duration::from_secs(3)) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(line) => {
+                println!("{line}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn run(self, config: Config, build: BuildInfo, seed: bool) -> ExitCode {
+        reap::spawn_if_pid1();
+        let db_options = config
+            .text("STELLA_DATABASE_URL")
+            .map(|url| sqlx::postgres::PgConnectOptions::from_str(url).expect("validated at load"));
+        let db = db_options.clone().map(|options| {
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(config.int("STELLA_DATABASE_POOL_SIZE").unwrap_or(5) as u32)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(options)
+        });
+        let drain = shutdown::Drain::default();
+        let ctx = Context {
+            config: Arc::new(config),
+            build,
+            db,
+            workers: Workers::default(),
+            drain: drain.clone(),
+        };
+        tracing::info!(config = %ctx.config.redacted(), "configuration loaded");
+        if let Some(job) = self.job {
+            return match job(ctx, JobArgs { seed }).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "job failed");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        let config = &ctx.config;
+        let listen: IpAddr = config
+            .text("STELLA_LISTEN_ADDR")
+            .unwrap_or("0.0.0.0")
+            .parse()
+            .expect("validated at load");
+        let addr = SocketAddr::new(
+            listen,
+            config.int("STELLA_PORT").expect("port has a default") as u16,
+        );
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        let deps = ctx
+            .db
+            .clone()
+            .zip(db_options)
+            .map(|(p, o)| readiness::Dependency::Postgres(p, o))
+            .into_iter()
+            .collect();
+        let timeout = config
+            .duration("STELLA_READINESS_TIMEOUT")
+            .unwrap_or(Duration::from_secs(2));
+        let readiness = readiness::Readiness::new(deps, timeout, drain.clone());
+        let own = self.routes.map(|r| r(&ctx)).unwrap_or_default();
+        let app = server::app(&ctx, own, readiness, drain.clone(), self.aggregation_only);
+        let grace = config
+            .duration("STELLA_SHUTDOWN_GRACE")
+            .unwrap_or(Duration::from_secs(25));
+        tracing::info!(%addr, "listening");
+        if server::serve(listener, app, drain, grace, ctx.workers.clone()).await {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command line every service binary shares.
+#[derive(Parser)]
+#[command(
+    about = "A StellaOps service (see `describe` for its settings)",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// One-shot jobs only: also load the seed data (quickstart).
+    #[arg(long, global = true)]
+    seed: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Ask this service's readiness endpoint; exit 0 when ready, 1 otherwise (for HEALTHCHECK).
+    Healthcheck,
+    /// Print the service's name, port and every setting it reads.
+    Describe {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}

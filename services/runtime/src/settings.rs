@@ -1,0 +1,116 @@
+//! The settings every service shares, and the ones a service kind adds.
+//!
+//! Service crates add their own with [`crate::Service::setting`]; this table holds what the
+//! operational contract needs everywhere.
+
+use crate::config::{Default, Kind, Setting};
+
+const fn s(name: &'static str, kind: Kind, default: Default, description: &'static str) -> Setting {
+    Setting {
+        name,
+        kind,
+        default,
+        secret: false,
+        description,
+    }
+}
+
+const LOG_LEVELS: Kind = Kind::OneOf(&["trace", "debug", "info", "warn", "error"]);
+
+pub const LOG_LEVEL: Setting = s(
+    "STELLA_LOG_LEVEL",
+    LOG_LEVELS,
+    Default::Value("info"),
+    "Least severe log level written to stdout.",
+);
+pub const LOG_FORMAT: Setting = s(
+    "STELLA_LOG_FORMAT",
+    Kind::OneOf(&["json", "text"]),
+    Default::Value("json"),
+    "Log format: one JSON object per line, or text for a terminal.",
+);
+pub const DATABASE_URL: Setting = Setting {
+    name: "STELLA_DATABASE_URL",
+    kind: Kind::Url {
+        schemes: &["postgres", "postgresql"],
+    },
+    default: Default::None,
+    secret: true,
+    description: "PostgreSQL connection URL; when set, readiness checks it (the migrator requires it). \
+                  Prefer STELLA_DATABASE_URL_FILE.",
+};
+pub const QUICKSTART_MODE: Setting = s(
+    "STELLA_QUICKSTART_MODE",
+    Kind::Bool,
+    Default::Value("false"),
+    "Quickstart mode: seeded demo data and credentials. Never enable in production.",
+);
+
+/// Settings of every long-running service.
+pub const COMMON: &[Setting] = &[
+    s(
+        "STELLA_LISTEN_ADDR",
+        Kind::IpAddr,
+        Default::Value("0.0.0.0"),
+        "Address the HTTP server binds to.",
+    ),
+    s(
+        "STELLA_PORT",
+        Kind::Port,
+        Default::ServicePort,
+        "Port of the HTTP server (API, health, metrics).",
+    ),
+    LOG_LEVEL,
+    LOG_FORMAT,
+    s(
+        "STELLA_SHUTDOWN_GRACE",
+        Kind::Duration,
+        Default::Value("25s"),
+        "After SIGTERM, how long in-flight requests and background work may take before the process exits.",
+    ),
+    s(
+        "STELLA_READINESS_TIMEOUT",
+        Kind::Duration,
+        Default::Value("2s"),
+        "How long each dependency check of /health/readiness may take before it counts as failed.",
+    ),
+    s(
+        "STELLA_METRICS_ENABLED",
+        Kind::Bool,
+        Default::Value("true"),
+        "Serve Prometheus metrics at /metrics.",
+    ),
+    DATABASE_URL,
+    s(
+        "STELLA_DATABASE_POOL_SIZE",
+        Kind::Count { min: 1, max: 200 },
+        Default::Value("5"),
+        "Maximum number of PostgreSQL connections this service opens.",
+    ),
+    QUICKSTART_MODE,
+    s(
+        "STELLA_DIAGNOSTICS",
+        Kind::Bool,
+        Default::Value("false"),
+        "Serve the /debug/delay diagnostic route used by drain tests; off in every shipped configuration.",
+    ),
+    s(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        Kind::Url {
+            schemes: &["http", "https"],
+        },
+        Default::None,
+        "OpenTelemetry collector (OTLP/HTTP); traces are exported only when set.",
+    ),
+];
+
+/// Settings of a one-shot job (the migrator): no server, but logs and a database.
+pub const JOB: &[Setting] = &[LOG_LEVEL, LOG_FORMAT, DATABASE_URL, QUICKSTART_MODE];
+
+/// Added to Conseiller and Excitator: the merge path does not exist, and asking for it is refused.
+pub const AGGREGATION_ONLY: &[Setting] = &[s(
+    "STELLA_DISABLE_MERGE",
+    Kind::Bool,
+    Default::Value("true"),
+    "Aggregation-only guard: must stay true; false is refused at start-up because no merge path exists.",
+)];

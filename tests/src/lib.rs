@@ -1,0 +1,224 @@
+//! Harness for the end-to-end tests: the workspace's services as real processes, a real
+//! PostgreSQL cluster per test, and a small HTTP client.
+//!
+//! The services under test are discovered from the workspace (`cargo metadata`) and described
+//! by the binaries themselves (`describe --json`), so a new service is covered without editing
+//! any test.
+
+pub mod pg;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Where the service binaries were built (`cargo xtask test` builds them first).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("STELLA_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    target.join("debug")
+}
+
+/// A service binary, as it describes itself.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceInfo {
+    pub binary: String,
+    pub service: String,
+    pub kind: String,
+    pub default_port: Option<u16>,
+    pub aggregation_only: bool,
+    pub settings: Vec<serde_json::Value>,
+}
+
+impl ServiceInfo {
+    pub fn path(&self) -> PathBuf {
+        bin_path(&self.binary)
+    }
+}
+
+pub fn bin_path(binary: &str) -> PathBuf {
+    let path = bin_dir().join(binary);
+    assert!(
+        path.exists(),
+        "{} is missing: build the services first (`cargo xtask test` does, or `cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// Every `stella-*` binary of a package under `services/`.
+pub fn workspace_binaries() -> Vec<String> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("running cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    let services = root().join("services");
+    let mut bins = Vec::new();
+    for package in meta["packages"].as_array().expect("packages") {
+        let manifest = Path::new(package["manifest_path"].as_str().expect("manifest_path"));
+        if !manifest.starts_with(&services) {
+            continue;
+        }
+        for target in package["targets"].as_array().expect("targets") {
+            let name = target["name"].as_str().expect("target name");
+            let is_bin = target["kind"]
+                .as_array()
+                .expect("kind")
+                .iter()
+                .any(|k| k == "bin");
+            if is_bin && name.starts_with("stella-") {
+                bins.push(name.to_string());
+            }
+        }
+    }
+    bins.sort();
+    bins
+}
+
+/// Every service of the workspace, described by its own binary.
+pub fn services() -> Vec<ServiceInfo> {
+    workspace_binaries()
+        .iter()
+        .map(|binary| {
+            let out = Command::new(bin_path(binary))
+                .args(["describe", "--json"])
+                .output()
+                .expect("running describe");
+            assert!(out.status.success(), "{binary} describe --json failed");
+            serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{binary} describe --json: {e}"))
+        })
+        .collect()
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("binding port 0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// A child process whose stdout and stderr go to files, killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    pub fn spawn(program: &Path, args: &[&str], env: &[(&str, String)]) -> Proc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stdout = dir.path().join("stdout");
+        let stderr = dir.path().join("stderr");
+        let child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+        Proc {
+            child,
+            stdout,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill only sends a signal to our own child, whose pid we hold.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "sending signal {signal} to {}", self.pid());
+    }
+
+    /// Waits for exit up to `limit`; `None` if still running.
+    pub fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET that returns status and body whatever the status; `None` when nothing answered.
+pub fn get(url: &str) -> Option<(u16, String)> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let mut response = agent.get(url).call().ok()?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    Some((status, body))
+}
+
+/// Polls `url` until it answers 200 or `limit` passes; returns the time it took.
+pub fn wait_status(url: &str, want: u16, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if get(url).is_some_and(|(status, _)| status == want) {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}

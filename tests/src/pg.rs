@@ -1,0 +1,228 @@
+//! A real PostgreSQL server for one test: its own cluster in a temporary directory, on a free
+//! loopback port, with password authentication, stoppable and restartable.
+//!
+//! PostgreSQL refuses to run as root, so under root the cluster belongs to the `postgres` user
+//! (Debian's `postgresql` package creates it) and its commands run through `runuser`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+    pub password: String,
+}
+
+/// The directory holding `initdb` and `pg_ctl` (Debian keeps them out of PATH).
+fn pg_bin() -> PathBuf {
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    candidates.sort();
+    candidates.into_iter().rev().find(|p| p.join("initdb").exists()).expect(
+        "PostgreSQL server binaries not found under /usr/lib/postgresql: install the `postgresql` package \
+         (.ci/run does)",
+    )
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and no side effects.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Postgres {
+    /// Creates and starts a cluster; user `stella`, database `stella`, a random password.
+    pub fn start() -> Postgres {
+        let dir = tempfile::Builder::new()
+            .prefix("stella-pg-")
+            .tempdir()
+            .expect("tempdir");
+        let bin = pg_bin();
+        let password = format!("pw-{:x}", rand_u64());
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, &password).expect("writing pwfile");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let pg = Postgres {
+            dir,
+            bin,
+            port: crate::free_port(),
+            password,
+        };
+        let data = pg.data();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "stella",
+                "--pwfile",
+                pwfile.to_str().unwrap(),
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        pg.resume();
+        let status = Command::new("psql")
+            .args([
+                "-h",
+                pg.dir.path().to_str().unwrap(),
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "stella",
+                "-d",
+                "postgres",
+            ])
+            .args(["-qc", "CREATE DATABASE stella"])
+            .status()
+            .expect("running psql");
+        assert!(status.success(), "creating database stella");
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A server tool, run as `postgres` when we are root.
+    fn command(&self, tool: &str) -> Command {
+        let program = self.bin.join(tool);
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self
+            .command(tool)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `postgres://stella:<password>@127.0.0.1:<port>/stella`
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://stella:{}@127.0.0.1:{}/stella",
+            self.password, self.port
+        )
+    }
+
+    /// Stops the server (fast shutdown: open connections are cut).
+    pub fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    /// Starts the server again on the same port.
+    pub fn resume(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Runs SQL as the `stella` user and returns psql's unaligned output.
+    pub fn query(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                self.dir.path().to_str().unwrap(),
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "stella",
+                "-d",
+                "stella",
+            ])
+            .args(["-Atqc", sql])
+            .output()
+            .expect("running psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
+    }
+}
+
+/// A password that differs between test runs; not for cryptography.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
