@@ -13,7 +13,18 @@ use sqlx::PgPool;
 use stella_runtime::config::{Default, Kind, Setting};
 use stella_runtime::tracing::info;
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The migration history lives in our own schema, named in full. Unqualified, it would
+/// follow `search_path`, whose `"$user"` entry starts to resolve once the first migration
+/// creates the `stella` schema for a `stella` login: the second run would then find an empty
+/// history in another schema and apply everything again.
+const HISTORY: &str = "stella._sqlx_migrations";
+
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("./migrations");
+    m.create_schema("stella");
+    m.dangerous_set_table_name(HISTORY);
+    m
+}
 
 const WAIT: Setting = Setting {
     name: "STELLA_MIGRATOR_WAIT",
@@ -35,7 +46,7 @@ fn main() -> std::process::ExitCode {
             .unwrap_or(Duration::from_secs(60));
         wait_for_database(&pool, wait).await?;
         let before = applied(&pool).await?;
-        MIGRATIONS.run(&pool).await.context("applying migrations")?;
+        migrator().run(&pool).await.context("applying migrations")?;
         let after = applied(&pool).await?;
         info!(
             applied = after - before,
@@ -76,7 +87,8 @@ async fn wait_for_database(pool: &PgPool, limit: Duration) -> anyhow::Result<()>
 
 /// How many migrations are recorded as applied (0 before the first run).
 async fn applied(pool: &PgPool) -> anyhow::Result<i64> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(HISTORY)
         .fetch_one(pool)
         .await
         .context("reading the migration history")?;

@@ -39,6 +39,12 @@ pub const DATABASE_URL: Setting = Setting {
     description: "PostgreSQL connection URL; when set, readiness checks it (the migrator requires it). \
                   Prefer STELLA_DATABASE_URL_FILE.",
 };
+pub const DATABASE_POOL_SIZE: Setting = s(
+    "STELLA_DATABASE_POOL_SIZE",
+    Kind::Count { min: 1, max: 200 },
+    Default::Value("5"),
+    "Maximum number of PostgreSQL connections this service opens.",
+);
 pub const QUICKSTART_MODE: Setting = s(
     "STELLA_QUICKSTART_MODE",
     Kind::Bool,
@@ -81,12 +87,7 @@ pub const COMMON: &[Setting] = &[
         "Serve Prometheus metrics at /metrics.",
     ),
     DATABASE_URL,
-    s(
-        "STELLA_DATABASE_POOL_SIZE",
-        Kind::Count { min: 1, max: 200 },
-        Default::Value("5"),
-        "Maximum number of PostgreSQL connections this service opens.",
-    ),
+    DATABASE_POOL_SIZE,
     QUICKSTART_MODE,
     s(
         "STELLA_DIAGNOSTICS",
@@ -105,7 +106,7 @@ pub const COMMON: &[Setting] = &[
 ];
 
 /// Settings of a one-shot job (the migrator): no server, but logs and a database.
-pub const JOB: &[Setting] = &[LOG_LEVEL, LOG_FORMAT, DATABASE_URL, QUICKSTART_MODE];
+pub const JOB: &[Setting] = &[LOG_LEVEL, LOG_FORMAT, DATABASE_URL, DATABASE_POOL_SIZE, QUICKSTART_MODE];
 
 /// Added to Conseiller and Excitator: the merge path does not exist, and asking for it is refused.
 pub const AGGREGATION_ONLY: &[Setting] = &[s(
