@@ -7,9 +7,7 @@ use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git").args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn main() {
@@ -17,10 +15,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     if let Some(head) = git(&["rev-parse", "--git-path", "HEAD"]) {
         println!("cargo:rerun-if-changed={head}");
-        if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            if let Some(path) = git(&["rev-parse", "--git-path", &reference]) {
-                println!("cargo:rerun-if-changed={path}");
-            }
+        if let Some(path) = git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(&["rev-parse", "--git-path", &r])) {
+            println!("cargo:rerun-if-changed={path}");
         }
     }
     let commit = std::env::var("STELLA_GIT_COMMIT")

@@ -16,10 +16,7 @@ use serde::Deserialize;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// Where the service binaries were built (`cargo xtask test` builds them first).
@@ -27,9 +24,7 @@ pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("STELLA_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
     target.join("debug")
 }
 
@@ -64,21 +59,11 @@ pub fn bin_path(binary: &str) -> PathBuf {
 /// Every `stella-*` binary of a package under `services/`.
 pub fn workspace_binaries() -> Vec<String> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--offline",
-        ])
+        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
         .current_dir(root())
         .output()
         .expect("running cargo metadata");
-    assert!(
-        out.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
     let services = root().join("services");
     let mut bins = Vec::new();
@@ -89,11 +74,7 @@ pub fn workspace_binaries() -> Vec<String> {
         }
         for target in package["targets"].as_array().expect("targets") {
             let name = target["name"].as_str().expect("target name");
-            let is_bin = target["kind"]
-                .as_array()
-                .expect("kind")
-                .iter()
-                .any(|k| k == "bin");
+            let is_bin = target["kind"].as_array().expect("kind").iter().any(|k| k == "bin");
             if is_bin && name.starts_with("stella-") {
                 bins.push(name.to_string());
             }
@@ -108,24 +89,16 @@ pub fn services() -> Vec<ServiceInfo> {
     workspace_binaries()
         .iter()
         .map(|binary| {
-            let out = Command::new(bin_path(binary))
-                .args(["describe", "--json"])
-                .output()
-                .expect("running describe");
+            let out = Command::new(bin_path(binary)).args(["describe", "--json"]).output().expect("running describe");
             assert!(out.status.success(), "{binary} describe --json failed");
-            serde_json::from_slice(&out.stdout)
-                .unwrap_or_else(|e| panic!("{binary} describe --json: {e}"))
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{binary} describe --json: {e}"))
         })
         .collect()
 }
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("binding port 0")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("binding port 0").local_addr().expect("local addr").port()
 }
 
 /// A child process whose stdout and stderr go to files, killed when dropped.
@@ -150,12 +123,7 @@ impl Proc {
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-        Proc {
-            child,
-            stdout,
-            stderr,
-            _dir: dir,
-        }
+        Proc { child, stdout, stderr, _dir: dir }
     }
 
     pub fn pid(&self) -> i32 {

@@ -18,11 +18,7 @@ pub struct Postgres {
 /// The directory holding `initdb` and `pg_ctl` (Debian keeps them out of PATH).
 fn pg_bin() -> PathBuf {
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|dir| {
-            dir.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
+        .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
     candidates.sort();
     candidates.into_iter().rev().find(|p| p.join("initdb").exists()).expect(
@@ -39,23 +35,14 @@ fn is_root() -> bool {
 impl Postgres {
     /// Creates and starts a cluster; user `stella`, database `stella`, a random password.
     pub fn start() -> Postgres {
-        let dir = tempfile::Builder::new()
-            .prefix("stella-pg-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("stella-pg-").tempdir().expect("tempdir");
         let bin = pg_bin();
         let password = format!("pw-{:x}", rand_u64());
         let pwfile = dir.path().join("pwfile");
         std::fs::write(&pwfile, &password).expect("writing pwfile");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
-            .expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
         std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let pg = Postgres {
-            dir,
-            bin,
-            port: crate::free_port(),
-            password,
-        };
+        let pg = Postgres { dir, bin, port: crate::free_port(), password };
         let data = pg.data();
         pg.run(
             "initdb",
@@ -76,16 +63,7 @@ impl Postgres {
         );
         pg.resume();
         let status = Command::new("psql")
-            .args([
-                "-h",
-                pg.dir.path().to_str().unwrap(),
-                "-p",
-                &pg.port.to_string(),
-                "-U",
-                "stella",
-                "-d",
-                "postgres",
-            ])
+            .args(["-h", pg.dir.path().to_str().unwrap(), "-p", &pg.port.to_string(), "-U", "stella", "-d", "postgres"])
             .args(["-qc", "CREATE DATABASE stella"])
             .status()
             .expect("running psql");
@@ -110,11 +88,7 @@ impl Postgres {
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
-        let out = self
-            .command(tool)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+        let out = self.command(tool).args(args).output().unwrap_or_else(|e| panic!("running {tool}: {e}"));
         assert!(
             out.status.success(),
             "{tool} {args:?} failed: {}{}",
@@ -125,47 +99,22 @@ impl Postgres {
 
     /// `postgres://stella:<password>@127.0.0.1:<port>/stella`
     pub fn url(&self) -> String {
-        format!(
-            "postgres://stella:{}@127.0.0.1:{}/stella",
-            self.password, self.port
-        )
+        format!("postgres://stella:{}@127.0.0.1:{}/stella", self.password, self.port)
     }
 
     /// Stops the server (fast shutdown: open connections are cut).
     pub fn stop(&self) {
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                self.data().to_str().unwrap(),
-                "-m",
-                "fast",
-                "-w",
-                "stop",
-            ],
-        );
+        self.run("pg_ctl", &["-D", self.data().to_str().unwrap(), "-m", "fast", "-w", "stop"]);
     }
 
     /// Starts the server again on the same port.
     pub fn resume(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().display()
-        );
+        let options =
+            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
         let log = self.dir.path().join("server.log");
         self.run(
             "pg_ctl",
-            &[
-                "-D",
-                self.data().to_str().unwrap(),
-                "-o",
-                &options,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "start",
-            ],
+            &["-D", self.data().to_str().unwrap(), "-o", &options, "-l", log.to_str().unwrap(), "-w", "start"],
         );
     }
 
@@ -185,11 +134,7 @@ impl Postgres {
             .args(["-Atqc", sql])
             .output()
             .expect("running psql");
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -202,14 +147,7 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = self
             .command("pg_ctl")
-            .args([
-                "-D",
-                self.data().to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ])
+            .args(["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"])
             .output();
     }
 }
@@ -218,11 +156,6 @@ impl Drop for Postgres {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     h.finish()
 }

@@ -30,10 +30,7 @@ fn every_service_is_discovered_and_described() {
         "policy",
         "task-runner",
     ] {
-        assert!(
-            names.contains(&expected),
-            "service {expected} missing from the workspace: {names:?}"
-        );
+        assert!(names.contains(&expected), "service {expected} missing from the workspace: {names:?}");
     }
     let mut ports: Vec<_> = services.iter().filter_map(|s| s.default_port).collect();
     ports.sort_unstable();
@@ -42,23 +39,10 @@ fn every_service_is_discovered_and_described() {
     assert_eq!(before, ports.len(), "two services share a default port");
     let console = services.iter().find(|s| s.service == "console").unwrap();
     let api = services.iter().find(|s| s.service == "api").unwrap();
-    assert_eq!(
-        (console.default_port, api.default_port),
-        (Some(8080), Some(8081))
-    );
+    assert_eq!((console.default_port, api.default_port), (Some(8080), Some(8081)));
     for s in &services {
-        assert_eq!(
-            s.kind == "job",
-            s.default_port.is_none(),
-            "{}: jobs and only jobs have no port",
-            s.binary
-        );
-        assert_eq!(
-            s.aggregation_only,
-            s.service == "conseiller" || s.service == "excitator",
-            "{}",
-            s.binary
-        );
+        assert_eq!(s.kind == "job", s.default_port.is_none(), "{}: jobs and only jobs have no port", s.binary);
+        assert_eq!(s.aggregation_only, s.service == "conseiller" || s.service == "excitator", "{}", s.binary);
     }
 }
 
@@ -66,41 +50,20 @@ fn every_service_is_discovered_and_described() {
 fn every_server_honours_the_contract() {
     let pg = Postgres::start();
     let secrets = tempfile::tempdir().unwrap();
-    let services: Vec<_> = services()
-        .into_iter()
-        .filter(|s| s.kind == "server")
-        .collect();
-    assert!(
-        services.len() >= 11,
-        "expected the eleven long-running services, found {}",
-        services.len()
-    );
+    let services: Vec<_> = services().into_iter().filter(|s| s.kind == "server").collect();
+    assert!(services.len() >= 11, "expected the eleven long-running services, found {}", services.len());
     let failures: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = services
             .iter()
             .map(|s| {
                 let pg = &pg;
                 let dir = secrets.path();
-                scope.spawn(move || {
-                    check_service(s, pg, dir)
-                        .err()
-                        .map(|e| format!("{}: {e}", s.binary))
-                })
+                scope.spawn(move || check_service(s, pg, dir).err().map(|e| format!("{}: {e}", s.binary)))
             })
             .collect();
-        handles
-            .into_iter()
-            .filter_map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Some("test thread panicked".into()))
-            })
-            .collect()
+        handles.into_iter().filter_map(|h| h.join().unwrap_or_else(|_| Some("test thread panicked".into()))).collect()
     });
-    assert!(
-        failures.is_empty(),
-        "contract failures:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "contract failures:\n{}", failures.join("\n"));
 }
 
 fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
@@ -120,87 +83,49 @@ fn check_service(s: &ServiceInfo, pg: &Postgres, secrets: &std::path::Path) -> R
     std::fs::write(&secret_file, format!("{}\n", pg.url())).unwrap();
     let config_dir = secrets.join(&s.service);
     std::fs::create_dir_all(&config_dir).unwrap();
-    std::fs::write(
-        config_dir.join(format!("{}.toml", s.service)),
-        "listen_addr = \"127.0.0.1\"\n",
-    )
-    .unwrap();
+    std::fs::write(config_dir.join(format!("{}.toml", s.service)), "listen_addr = \"127.0.0.1\"\n").unwrap();
     let env = vec![
         ("STELLA_PORT", port.to_string()),
         ("STELLA_CONFIG_DIR", config_dir.display().to_string()),
-        (
-            "STELLA_DATABASE_URL_FILE",
-            secret_file.display().to_string(),
-        ),
+        ("STELLA_DATABASE_URL_FILE", secret_file.display().to_string()),
         ("STELLA_DIAGNOSTICS", "true".into()),
         ("STELLA_SHUTDOWN_GRACE", format!("{}s", GRACE.as_secs())),
     ];
     let mut proc = Proc::spawn(&s.path(), &[], &env);
-    let ready = wait_status(
-        &format!("{base}/health/readiness"),
-        200,
-        Duration::from_secs(15),
-    );
-    ensure(ready.is_some(), || {
-        format!(
-            "never ready; stdout: {}\nstderr: {}",
-            proc.stdout(),
-            proc.stderr()
-        )
-    })?;
+    let ready = wait_status(&format!("{base}/health/readiness"), 200, Duration::from_secs(15));
+    ensure(ready.is_some(), || format!("never ready; stdout: {}\nstderr: {}", proc.stdout(), proc.stderr()))?;
 
     let (status, body) = get(&format!("{base}/health/liveness")).ok_or("liveness: no answer")?;
     ensure(status == 200, || format!("liveness answered {status}"))?;
     let (_, body_r) = get(&format!("{base}/health/readiness")).ok_or("readiness: no answer")?;
     let r = json(&body_r)?;
-    ensure(r["checks"]["database"]["status"] == "up", || {
-        format!("readiness does not check the database: {body_r}")
-    })?;
+    ensure(r["checks"]["database"]["status"] == "up", || format!("readiness does not check the database: {body_r}"))?;
     drop(body);
 
     let (status, body) = get(&format!("{base}/version")).ok_or("version: no answer")?;
     let v = json(&body)?;
-    ensure(
-        status == 200 && v["version"] == env!("CARGO_PKG_VERSION"),
-        || format!("version: {status} {body}"),
-    )?;
+    ensure(status == 200 && v["version"] == env!("CARGO_PKG_VERSION"), || format!("version: {status} {body}"))?;
     let commit = v["gitCommit"].as_str().unwrap_or_default();
-    ensure(
-        commit == "unknown"
-            || (commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit())),
-        || format!("gitCommit is neither a commit id nor `unknown`: {body}"),
-    )?;
+    ensure(commit == "unknown" || (commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit())), || {
+        format!("gitCommit is neither a commit id nor `unknown`: {body}")
+    })?;
     let date = v["buildDate"].as_str().unwrap_or_default();
-    ensure(
-        date.len() == 20 && date.ends_with('Z') && date.as_bytes()[10] == b'T',
-        || format!("buildDate: {body}"),
-    )?;
+    ensure(date.len() == 20 && date.ends_with('Z') && date.as_bytes()[10] == b'T', || format!("buildDate: {body}"))?;
 
     let (status, body) = get(&format!("{base}/config")).ok_or("config: no answer")?;
     let c = json(&body)?;
     let db = &c["settings"]["STELLA_DATABASE_URL"];
-    ensure(
-        status == 200 && db["value"] == "<redacted>" && db["source"] == "secretfile",
-        || format!("config: {body}"),
-    )?;
-    ensure(
-        c["settings"]["STELLA_LISTEN_ADDR"]["source"] == "file",
-        || format!("config file not read: {body}"),
-    )?;
-    ensure(!body.contains(&pg.password), || {
-        "config discovery leaks the database password".into()
-    })?;
+    ensure(status == 200 && db["value"] == "<redacted>" && db["source"] == "secretfile", || format!("config: {body}"))?;
+    ensure(c["settings"]["STELLA_LISTEN_ADDR"]["source"] == "file", || format!("config file not read: {body}"))?;
+    ensure(!body.contains(&pg.password), || "config discovery leaks the database password".into())?;
 
     let (status, body) = get(&format!("{base}/capabilities")).ok_or("capabilities: no answer")?;
     if s.aggregation_only {
-        ensure(
-            status == 200 && json(&body)? == serde_json::json!({"merge": false}),
-            || format!("capabilities: {body}"),
-        )?;
-    } else {
-        ensure(status == 404, || {
-            format!("capabilities should not exist here: {status}")
+        ensure(status == 200 && json(&body)? == serde_json::json!({"merge": false}), || {
+            format!("capabilities: {body}")
         })?;
+    } else {
+        ensure(status == 404, || format!("capabilities should not exist here: {status}"))?;
     }
 
     let (status, body) = get(&format!("{base}/metrics")).ok_or("metrics: no answer")?;
@@ -220,12 +145,7 @@ fn check_service(s: &ServiceInfo, pg: &Postgres, secrets: &std::path::Path) -> R
         .envs(env.iter().map(|(k, v)| (*k, v.clone())))
         .output()
         .map_err(|e| e.to_string())?;
-    ensure(hc.status.success(), || {
-        format!(
-            "healthcheck failed: {}",
-            String::from_utf8_lossy(&hc.stdout)
-        )
-    })?;
+    ensure(hc.status.success(), || format!("healthcheck failed: {}", String::from_utf8_lossy(&hc.stdout)))?;
 
     drain_under_load(&mut proc, &base)?;
     check_logs(s, &proc, pg)?;
@@ -237,121 +157,68 @@ fn check_service(s: &ServiceInfo, pg: &Postgres, secrets: &std::path::Path) -> R
 fn drain_under_load(proc: &mut Proc, base: &str) -> Result<(), String> {
     let slow = format!("{base}/debug/delay?ms={DRAIN_DELAY_MS}");
     let results = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..DRAIN_REQUESTS)
-            .map(|_| scope.spawn(|| get(&slow)))
-            .collect();
+        let workers: Vec<_> = (0..DRAIN_REQUESTS).map(|_| scope.spawn(|| get(&slow))).collect();
         std::thread::sleep(Duration::from_millis(300));
         proc.signal(libc::SIGTERM);
         let signalled = Instant::now();
         std::thread::sleep(Duration::from_millis(100));
         let readiness = get(&format!("{base}/health/readiness"));
         let fresh = get(&format!("{base}/version"));
-        let answers: Vec<_> = workers
-            .into_iter()
-            .map(|w| w.join().ok().flatten())
-            .collect();
+        let answers: Vec<_> = workers.into_iter().map(|w| w.join().ok().flatten()).collect();
         let status = proc.wait_for(GRACE + Duration::from_secs(2));
         (readiness, fresh, answers, status, signalled.elapsed())
     });
     let (readiness, fresh, answers, status, took) = results;
-    ensure(readiness.as_ref().is_some_and(|(s, _)| *s == 503), || {
-        format!("readiness during drain: {readiness:?}")
-    })?;
-    ensure(fresh.as_ref().is_some_and(|(s, _)| *s == 503), || {
-        format!("new request during drain: {fresh:?}")
-    })?;
-    let failed = answers
-        .iter()
-        .filter(|a| !a.as_ref().is_some_and(|(s, _)| *s == 200))
-        .count();
-    ensure(failed == 0, || {
-        format!("{failed} of {DRAIN_REQUESTS} in-flight requests failed: {answers:?}")
-    })?;
-    ensure(status.is_some_and(|s| s.success()), || {
-        format!("exit after SIGTERM: {status:?}")
-    })?;
-    ensure(took < GRACE, || {
-        format!("drain took {took:?}, longer than the grace period")
-    })
+    ensure(readiness.as_ref().is_some_and(|(s, _)| *s == 503), || format!("readiness during drain: {readiness:?}"))?;
+    ensure(fresh.as_ref().is_some_and(|(s, _)| *s == 503), || format!("new request during drain: {fresh:?}"))?;
+    let failed = answers.iter().filter(|a| a.as_ref().is_none_or(|(s, _)| *s != 200)).count();
+    ensure(failed == 0, || format!("{failed} of {DRAIN_REQUESTS} in-flight requests failed: {answers:?}"))?;
+    ensure(status.is_some_and(|s| s.success()), || format!("exit after SIGTERM: {status:?}"))?;
+    ensure(took < GRACE, || format!("drain took {took:?}, longer than the grace period"))
 }
 
 fn check_logs(s: &ServiceInfo, proc: &Proc, pg: &Postgres) -> Result<(), String> {
     let (stdout, stderr) = (proc.stdout(), proc.stderr());
-    ensure(
-        !stdout.contains(&pg.password) && !stderr.contains(&pg.password),
-        || "a log line leaks the password".into(),
-    )?;
-    ensure(!stdout.contains(&pg.url()), || {
-        "a log line leaks the database URL".into()
+    ensure(!stdout.contains(&pg.password) && !stderr.contains(&pg.password), || {
+        "a log line leaks the password".into()
     })?;
+    ensure(!stdout.contains(&pg.url()), || "a log line leaks the database URL".into())?;
     let mut messages = Vec::new();
     for line in stdout.lines() {
         let v = json(line)?;
-        for key in [
-            "timestamp",
-            "level",
-            "message",
-            "service",
-            "version",
-            "revision",
-        ] {
-            ensure(v.get(key).is_some(), || {
-                format!("log line without `{key}`: {line}")
-            })?;
+        for key in ["timestamp", "level", "message", "service", "version", "revision"] {
+            ensure(v.get(key).is_some(), || format!("log line without `{key}`: {line}"))?;
         }
-        ensure(v["service"] == s.binary.as_str(), || {
-            format!("log line names another service: {line}")
-        })?;
+        ensure(v["service"] == s.binary.as_str(), || format!("log line names another service: {line}"))?;
         messages.push(v["message"].as_str().unwrap_or_default().to_string());
         if v["message"] == "request" {
             for key in ["method", "route", "path", "status", "duration_ms"] {
-                ensure(v.get(key).is_some(), || {
-                    format!("request log without `{key}`: {line}")
-                })?;
+                ensure(v.get(key).is_some(), || format!("request log without `{key}`: {line}"))?;
             }
         }
     }
-    ensure(stdout.contains("<redacted>"), || {
-        "the configuration log line does not show the redacted secret".into()
-    })?;
+    ensure(stdout.contains("<redacted>"), || "the configuration log line does not show the redacted secret".into())?;
     for expected in ["listening", "draining", "shutdown complete", "request"] {
-        ensure(messages.iter().any(|m| m == expected), || {
-            format!("no `{expected}` log line")
-        })?;
+        ensure(messages.iter().any(|m| m == expected), || format!("no `{expected}` log line"))?;
     }
     Ok(())
 }
 
 /// A bad value exits 78 with one line naming it, before any port is bound.
 fn check_bad_config(s: &ServiceInfo, port: u16) -> Result<(), String> {
-    let env = vec![
-        ("STELLA_PORT", port.to_string()),
-        ("STELLA_SHUTDOWN_GRACE", "soon".to_string()),
-    ];
+    let env = vec![("STELLA_PORT", port.to_string()), ("STELLA_SHUTDOWN_GRACE", "soon".to_string())];
     let mut proc = Proc::spawn(&s.path(), &[], &env);
     let status = proc.wait_for(Duration::from_secs(5));
-    ensure(status.and_then(|s| s.code()) == Some(78), || {
-        format!("bad STELLA_SHUTDOWN_GRACE exited {status:?}")
-    })?;
+    ensure(status.and_then(|s| s.code()) == Some(78), || format!("bad STELLA_SHUTDOWN_GRACE exited {status:?}"))?;
     let stderr = proc.stderr();
-    ensure(stderr.lines().count() == 1, || {
-        format!("expected one line on stderr: {stderr}")
-    })?;
-    ensure(
-        stderr.contains("STELLA_SHUTDOWN_GRACE=\"soon\"") && stderr.contains("duration"),
-        || stderr.clone(),
-    )?;
-    ensure(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        || "port bound despite bad config".into(),
-    )?;
+    ensure(stderr.lines().count() == 1, || format!("expected one line on stderr: {stderr}"))?;
+    ensure(stderr.contains("STELLA_SHUTDOWN_GRACE=\"soon\"") && stderr.contains("duration"), || stderr.clone())?;
+    ensure(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), || "port bound despite bad config".into())?;
     if s.aggregation_only {
         let env = vec![("STELLA_DISABLE_MERGE", "false".to_string())];
         let mut proc = Proc::spawn(&s.path(), &[], &env);
         let status = proc.wait_for(Duration::from_secs(5));
-        ensure(status.and_then(|s| s.code()) == Some(78), || {
-            format!("DISABLE_MERGE=false exited {status:?}")
-        })?;
+        ensure(status.and_then(|s| s.code()) == Some(78), || format!("DISABLE_MERGE=false exited {status:?}"))?;
         ensure(proc.stderr().contains("no merge path"), || proc.stderr())?;
     }
     Ok(())

@@ -89,6 +89,9 @@ fn readiness_follows_the_database() {
     }
     pg.resume();
     for (binary, url, _) in &procs {
-        assert!(wait_status(url, 200, Duration::from_secs(15)).is_some(), "{binary} not ready after the database returned");
+        assert!(
+            wait_status(url, 200, Duration::from_secs(15)).is_some(),
+            "{binary} not ready after the database returned"
+        );
     }
 }

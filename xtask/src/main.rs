@@ -1,1 +1,27 @@
-fn main() {}
+//! `cargo xtask`: the StellaOps distribution pipeline's command line.
+//!
+//! A thin dispatch: flags are parsed in [`flags`], each command lives in its own module and
+//! does its work through library code.
+
+mod flags;
+
+use clap::Parser;
+use xtask::{bench, setup, test};
+
+fn main() -> std::process::ExitCode {
+    let flags = flags::Xtask::parse();
+    let result = match flags.command {
+        flags::Command::Setup(f) => setup::run(&setup::Options { test: f.test, dry_run: f.dry_run }),
+        flags::Command::Test(f) => test::run(&test::Options { setup: !f.no_setup, cargo_test_args: f.cargo_test_args }),
+        flags::Command::Bench(f) => match f.suite {
+            flags::Suite::Services => bench::services(&bench::Options { json: f.json, runs: f.runs }),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

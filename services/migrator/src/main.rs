@@ -36,23 +36,13 @@ const WAIT: Setting = Setting {
 
 fn main() -> std::process::ExitCode {
     stella_runtime::Service::job("migrator", |ctx, args| async move {
-        let pool = ctx
-            .db
-            .clone()
-            .expect("the runtime requires STELLA_DATABASE_URL for jobs");
-        let wait = ctx
-            .config
-            .duration(WAIT.name)
-            .unwrap_or(Duration::from_secs(60));
+        let pool = ctx.db.clone().expect("the runtime requires STELLA_DATABASE_URL for jobs");
+        let wait = ctx.config.duration(WAIT.name).unwrap_or(Duration::from_secs(60));
         wait_for_database(&pool, wait).await?;
         let before = applied(&pool).await?;
         migrator().run(&pool).await.context("applying migrations")?;
         let after = applied(&pool).await?;
-        info!(
-            applied = after - before,
-            total = after,
-            "database schema is current"
-        );
+        info!(applied = after - before, total = after, "database schema is current");
         if args.seed {
             seed(&pool).await.context("loading seed data")?;
         }
@@ -76,10 +66,7 @@ async fn wait_for_database(pool: &PgPool, limit: Duration) -> anyhow::Result<()>
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(e) => {
-                return Err(e).context(format!(
-                    "the database did not answer within {}s",
-                    limit.as_secs()
-                ));
+                return Err(e).context(format!("the database did not answer within {}s", limit.as_secs()));
             }
         }
     }
@@ -95,11 +82,7 @@ async fn applied(pool: &PgPool) -> anyhow::Result<i64> {
     if !exists {
         return Ok(0);
     }
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(pool)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?)
 }
 
 /// The quickstart seed: idempotent, so running it again changes nothing.

@@ -93,10 +93,7 @@ pub struct Setting {
 impl Setting {
     /// The key of this setting in `/etc/stella/<service>.toml`.
     pub fn file_key(&self) -> String {
-        self.name
-            .strip_prefix("STELLA_")
-            .unwrap_or(self.name)
-            .to_ascii_lowercase()
+        self.name.strip_prefix("STELLA_").unwrap_or(self.name).to_ascii_lowercase()
     }
 }
 
@@ -123,40 +120,21 @@ pub enum Source {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name}={value} is not valid: expected {expected}")]
-    Invalid {
-        name: String,
-        value: String,
-        expected: String,
-    },
+    Invalid { name: String, value: String, expected: String },
     #[error("{name}={value} is refused: {why}")]
-    Refused {
-        name: String,
-        value: String,
-        why: String,
-    },
+    Refused { name: String, value: String, why: String },
     #[error("{name} is required: {why}")]
     Required { name: String, why: String },
     #[error("both {name} and {name}_FILE are set: set only one")]
     Ambiguous { name: String },
     #[error("{var}={path}: cannot read the file: {source}")]
-    SecretFile {
-        var: String,
-        path: String,
-        source: std::io::Error,
-    },
+    SecretFile { var: String, path: String, source: std::io::Error },
     #[error("{path}: cannot read the configuration file: {source}")]
-    FileRead {
-        path: String,
-        source: std::io::Error,
-    },
+    FileRead { path: String, source: std::io::Error },
     #[error("{path}: not valid TOML: {message}")]
     FileSyntax { path: String, message: String },
     #[error("{path}: unknown key `{key}`: accepted keys are {accepted}")]
-    UnknownKey {
-        path: String,
-        key: String,
-        accepted: String,
-    },
+    UnknownKey { path: String, key: String, accepted: String },
     #[error("{path}: key `{key}` must be a string, number or boolean")]
     FileType { path: String, key: String },
 }
@@ -211,12 +189,7 @@ impl Config {
             };
             values.insert(s.name, (value, source));
         }
-        Ok(Config {
-            service: service.to_string(),
-            default_port,
-            settings: settings.to_vec(),
-            values,
-        })
+        Ok(Config { service: service.to_string(), default_port, settings: settings.to_vec(), values })
     }
 
     pub fn service(&self) -> &str {
@@ -231,11 +204,10 @@ impl Config {
         &self.settings
     }
 
+    /// The value of a setting; `None` when it is unset or not declared for this service (a job
+    /// has no `STELLA_PORT`), so shared code can ask without knowing the service's kind.
     fn get(&self, name: &str) -> Option<&Value> {
-        match self.values.get(name) {
-            Some((v, _)) => v.as_ref(),
-            None => panic!("setting {name} is not declared for this service"),
-        }
+        self.values.get(name).and_then(|(v, _)| v.as_ref())
     }
 
     pub fn is_set(&self, name: &str) -> bool {
@@ -295,10 +267,7 @@ impl Config {
                 Some(Value::Duration(d)) => format_duration(*d).into(),
                 Some(Value::Text(t)) => t.clone().into(),
             };
-            map.insert(
-                s.name.to_string(),
-                serde_json::json!({ "value": shown, "source": source, "secret": s.secret }),
-            );
+            map.insert(s.name.to_string(), serde_json::json!({ "value": shown, "source": source, "secret": s.secret }));
         }
         serde_json::Value::Object(map)
     }
@@ -329,46 +298,30 @@ pub fn describe(settings: &[Setting], default_port: Option<u16>) -> serde_json::
 }
 
 fn config_path(service: &str, env: &dyn Env) -> PathBuf {
-    let dir = env
-        .var("STELLA_CONFIG_DIR")
-        .unwrap_or_else(|| "/etc/stella".into());
+    let dir = env.var("STELLA_CONFIG_DIR").unwrap_or_else(|| "/etc/stella".into());
     Path::new(&dir).join(format!("{service}.toml"))
 }
 
 /// Reads the optional TOML file; unknown keys are errors so a typo never goes unnoticed.
-fn read_file(
-    service: &str,
-    settings: &[Setting],
-    env: &dyn Env,
-) -> Result<BTreeMap<String, String>, ConfigError> {
+fn read_file(service: &str, settings: &[Setting], env: &dyn Env) -> Result<BTreeMap<String, String>, ConfigError> {
     let path = config_path(service, env);
     let shown = path.display().to_string();
     let text = match env.read(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
         Err(source) => {
-            return Err(ConfigError::FileRead {
-                path: shown,
-                source,
-            });
+            return Err(ConfigError::FileRead { path: shown, source });
         }
     };
-    let table: toml::Table =
-        text.parse()
-            .map_err(|e: toml::de::Error| ConfigError::FileSyntax {
-                path: shown.clone(),
-                message: e.to_string(),
-            })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::FileSyntax { path: shown.clone(), message: e.to_string() })?;
     let known: BTreeMap<String, &Setting> = settings.iter().map(|s| (s.file_key(), s)).collect();
     let mut out = BTreeMap::new();
     for (key, value) in table {
         if !known.contains_key(&key) {
             let accepted = known.keys().cloned().collect::<Vec<_>>().join(", ");
-            return Err(ConfigError::UnknownKey {
-                path: shown,
-                key,
-                accepted,
-            });
+            return Err(ConfigError::UnknownKey { path: shown, key, accepted });
         }
         let text = match value {
             toml::Value::String(s) => s,
@@ -389,29 +342,18 @@ fn raw_value(
 ) -> Result<(Option<String>, Source), ConfigError> {
     let direct = env.var(s.name).filter(|v| !v.is_empty());
     let file_var = format!("{}_FILE", s.name);
-    let via_file = if s.secret {
-        env.var(&file_var).filter(|v| !v.is_empty())
-    } else {
-        None
-    };
+    let via_file = if s.secret { env.var(&file_var).filter(|v| !v.is_empty()) } else { None };
     match (direct, via_file) {
-        (Some(_), Some(_)) => Err(ConfigError::Ambiguous {
-            name: s.name.into(),
-        }),
+        (Some(_), Some(_)) => Err(ConfigError::Ambiguous { name: s.name.into() }),
         (Some(v), None) => Ok((Some(v), Source::Env)),
         (None, Some(path)) => {
-            let text = env
-                .read(Path::new(&path))
-                .map_err(|source| ConfigError::SecretFile {
-                    var: file_var,
-                    path: path.clone(),
-                    source,
-                })?;
+            let text = env.read(Path::new(&path)).map_err(|source| ConfigError::SecretFile {
+                var: file_var,
+                path: path.clone(),
+                source,
+            })?;
             // File mounts usually end with a newline that is not part of the secret.
-            Ok((
-                Some(text.trim_end_matches(['\n', '\r']).to_string()),
-                Source::SecretFile,
-            ))
+            Ok((Some(text.trim_end_matches(['\n', '\r']).to_string()), Source::SecretFile))
         }
         (None, None) => match file.get(&s.file_key()) {
             Some(v) => Ok((Some(v.clone()), Source::File)),
@@ -424,11 +366,7 @@ fn raw_value(
 pub fn parse(s: &Setting, raw: &str) -> Result<Value, ConfigError> {
     let bad = || ConfigError::Invalid {
         name: s.name.to_string(),
-        value: if s.secret {
-            crate::redact::MARK.to_string()
-        } else {
-            format!("{raw:?}")
-        },
+        value: if s.secret { crate::redact::MARK.to_string() } else { format!("{raw:?}") },
         expected: s.kind.accepted(),
     };
     let raw = raw.trim();
@@ -447,21 +385,12 @@ pub fn parse(s: &Setting, raw: &str) -> Result<Value, ConfigError> {
             _ => Err(bad()),
         },
         Kind::Duration => parse_duration(raw).map(Value::Duration).ok_or_else(bad),
-        Kind::IpAddr => raw
-            .parse::<std::net::IpAddr>()
-            .map(|_| Value::Text(raw.into()))
-            .map_err(|_| bad()),
+        Kind::IpAddr => raw.parse::<std::net::IpAddr>().map(|_| Value::Text(raw.into())).map_err(|_| bad()),
         Kind::Url { schemes } => {
             let ok = schemes.iter().any(|scheme| {
-                raw.strip_prefix(scheme)
-                    .and_then(|r| r.strip_prefix("://"))
-                    .is_some_and(|r| !r.is_empty())
+                raw.strip_prefix(scheme).and_then(|r| r.strip_prefix("://")).is_some_and(|r| !r.is_empty())
             });
-            if ok {
-                Ok(Value::Text(raw.into()))
-            } else {
-                Err(bad())
-            }
+            if ok { Ok(Value::Text(raw.into())) } else { Err(bad()) }
         }
         Kind::OneOf(choices) => {
             if choices.contains(&raw) {
@@ -491,11 +420,7 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
 
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 /// The password of a `scheme://user:password@host` URL, if any.
@@ -530,12 +455,7 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> MapEnv {
-        MapEnv(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        MapEnv(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
     const PORT: Setting = Setting {
@@ -547,9 +467,7 @@ mod tests {
     };
     const DB: Setting = Setting {
         name: "STELLA_DATABASE_URL",
-        kind: Kind::Url {
-            schemes: &["postgres", "postgresql"],
-        },
+        kind: Kind::Url { schemes: &["postgres", "postgresql"] },
         default: Default::None,
         secret: true,
         description: "db",
@@ -560,71 +478,30 @@ mod tests {
         let e = env(&[("file:/etc/stella/api.toml", "port = 9000\n")]);
         let c = Config::load("api", Some(8081), &[PORT, DB], &e).unwrap();
         assert_eq!(c.int("STELLA_PORT"), Some(9000));
-        let e = env(&[
-            ("file:/etc/stella/api.toml", "port = 9000\n"),
-            ("STELLA_PORT", "9100"),
-        ]);
-        assert_eq!(
-            Config::load("api", Some(8081), &[PORT], &e)
-                .unwrap()
-                .int("STELLA_PORT"),
-            Some(9100)
-        );
+        let e = env(&[("file:/etc/stella/api.toml", "port = 9000\n"), ("STELLA_PORT", "9100")]);
+        assert_eq!(Config::load("api", Some(8081), &[PORT], &e).unwrap().int("STELLA_PORT"), Some(9100));
         let c = Config::load("api", Some(8081), &[PORT], &env(&[])).unwrap();
         assert_eq!(c.int("STELLA_PORT"), Some(8081));
-        let e = env(&[
-            ("STELLA_DATABASE_URL_FILE", "/run/s"),
-            ("file:/run/s", "postgres://u:pw123@h/d\n"),
-        ]);
+        let e = env(&[("STELLA_DATABASE_URL_FILE", "/run/s"), ("file:/run/s", "postgres://u:pw123@h/d\n")]);
         let c = Config::load("api", None, &[DB], &e).unwrap();
-        assert_eq!(
-            c.text("STELLA_DATABASE_URL"),
-            Some("postgres://u:pw123@h/d")
-        );
-        assert_eq!(
-            c.secret_values(),
-            vec!["postgres://u:pw123@h/d".to_string(), "pw123".to_string()]
-        );
-        assert_eq!(
-            c.redacted()["STELLA_DATABASE_URL"]["value"],
-            crate::redact::MARK
-        );
+        assert_eq!(c.text("STELLA_DATABASE_URL"), Some("postgres://u:pw123@h/d"));
+        assert_eq!(c.secret_values(), vec!["postgres://u:pw123@h/d".to_string(), "pw123".to_string()]);
+        assert_eq!(c.redacted()["STELLA_DATABASE_URL"]["value"], crate::redact::MARK);
     }
 
     #[test]
     fn errors_name_the_setting_and_never_show_a_secret() {
         let e = env(&[("STELLA_PORT", "abc")]);
-        let err = Config::load("api", Some(8081), &[PORT], &e)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "STELLA_PORT=\"abc\" is not valid: expected a port number from 1 to 65535"
-        );
+        let err = Config::load("api", Some(8081), &[PORT], &e).unwrap_err().to_string();
+        assert_eq!(err, "STELLA_PORT=\"abc\" is not valid: expected a port number from 1 to 65535");
         let e = env(&[("STELLA_DATABASE_URL", "mysql://root:hunter2@x")]);
-        let err = Config::load("api", None, &[DB], &e)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("STELLA_DATABASE_URL=<redacted>") && !err.contains("hunter2"),
-            "{err}"
-        );
+        let err = Config::load("api", None, &[DB], &e).unwrap_err().to_string();
+        assert!(err.contains("STELLA_DATABASE_URL=<redacted>") && !err.contains("hunter2"), "{err}");
         let e = env(&[("file:/etc/stella/api.toml", "prot = 1\n")]);
-        let err = Config::load("api", Some(8081), &[PORT], &e)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("unknown key `prot`") && err.contains("port"),
-            "{err}"
-        );
-        let e = env(&[
-            ("STELLA_DATABASE_URL", "postgres://a"),
-            ("STELLA_DATABASE_URL_FILE", "/x"),
-        ]);
-        assert!(matches!(
-            Config::load("api", None, &[DB], &e),
-            Err(ConfigError::Ambiguous { .. })
-        ));
+        let err = Config::load("api", Some(8081), &[PORT], &e).unwrap_err().to_string();
+        assert!(err.contains("unknown key `prot`") && err.contains("port"), "{err}");
+        let e = env(&[("STELLA_DATABASE_URL", "postgres://a"), ("STELLA_DATABASE_URL_FILE", "/x")]);
+        assert!(matches!(Config::load("api", None, &[DB], &e), Err(ConfigError::Ambiguous { .. })));
     }
 
     #[test]

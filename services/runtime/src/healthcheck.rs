@@ -17,27 +17,16 @@ pub fn check(listen: IpAddr, port: u16, timeout: Duration) -> Result<String, Str
         other => other,
     };
     let addr = SocketAddr::new(host, port);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connecting to {addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream
         .write_all(b"GET /health/readiness HTTP/1.0\r\nHost: localhost\r\nUser-Agent: stella-healthcheck\r\n\r\n")
         .map_err(|e| format!("sending to {addr}: {e}"))?;
     let mut response = String::new();
-    stream
-        .take(64 * 1024)
-        .read_to_string(&mut response)
-        .map_err(|e| format!("reading from {addr}: {e}"))?;
+    stream.take(64 * 1024).read_to_string(&mut response).map_err(|e| format!("reading from {addr}: {e}"))?;
     let status_line = response.lines().next().unwrap_or_default().to_string();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim())
-        .unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.trim()).unwrap_or_default();
     match status_line.split_whitespace().nth(1) {
         Some("200") => Ok(format!("{status_line} {body}")),
         _ => Err(format!("{status_line} {body}")),

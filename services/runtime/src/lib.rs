@@ -19,6 +19,7 @@ mod reap;
 pub mod redact;
 mod server;
 mod shutdown;
+mod telemetry;
 mod time;
 
 use std::future::Future;
@@ -61,17 +62,15 @@ impl Context {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let handle = tokio::spawn(worker(Box::pin(self.drain.stopped())));
-        self.workers
-            .0
-            .lock()
-            .expect("worker list lock")
-            .push((name, handle));
+        self.workers.0.lock().expect("worker list lock").push((name, handle));
     }
 }
 
 /// Background workers to wait for at shutdown.
 #[derive(Clone, Default)]
-pub(crate) struct Workers(Arc<Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>>);
+pub(crate) struct Workers(Arc<Mutex<Vec<NamedWorker>>>);
+
+type NamedWorker = (&'static str, tokio::task::JoinHandle<()>);
 
 impl Workers {
     async fn join_until(&self, deadline: tokio::time::Instant) -> bool {
@@ -79,10 +78,7 @@ impl Workers {
         let mut clean = true;
         for (name, handle) in handles {
             if tokio::time::timeout_at(deadline, handle).await.is_err() {
-                tracing::error!(
-                    worker = name,
-                    "worker did not finish within the grace period"
-                );
+                tracing::error!(worker = name, "worker did not finish within the grace period");
                 clean = false;
             }
         }
@@ -96,8 +92,7 @@ pub struct JobArgs {
     pub seed: bool,
 }
 
-type JobFn =
-    Box<dyn FnOnce(Context, JobArgs) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>>;
+type JobFn = Box<dyn FnOnce(Context, JobArgs) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>>;
 type RoutesFn = fn(&Context) -> axum::Router;
 
 /// The declaration of one service binary.
@@ -185,18 +180,30 @@ impl Service {
                 }
                 let build = BuildInfo::current();
                 redact::install(config.secret_values());
-                logging::init(
+                let telemetry = logging::init(
                     &binary,
                     &build,
                     config.text("STELLA_LOG_LEVEL").unwrap_or("info"),
                     config.text("STELLA_LOG_FORMAT").unwrap_or("json"),
+                    config.text("OTEL_EXPORTER_OTLP_ENDPOINT"),
                 );
+                let telemetry = match telemetry {
+                    Ok(guard) => guard,
+                    Err(e) => {
+                        eprintln!("{binary}: configuration error: OTEL_EXPORTER_OTLP_ENDPOINT: {e}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                };
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
                     .build()
                     .expect("starting the async runtime");
-                runtime.block_on(self.run(config, build, cli.seed))
+                let code = runtime.block_on(self.run(config, build, cli.seed));
+                // Flushes spans and metrics outside the runtime, as the exporter requires.
+                drop(runtime);
+                drop(telemetry);
+                code
             }
         }
     }
@@ -218,19 +225,13 @@ impl Service {
                 return Err(config::ConfigError::Invalid {
                     name: "STELLA_DATABASE_URL".into(),
                     value: redact::MARK.into(),
-                    expected: format!(
-                        "a PostgreSQL URL ({})",
-                        e.to_string().replace(url, redact::MARK)
-                    ),
+                    expected: format!("a PostgreSQL URL ({})", e.to_string().replace(url, redact::MARK)),
                 });
             }
         } else if self.job.is_some() {
             return Err(config::ConfigError::Required {
                 name: "STELLA_DATABASE_URL".into(),
-                why: format!(
-                    "stella-{} needs PostgreSQL; set it or STELLA_DATABASE_URL_FILE",
-                    self.name
-                ),
+                why: format!("stella-{} needs PostgreSQL; set it or STELLA_DATABASE_URL_FILE", self.name),
             });
         }
         Ok(config)
@@ -247,10 +248,7 @@ impl Service {
                 "aggregationOnly": self.aggregation_only,
                 "settings": config::describe(&self.settings, self.port),
             });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&doc).expect("describe is valid JSON")
-            );
+            println!("{}", serde_json::to_string_pretty(&doc).expect("describe is valid JSON"));
         } else {
             let port = self.port.map(|p| format!(", port {p}")).unwrap_or_default();
             println!("stella-{} ({kind}{port})", self.name);
@@ -261,13 +259,8 @@ impl Service {
     }
 
     fn healthcheck(&self, config: &Config) -> ExitCode {
-        let (Some(port), Some(listen)) =
-            (config.int("STELLA_PORT"), config.text("STELLA_LISTEN_ADDR"))
-        else {
-            eprintln!(
-                "stella-{} is a one-shot job and has no healthcheck",
-                self.name
-            );
+        let (Some(port), Some(listen)) = (config.int("STELLA_PORT"), config.text("STELLA_LISTEN_ADDR")) else {
+            eprintln!("stella-{} is a one-shot job and has no healthcheck", self.name);
             return ExitCode::from(2);
         };
         let listen: IpAddr = listen.parse().expect("validated at load");
@@ -295,13 +288,7 @@ impl Service {
                 .connect_lazy_with(options)
         });
         let drain = shutdown::Drain::default();
-        let ctx = Context {
-            config: Arc::new(config),
-            build,
-            db,
-            workers: Workers::default(),
-            drain: drain.clone(),
-        };
+        let ctx = Context { config: Arc::new(config), build, db, workers: Workers::default(), drain: drain.clone() };
         tracing::info!(config = %ctx.config.redacted(), "configuration loaded");
         if let Some(job) = self.job {
             return match job(ctx, JobArgs { seed }).await {
@@ -313,15 +300,8 @@ impl Service {
             };
         }
         let config = &ctx.config;
-        let listen: IpAddr = config
-            .text("STELLA_LISTEN_ADDR")
-            .unwrap_or("0.0.0.0")
-            .parse()
-            .expect("validated at load");
-        let addr = SocketAddr::new(
-            listen,
-            config.int("STELLA_PORT").expect("port has a default") as u16,
-        );
+        let listen: IpAddr = config.text("STELLA_LISTEN_ADDR").unwrap_or("0.0.0.0").parse().expect("validated at load");
+        let addr = SocketAddr::new(listen, config.int("STELLA_PORT").expect("port has a default") as u16);
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {
@@ -329,22 +309,13 @@ impl Service {
                 return ExitCode::FAILURE;
             }
         };
-        let deps = ctx
-            .db
-            .clone()
-            .zip(db_options)
-            .map(|(p, o)| readiness::Dependency::Postgres(p, o))
-            .into_iter()
-            .collect();
-        let timeout = config
-            .duration("STELLA_READINESS_TIMEOUT")
-            .unwrap_or(Duration::from_secs(2));
+        let deps =
+            ctx.db.clone().zip(db_options).map(|(p, o)| readiness::Dependency::Postgres(p, o)).into_iter().collect();
+        let timeout = config.duration("STELLA_READINESS_TIMEOUT").unwrap_or(Duration::from_secs(2));
         let readiness = readiness::Readiness::new(deps, timeout, drain.clone());
         let own = self.routes.map(|r| r(&ctx)).unwrap_or_default();
         let app = server::app(&ctx, own, readiness, drain.clone(), self.aggregation_only);
-        let grace = config
-            .duration("STELLA_SHUTDOWN_GRACE")
-            .unwrap_or(Duration::from_secs(25));
+        let grace = config.duration("STELLA_SHUTDOWN_GRACE").unwrap_or(Duration::from_secs(25));
         tracing::info!(%addr, "listening");
         if server::serve(listener, app, drain, grace, ctx.workers.clone()).await {
             ExitCode::SUCCESS
@@ -356,10 +327,7 @@ impl Service {
 
 /// The command line every service binary shares.
 #[derive(Parser)]
-#[command(
-    about = "A StellaOps service (see `describe` for its settings)",
-    version
-)]
+#[command(about = "A StellaOps service (see `describe` for its settings)", version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

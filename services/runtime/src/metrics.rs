@@ -9,9 +9,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::build_info::BuildInfo;
 
@@ -26,32 +24,21 @@ impl Metrics {
     pub fn new(service: &str, build: &BuildInfo) -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new(
-                "stella_http_requests_total",
-                "HTTP requests served, by method, route and status.",
-            ),
+            Opts::new("stella_http_requests_total", "HTTP requests served, by method, route and status."),
             &["method", "route", "status"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "stella_http_request_duration_seconds",
-                "HTTP request latency, by method and route.",
-            )
-            .buckets(vec![
-                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+            HistogramOpts::new("stella_http_request_duration_seconds", "HTTP request latency, by method and route.")
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["method", "route"],
         )
         .expect("valid metric");
         let info = IntGauge::with_opts(
-            Opts::new(
-                "stella_build_info",
-                "Build metadata of this service; always 1.",
-            )
-            .const_label("service", service)
-            .const_label("version", build.version)
-            .const_label("revision", build.git_commit),
+            Opts::new("stella_build_info", "Build metadata of this service; always 1.")
+                .const_label("service", service)
+                .const_label("version", build.version)
+                .const_label("revision", build.git_commit),
         )
         .expect("valid metric");
         info.set(1);
@@ -61,31 +48,19 @@ impl Metrics {
             Box::new(info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
-            registry
-                .register(collector)
-                .expect("metric registered once");
+            registry.register(collector).expect("metric registered once");
         }
-        Metrics {
-            registry,
-            requests,
-            latency,
-        }
+        Metrics { registry, requests, latency }
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        self.requests
-            .with_label_values(&[method, route, &status.to_string()])
-            .inc();
-        self.latency
-            .with_label_values(&[method, route])
-            .observe(seconds);
+        self.requests.with_label_values(&[method, route, &status.to_string()]).inc();
+        self.latency.with_label_values(&[method, route]).observe(seconds);
     }
 
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding of metrics");
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding of metrics");
         out
     }
 }
@@ -94,16 +69,32 @@ impl Metrics {
 pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let path = request.uri().path().to_string();
-    let response = next.run(request).await;
+    let response = if crate::telemetry::enabled() {
+        use tracing::Instrument;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let span = tracing::info_span!(
+            "request",
+            otel.name = format!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = method.as_str(),
+            http.route = route.as_str(),
+            url.path = path.as_str(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        let _ = span.set_parent(crate::telemetry::parent(request.headers()));
+        let response = next.run(request).instrument(span.clone()).await;
+        span.record("http.response.status_code", response.status().as_u16());
+        response
+    } else {
+        next.run(request).await
+    };
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
     metrics.observe(&method, &route, status, elapsed.as_secs_f64());
+    crate::telemetry::record(&method, &route, status, elapsed.as_secs_f64());
     let ms = elapsed.as_secs_f64() * 1000.0;
     // Probes and scrapes arrive every few seconds; they are logged only at debug.
     if route.starts_with("/health/") || route == "/metrics" {

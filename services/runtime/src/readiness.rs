@@ -34,21 +34,14 @@ impl Dependency {
                 match tokio::time::timeout(half, sqlx::query("SELECT 1").execute(pool)).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) if !matches!(e, sqlx::Error::PoolTimedOut) => Err(e.to_string()),
-                    _ => {
-                        match tokio::time::timeout(half, PgConnection::connect_with(options)).await
-                        {
-                            Ok(Ok(conn)) => {
-                                drop(conn.close().await);
-                                Err("connected directly, but the pool has no usable connection"
-                                    .into())
-                            }
-                            Ok(Err(e)) => Err(e.to_string()),
-                            Err(_) => Err(format!(
-                                "no answer within {}",
-                                crate::config::format_duration(timeout)
-                            )),
+                    _ => match tokio::time::timeout(half, PgConnection::connect_with(options)).await {
+                        Ok(Ok(conn)) => {
+                            drop(conn.close().await);
+                            Err("connected directly, but the pool has no usable connection".into())
                         }
-                    }
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("no answer within {}", crate::config::format_duration(timeout))),
+                    },
                 }
             }
         }
@@ -64,23 +57,17 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn new(deps: Vec<Dependency>, timeout: Duration, drain: Drain) -> Readiness {
-        Readiness {
-            deps: Arc::new(deps),
-            timeout,
-            drain,
-        }
+        Readiness { deps: Arc::new(deps), timeout, drain }
     }
 
     /// `(ready, body)`: the body lists every check with its status and latency.
     pub async fn evaluate(&self) -> (bool, Value) {
         if self.drain.is_draining() {
-            return (
-                false,
-                json!({ "status": "draining", "failing": [], "checks": {} }),
-            );
+            return (false, json!({ "status": "draining", "failing": [], "checks": {} }));
         }
         let mut set = tokio::task::JoinSet::new();
-        for dep in self.deps.iter().cloned() {
+        for dep in self.deps.iter() {
+            let dep = dep.clone();
             let timeout = self.timeout;
             set.spawn(async move {
                 let start = Instant::now();
@@ -108,9 +95,6 @@ impl Readiness {
         failing.sort_unstable();
         let ready = failing.is_empty();
         let status = if ready { "ready" } else { "not_ready" };
-        (
-            ready,
-            json!({ "status": status, "failing": failing, "checks": checks }),
-        )
+        (ready, json!({ "status": status, "failing": failing, "checks": checks }))
     }
 }

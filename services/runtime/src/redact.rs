@@ -49,10 +49,7 @@ mod tests {
     #[test]
     fn replaces_longest_secret_first() {
         super::install(vec!["pw9".into(), "postgres://u:pw9@h/db".into()]);
-        assert_eq!(
-            super::redact("connect postgres://u:pw9@h/db failed"),
-            "connect <redacted> failed"
-        );
+        assert_eq!(super::redact("connect postgres://u:pw9@h/db failed"), "connect <redacted> failed");
         assert_eq!(super::redact("password pw9"), "password <redacted>");
     }
 }

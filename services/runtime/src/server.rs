@@ -35,19 +35,9 @@ struct Shared {
 }
 
 /// The full router: contract routes, then the service's own.
-pub(crate) fn app(
-    ctx: &Context,
-    own: Router,
-    readiness: Readiness,
-    drain: Drain,
-    aggregation_only: bool,
-) -> Router {
+pub(crate) fn app(ctx: &Context, own: Router, readiness: Readiness, drain: Drain, aggregation_only: bool) -> Router {
     let metrics = Metrics::new(ctx.config.service(), &ctx.build);
-    let shared = Shared {
-        ctx: ctx.clone(),
-        readiness,
-        aggregation_only,
-    };
+    let shared = Shared { ctx: ctx.clone(), readiness, aggregation_only };
     let mut contract = Router::new()
         .route("/health/liveness", get(liveness))
         .route("/health/readiness", get(readiness_handler))
@@ -57,10 +47,7 @@ pub(crate) fn app(
         contract = contract.route("/capabilities", get(capabilities));
     }
     if ctx.config.bool("STELLA_METRICS_ENABLED") {
-        contract = contract.route(
-            "/metrics",
-            get(metrics::handler).with_state(metrics.clone()),
-        );
+        contract = contract.route("/metrics", get(metrics::handler).with_state(metrics.clone()));
     }
     if ctx.config.bool("STELLA_DIAGNOSTICS") {
         contract = contract.route("/debug/delay", get(delay));
@@ -81,14 +68,9 @@ async fn gate(State(drain): State<Drain>, request: Request, next: Next) -> Respo
     match drain.admit() {
         Some(_in_flight) => next.run(request).await,
         None => {
-            let mut response = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": "shutting down" })),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            let mut response =
+                (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "shutting down" }))).into_response();
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             response
         }
     }
@@ -100,11 +82,7 @@ async fn liveness() -> Json<serde_json::Value> {
 
 async fn readiness_handler(State(s): State<Shared>) -> Response {
     let (ready, body) = s.readiness.evaluate().await;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
@@ -145,13 +123,10 @@ pub(crate) async fn serve(
     workers: crate::Workers,
 ) -> bool {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = stop_rx.await;
-    });
+    let server =
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        });
     let server = tokio::spawn(async move { server.await });
 
     crate::shutdown::signal().await;

@@ -6,23 +6,13 @@
 use crate::config::{Default, Kind, Setting};
 
 const fn s(name: &'static str, kind: Kind, default: Default, description: &'static str) -> Setting {
-    Setting {
-        name,
-        kind,
-        default,
-        secret: false,
-        description,
-    }
+    Setting { name, kind, default, secret: false, description }
 }
 
 const LOG_LEVELS: Kind = Kind::OneOf(&["trace", "debug", "info", "warn", "error"]);
 
-pub const LOG_LEVEL: Setting = s(
-    "STELLA_LOG_LEVEL",
-    LOG_LEVELS,
-    Default::Value("info"),
-    "Least severe log level written to stdout.",
-);
+pub const LOG_LEVEL: Setting =
+    s("STELLA_LOG_LEVEL", LOG_LEVELS, Default::Value("info"), "Least severe log level written to stdout.");
 pub const LOG_FORMAT: Setting = s(
     "STELLA_LOG_FORMAT",
     Kind::OneOf(&["json", "text"]),
@@ -31,9 +21,7 @@ pub const LOG_FORMAT: Setting = s(
 );
 pub const DATABASE_URL: Setting = Setting {
     name: "STELLA_DATABASE_URL",
-    kind: Kind::Url {
-        schemes: &["postgres", "postgresql"],
-    },
+    kind: Kind::Url { schemes: &["postgres", "postgresql"] },
     default: Default::None,
     secret: true,
     description: "PostgreSQL connection URL; when set, readiness checks it (the migrator requires it). \
@@ -54,18 +42,8 @@ pub const QUICKSTART_MODE: Setting = s(
 
 /// Settings of every long-running service.
 pub const COMMON: &[Setting] = &[
-    s(
-        "STELLA_LISTEN_ADDR",
-        Kind::IpAddr,
-        Default::Value("0.0.0.0"),
-        "Address the HTTP server binds to.",
-    ),
-    s(
-        "STELLA_PORT",
-        Kind::Port,
-        Default::ServicePort,
-        "Port of the HTTP server (API, health, metrics).",
-    ),
+    s("STELLA_LISTEN_ADDR", Kind::IpAddr, Default::Value("0.0.0.0"), "Address the HTTP server binds to."),
+    s("STELLA_PORT", Kind::Port, Default::ServicePort, "Port of the HTTP server (API, health, metrics)."),
     LOG_LEVEL,
     LOG_FORMAT,
     s(
@@ -80,12 +58,7 @@ pub const COMMON: &[Setting] = &[
         Default::Value("2s"),
         "How long each dependency check of /health/readiness may take before it counts as failed.",
     ),
-    s(
-        "STELLA_METRICS_ENABLED",
-        Kind::Bool,
-        Default::Value("true"),
-        "Serve Prometheus metrics at /metrics.",
-    ),
+    s("STELLA_METRICS_ENABLED", Kind::Bool, Default::Value("true"), "Serve Prometheus metrics at /metrics."),
     DATABASE_URL,
     DATABASE_POOL_SIZE,
     QUICKSTART_MODE,
@@ -97,9 +70,7 @@ pub const COMMON: &[Setting] = &[
     ),
     s(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
-        Kind::Url {
-            schemes: &["http", "https"],
-        },
+        Kind::Url { schemes: &["http", "https"] },
         Default::None,
         "OpenTelemetry collector (OTLP/HTTP); traces are exported only when set.",
     ),

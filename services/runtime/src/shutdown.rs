@@ -29,11 +29,7 @@ impl Drop for InFlight {
 
 impl Default for Drain {
     fn default() -> Self {
-        Drain {
-            draining: Arc::default(),
-            in_flight: Arc::default(),
-            stop_tx: Arc::new(watch::channel(false).0),
-        }
+        Drain { draining: Arc::default(), in_flight: Arc::default(), stop_tx: Arc::new(watch::channel(false).0) }
     }
 }
 

@@ -1,0 +1,94 @@
+//! `cargo xtask setup`: installs what a fresh machine lacks, and nothing it already has.
+//!
+//! The toolchain and its targets come from `rust-toolchain.toml` through rustup. Where rustup
+//! cannot download a target, Debian's `rustc-web` with `libstd-rust-web-dev:arm64` is the
+//! documented fallback (see README), which this command does not switch to by itself: a
+//! different compiler gives different binary digests, and that must be a conscious choice.
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::shell;
+
+pub struct Options {
+    /// Also the tools the test suite runs.
+    pub test: bool,
+    pub dry_run: bool,
+}
+
+/// Debian packages the build needs: the cross linker for arm64 and musl's C toolchain for
+/// crates that compile C.
+pub const BUILD_PACKAGES: &[&str] = &["musl-tools", "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
+
+/// Debian packages the tests run: a real PostgreSQL, the independent OCI checkers, qemu for
+/// arm64 binaries.
+pub const TEST_PACKAGES: &[&str] = &["postgresql", "skopeo", "umoci", "qemu-user-static", "docker-registry"];
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    toolchain(options.dry_run)?;
+    let mut wanted: Vec<&str> = BUILD_PACKAGES.to_vec();
+    if options.test {
+        wanted.extend_from_slice(TEST_PACKAGES);
+    }
+    let missing: Vec<&str> = wanted.into_iter().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        eprintln!("setup: every Debian package is present");
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    if options.dry_run {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions and no side effects.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "these packages are missing and setup is not running as root: sudo apt-get install {}",
+            missing.join(" ")
+        );
+    }
+    shell::run(Command::new("apt-get").args(["update", "-q"]))?;
+    shell::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Makes sure the pinned toolchain and its targets are installed.
+fn toolchain(dry_run: bool) -> anyhow::Result<()> {
+    if !shell::have("rustup") {
+        eprintln!("setup: rustup not found; using the cargo on PATH (see README for the Debian rustc-web fallback)");
+        return Ok(());
+    }
+    let pinned =
+        std::fs::read_to_string(shell::root().join("rust-toolchain.toml")).context("reading rust-toolchain.toml")?;
+    let targets: Vec<String> = pinned
+        .lines()
+        .find(|l| l.trim_start().starts_with("targets"))
+        .map(|l| l.split('"').skip(1).step_by(2).map(str::to_string).collect())
+        .unwrap_or_default();
+    let installed =
+        shell::output(Command::new("rustup").args(["target", "list", "--installed"]).current_dir(shell::root()))
+            .unwrap_or_default();
+    let missing: Vec<&String> = targets.iter().filter(|t| !installed.lines().any(|l| l == t.as_str())).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing the pinned toolchain and targets {missing:?}");
+    if dry_run {
+        return Ok(());
+    }
+    shell::run(Command::new("rustup").args(["toolchain", "install"])).context(
+        "rustup could not install the pinned toolchain; see README, section `Offline toolchain`, for Debian's rustc-web",
+    )
+}

@@ -1,0 +1,58 @@
+//! `cargo xtask test`: the README's test command. Formatting, clippy, the service binaries the
+//! end-to-end tests start as processes, then every test of the workspace.
+
+use anyhow::Context;
+
+use crate::shell::{self, cargo};
+
+pub struct Options {
+    pub setup: bool,
+    pub cargo_test_args: Vec<String>,
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    if options.setup {
+        crate::setup::run(&crate::setup::Options { test: true, dry_run: false }).context("setting up this machine")?;
+    }
+    shell::run(cargo().args(["fmt", "--all", "--", "--check"])).context("formatting differs: run `cargo fmt --all`")?;
+    shell::run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    // The end-to-end tests run the services as real processes: build every binary first.
+    shell::run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--locked", "--no-fail-fast", "--"]).args(&options.cargo_test_args);
+    let (passed, failed, ok) = run_counting(&mut test)?;
+    // One closing line for the whole run: cargo prints one per test binary, the last of which
+    // is usually a doc-test run with nothing in it.
+    println!("summary: {passed} passed, {failed} failed");
+    if !ok {
+        anyhow::bail!("tests failed");
+    }
+    Ok(())
+}
+
+/// Runs `cargo test`, echoing its output, and adds up its `test result:` lines.
+fn run_counting(cmd: &mut std::process::Command) -> anyhow::Result<(u64, u64, bool)> {
+    use std::io::BufRead;
+    cmd.current_dir(shell::root()).stdout(std::process::Stdio::piped());
+    eprintln!("$ cargo test --workspace --locked");
+    let mut child = cmd.spawn().context("starting cargo test")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, " passed");
+            failed += count(rest, " failed");
+        }
+    }
+    Ok((passed, failed, child.wait()?.success()))
+}
+
+/// The number before `label` in `ok. 3 passed; 0 failed; ...`.
+fn count(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(label))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
