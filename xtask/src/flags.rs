@@ -1,5 +1,7 @@
 //! Every flag of every `cargo xtask` command; the `///` lines are the `--help` text.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -18,6 +20,72 @@ pub enum Command {
     Test(Test),
     /// Measure and print figures with ratios against a baseline measured in the same run.
     Bench(Bench),
+    /// Build every image of images.toml: static binaries for each platform, assembled without a
+    /// daemon into a reproducible multi-arch OCI image layout (default target/oci).
+    Images(Images),
+    /// Print the resolved plan of `images` (inputs and digests, targets, epoch, outputs) without building.
+    Plan(PlanFlags),
+    /// Write the JSON Schema of images.toml (docs/images.schema.json); --check fails when it is stale.
+    Schema(Schema),
+}
+
+#[derive(Args)]
+pub struct Select {
+    /// The image catalog (default: images.toml at the workspace root).
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// Where the OCI image layout is written (default: target/oci).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Build only this platform (repeatable): linux/amd64 or linux/arm64. Default: each image's own.
+    #[arg(long = "platform")]
+    pub platforms: Vec<String>,
+    /// Build only this image (repeatable). Default: every image.
+    #[arg(long = "image")]
+    pub images: Vec<String>,
+    /// Tag vX.Y.Z from the workspace version (the default when no tag flag is given).
+    #[arg(long)]
+    pub release: bool,
+    /// Tag vX.Y.Z-rc.N.
+    #[arg(long, value_name = "N")]
+    pub rc: Option<u32>,
+    /// Tag `edge` (latest main).
+    #[arg(long)]
+    pub edge: bool,
+    /// Tag nightly-YYYYMMDD (the date of the source epoch).
+    #[arg(long)]
+    pub nightly: bool,
+    /// Use small fixed files instead of compiled binaries: runs the whole pipeline in seconds.
+    #[arg(long)]
+    pub fake_binaries: bool,
+}
+
+#[derive(Args)]
+pub struct Images {
+    #[command(flatten)]
+    pub select: Select,
+    /// Print the built images (names, tags, digests) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Then load this machine's platform of every image into the local Docker engine.
+    #[arg(long)]
+    pub load: bool,
+}
+
+#[derive(Args)]
+pub struct PlanFlags {
+    #[command(flatten)]
+    pub select: Select,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct Schema {
+    /// Fail if the committed schema differs instead of writing it.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Args)]
@@ -56,4 +124,35 @@ pub struct Bench {
 pub enum Suite {
     /// Start-up to ready and idle memory of every service, against python3's http.server.
     Services,
+}
+
+impl Select {
+    /// The library's request (the library never sees clap types).
+    pub fn request(&self) -> xtask::plan::Request {
+        use xtask::plan::Tag;
+        let mut tags = Vec::new();
+        if self.release {
+            tags.push(Tag::Release);
+        }
+        if let Some(n) = self.rc {
+            tags.push(Tag::Rc(n));
+        }
+        if self.edge {
+            tags.push(Tag::Edge);
+        }
+        if self.nightly {
+            tags.push(Tag::Nightly);
+        }
+        if tags.is_empty() {
+            tags.push(Tag::Release);
+        }
+        xtask::plan::Request {
+            catalog: self.catalog.clone().map(xtask::images::absolute).unwrap_or_else(xtask::catalog::default_path),
+            out: self.out.clone().map(xtask::images::absolute).unwrap_or_else(xtask::images::default_out),
+            platforms: self.platforms.clone(),
+            images: self.images.clone(),
+            tags,
+            fake_binaries: self.fake_binaries,
+        }
+    }
 }

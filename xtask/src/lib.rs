@@ -1,7 +1,18 @@
 //! The StellaOps distribution pipeline as a library: `cargo xtask` is a thin CLI over it, and
 //! the end-to-end tests call it directly.
 
+pub mod assemble;
 pub mod bench;
+pub mod catalog;
+pub mod compile;
+pub mod images;
+pub mod layer;
+pub mod layers;
+pub mod load;
+pub mod oci;
+pub mod plan;
+pub mod progress;
+pub mod schema;
 pub mod setup;
 pub mod shell;
 pub mod test;

@@ -6,7 +6,7 @@
 mod flags;
 
 use clap::Parser;
-use xtask::{bench, setup, test};
+use xtask::{bench, images, setup, test};
 
 fn main() -> std::process::ExitCode {
     let flags = flags::Xtask::parse();
@@ -16,6 +16,11 @@ fn main() -> std::process::ExitCode {
         flags::Command::Bench(f) => match f.suite {
             flags::Suite::Services => bench::services(&bench::Options { json: f.json, runs: f.runs }),
         },
+        flags::Command::Images(f) => {
+            images::run(&images::Options { request: f.select.request(), json: f.json, load: f.load })
+        }
+        flags::Command::Plan(f) => images::print_plan(&f.select.request(), f.json),
+        flags::Command::Schema(f) => xtask::schema::run(f.check),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! The services of the workspace: every `stella-*` binary of a package under `services/`,
 //! described by the binary itself (`describe --json`), so nothing lists them by hand.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,28 +29,44 @@ impl ServiceInfo {
     }
 }
 
-/// The names of every `stella-*` binary of a package under `services/`, sorted.
-pub fn service_binaries() -> anyhow::Result<Vec<String>> {
+/// Every workspace package with the binaries it provides, with the directory of its manifest.
+pub fn packages() -> anyhow::Result<Vec<(String, PathBuf, BTreeSet<String>)>> {
     let root = shell::root();
     let text = shell::output(
         shell::cargo().args(["metadata", "--no-deps", "--format-version", "1", "--offline"]).current_dir(&root),
     )?;
     let meta: serde_json::Value = serde_json::from_str(&text).context("parsing cargo metadata")?;
-    let services = root.join("services");
-    let mut bins = Vec::new();
+    let mut out = Vec::new();
     for package in meta["packages"].as_array().context("cargo metadata has no packages")? {
-        let manifest = Path::new(package["manifest_path"].as_str().unwrap_or_default());
-        if !manifest.starts_with(&services) {
-            continue;
-        }
-        for target in package["targets"].as_array().into_iter().flatten() {
-            let name = target["name"].as_str().unwrap_or_default();
-            let is_bin = target["kind"].as_array().into_iter().flatten().any(|k| k == "bin");
-            if is_bin && name.starts_with("stella-") {
-                bins.push(name.to_string());
-            }
-        }
+        let name = package["name"].as_str().unwrap_or_default().to_string();
+        let dir = Path::new(package["manifest_path"].as_str().unwrap_or_default()).parent().map(Path::to_path_buf);
+        let bins = package["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["kind"].as_array().into_iter().flatten().any(|k| k == "bin"))
+            .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .collect();
+        out.push((name, dir.unwrap_or_default(), bins));
     }
+    out.sort();
+    Ok(out)
+}
+
+/// Binaries by package, for validating `images.toml`.
+pub fn package_binaries() -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+    Ok(packages()?.into_iter().map(|(name, _, bins)| (name, bins)).collect())
+}
+
+/// The names of every `stella-*` binary of a package under `services/`, sorted.
+pub fn service_binaries() -> anyhow::Result<Vec<String>> {
+    let services = shell::root().join("services");
+    let mut bins: Vec<String> = packages()?
+        .into_iter()
+        .filter(|(_, dir, _)| dir.starts_with(&services))
+        .flat_map(|(_, _, bins)| bins)
+        .filter(|b| b.starts_with("stella-"))
+        .collect();
     bins.sort();
     Ok(bins)
 }

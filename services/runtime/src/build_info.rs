@@ -17,7 +17,7 @@ impl BuildInfo {
         BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
             git_commit: env!("STELLA_BUILD_COMMIT"),
-            build_date: crate::time::rfc3339(epoch),
+            build_date: stella_epoch::rfc3339(epoch),
         }
     }
 }

@@ -20,7 +20,6 @@ pub mod redact;
 mod server;
 mod shutdown;
 mod telemetry;
-mod time;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

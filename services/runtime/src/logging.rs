@@ -68,7 +68,7 @@ where
         let mut fields = FieldMap(serde_json::Map::new());
         event.record(&mut fields);
         let mut line = serde_json::Map::new();
-        line.insert("timestamp".into(), crate::time::rfc3339_now().into());
+        line.insert("timestamp".into(), stella_epoch::rfc3339_now().into());
         line.insert("level".into(), meta.level().as_str().to_ascii_lowercase().into());
         line.insert("service".into(), self.service.clone().into());
         line.insert("version".into(), self.version.clone().into());

@@ -1,5 +1,6 @@
-//! UTC timestamps in RFC 3339, without a date-time crate: the build date comes from the source
-//! epoch (never the clock) and log lines need only seconds and milliseconds.
+//! UTC dates from seconds since the Unix epoch, without a date-time crate: build dates come
+//! from the source epoch (never the clock), and log lines need only seconds and milliseconds.
+//! Shared by the service runtime (`/version`, logs) and the pipeline (image `created`, tags).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,11 @@ pub fn rfc3339_now() -> String {
 pub fn rfc3339(secs: u64) -> String {
     let (date, time) = split(secs);
     format!("{date}T{time}Z")
+}
+
+/// `20261128` for seconds since the Unix epoch (the `nightly-YYYYMMDD` tag).
+pub fn yyyymmdd(secs: u64) -> String {
+    split(secs).0.replace('-', "")
 }
 
 fn split(secs: u64) -> (String, String) {
@@ -44,5 +50,6 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(super::rfc3339(1_795_892_748), "2026-11-28T19:05:48Z");
+        assert_eq!(super::yyyymmdd(1_795_892_748), "20261128");
     }
 }

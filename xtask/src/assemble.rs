@@ -1,0 +1,202 @@
+//! Assembly: the plan's layers encoded (in parallel, through the content cache), written as
+//! blobs, and bound into configs, manifests, image indexes and the layout's `index.json`.
+//!
+//! The layout is written into a fresh directory beside the output and swapped in at the end,
+//! so a failed run never leaves a half-written layout and stale blobs never accumulate.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::compile::Binaries;
+use crate::layer::{self, Encoded, Entry, Layer};
+use crate::oci::image::{self as img, LayerRef};
+use crate::oci::{Blob, Layout};
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::{layers, shell};
+
+/// What a build produced: the record `deploy` and `bundle` read (`<out>/images.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Built {
+    pub version: String,
+    pub revision: String,
+    pub created: String,
+    pub tags: Vec<String>,
+    pub images: Vec<BuiltImage>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BuiltImage {
+    pub name: String,
+    pub repository: String,
+    pub tags: Vec<String>,
+    /// The image index (all platforms).
+    pub digest: String,
+    pub platforms: BTreeMap<String, BuiltPlatform>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuiltPlatform {
+    pub manifest: String,
+    pub config: String,
+    /// Sum of the compressed layers.
+    pub compressed_size: u64,
+    /// The application layer alone, compressed.
+    pub app_layer_size: u64,
+    pub binary_size: u64,
+}
+
+/// A layer to encode, keyed so that identical content is encoded once.
+struct Job {
+    created_by: String,
+    layer: Layer,
+}
+
+/// Where compressed layers are kept between runs, by the digest of their tar.
+pub fn cache_dir() -> PathBuf {
+    // The encoder settings are part of the key: change them, change this name.
+    crate::workspace::target_dir().join("stella-cache/gzip-zlibrs-6-v1")
+}
+
+pub fn assemble(plan: &Plan, binaries: &Binaries, quiet: bool) -> anyhow::Result<Built> {
+    let root = shell::root();
+    let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
+    for image in &plan.images {
+        for name in &image.layers {
+            if !jobs.contains_key(name) {
+                let layer = layers::load(&root.join("layers"), name)?;
+                jobs.insert(name.clone(), Job { created_by: format!("layer {name}"), layer });
+            }
+        }
+        for p in &image.platforms {
+            let bin = binaries.get(&(p.clone(), image.binary.clone())).context("a planned binary was not built")?;
+            let key = app_key(&image.name, p);
+            let entry = Entry::file(&format!("app/{}", image.binary), 0o755, bin.clone());
+            let layer = Layer { name: key.clone(), entries: vec![entry] };
+            jobs.insert(key, Job { created_by: format!("app {} ({p})", image.binary), layer });
+        }
+    }
+    let progress = Progress::new("layers", jobs.len(), quiet);
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let encoded: BTreeMap<String, (Encoded, PathBuf)> = jobs
+        .par_iter()
+        .map(|(key, job)| {
+            let result = encode_cached(&job.layer, &cache).with_context(|| format!("encoding layer {key}"));
+            progress.step(&job.created_by);
+            result.map(|e| (key.clone(), e))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    progress.finish();
+
+    let staging = sibling(&plan.out, "new");
+    let _ = std::fs::remove_dir_all(&staging);
+    let layout = Layout::create(&staging)?;
+    for (encoded, cached) in encoded.values() {
+        link_or_copy(cached, &layout.blob_path(&encoded.gz_digest))?;
+    }
+    let layer_ref = |key: &str| {
+        let (e, _) = &encoded[key];
+        LayerRef {
+            created_by: jobs[key].created_by.clone(),
+            diff_id: e.tar_digest.clone(),
+            blob: Blob { digest: e.gz_digest.clone(), size: e.gz.len() as u64 },
+        }
+    };
+    let mut built = Vec::new();
+    let mut indexes = Vec::new();
+    for image in &plan.images {
+        let mut written = Vec::new();
+        let mut platforms = BTreeMap::new();
+        for p in &image.platforms {
+            let mut refs: Vec<LayerRef> = image.layers.iter().map(|n| layer_ref(n)).collect();
+            let app = layer_ref(&app_key(&image.name, p));
+            refs.push(app.clone());
+            let w = img::write_manifest(&layout, plan, image, Plan::platform(p), &refs)?;
+            platforms.insert(
+                p.clone(),
+                BuiltPlatform {
+                    manifest: w.manifest.digest.clone(),
+                    config: w.config.digest.clone(),
+                    compressed_size: refs.iter().map(|r| r.blob.size).sum(),
+                    app_layer_size: app.blob.size,
+                    binary_size: binaries[&(p.clone(), image.binary.clone())].len() as u64,
+                },
+            );
+            written.push(w);
+        }
+        let index = img::write_index(&layout, plan, image, &written)?;
+        built.push(BuiltImage {
+            name: image.name.clone(),
+            repository: image.repository.clone(),
+            tags: plan.tags.clone(),
+            digest: index.digest.clone(),
+            platforms,
+        });
+        indexes.push((image, index));
+    }
+    img::write_top_index(&layout, plan, &indexes)?;
+    let record = Built {
+        version: plan.version.clone(),
+        revision: plan.revision.clone(),
+        created: plan.created.clone(),
+        tags: plan.tags.clone(),
+        images: built,
+    };
+    let json = serde_json::to_vec_pretty(&record)?;
+    crate::oci::write_atomic(&staging.join("images.json"), &json)?;
+    swap_in(&staging, &plan.out)?;
+    Ok(record)
+}
+
+fn app_key(image: &str, platform: &str) -> String {
+    format!("app {image} {platform}")
+}
+
+/// Encodes a layer, or takes its compressed form from the cache when its tar is unchanged.
+fn encode_cached(layer: &Layer, cache: &Path) -> anyhow::Result<(Encoded, PathBuf)> {
+    let tar = layer.tar()?;
+    let tar_digest = layer::sha256(&tar);
+    let path = cache.join(tar_digest.trim_start_matches("sha256:"));
+    if let Ok(gz) = std::fs::read(&path) {
+        let gz: Arc<[u8]> = gz.into();
+        let e = Encoded { tar_size: tar.len() as u64, gz_digest: layer::sha256(&gz), gz, tar_digest };
+        return Ok((e, path));
+    }
+    let e = layer::encode(&tar)?;
+    crate::oci::write_atomic(&path, &e.gz)?;
+    Ok((e, path))
+}
+
+fn link_or_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if to.exists() {
+        return Ok(());
+    }
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
+fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "oci".into());
+    out.with_file_name(format!(".{name}.{suffix}"))
+}
+
+/// Replaces `out` with `staging` (two renames; the old layout is removed afterwards).
+fn swap_in(staging: &Path, out: &Path) -> anyhow::Result<()> {
+    let old = sibling(out, "old");
+    let _ = std::fs::remove_dir_all(&old);
+    if out.exists() {
+        std::fs::rename(out, &old).with_context(|| format!("moving the previous {} aside", out.display()))?;
+    }
+    std::fs::rename(staging, out).with_context(|| format!("moving the new layout to {}", out.display()))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! `cargo xtask images` and `cargo xtask plan`: plan, compile, assemble, report.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::assemble::{self, Built};
+use crate::plan::{self, Plan, Request};
+use crate::{compile, shell};
+
+pub struct Options {
+    pub request: Request,
+    pub json: bool,
+    /// Load the host platform's images into the local Docker engine afterwards.
+    pub load: bool,
+}
+
+/// The default output directory, `target/oci`.
+pub fn default_out() -> PathBuf {
+    crate::workspace::target_dir().join("oci")
+}
+
+/// Plans, builds and assembles; returns the record written to `<out>/images.json`.
+pub fn build(request: &Request, quiet: bool) -> anyhow::Result<(Plan, Built)> {
+    let plan = plan::plan(request)?;
+    if plan.dirty && !quiet {
+        eprintln!(
+            "warning: the working tree has uncommitted changes; revision {} does not describe them",
+            plan.revision
+        );
+    }
+    if !plan.fake_binaries {
+        let missing: Vec<&str> =
+            plan.targets.iter().map(|t| t.triple.as_str()).filter(|t| !compile::target_installed(t)).collect();
+        if !missing.is_empty() {
+            crate::setup::run(&crate::setup::Options { test: false, dry_run: false })
+                .with_context(|| format!("installing the missing targets {missing:?}"))?;
+        }
+    }
+    let binaries = compile::compile(&plan)?;
+    let built = assemble::assemble(&plan, &binaries, quiet)?;
+    Ok((plan, built))
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (plan, built) = build(&options.request, options.json)?;
+    if options.load {
+        crate::load::load(&plan, &built)?;
+    }
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&built)?);
+        return Ok(());
+    }
+    println!("{} images in {} ({:.1} s)", built.images.len(), plan.out.display(), started.elapsed().as_secs_f64());
+    for image in &built.images {
+        println!("  {}@{}", image.repository, image.digest);
+        for (platform, p) in &image.platforms {
+            println!(
+                "    {platform:<12} {}  {:>9} compressed, binary {:>9}",
+                &p.manifest[..19],
+                human(p.compressed_size),
+                human(p.binary_size)
+            );
+        }
+    }
+    println!("tags: {}", plan.tags.join(", "));
+    Ok(())
+}
+
+/// `cargo xtask plan`.
+pub fn print_plan(request: &Request, json: bool) -> anyhow::Result<()> {
+    let plan = plan::plan(request)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        println!("version {} revision {} epoch {} ({})", plan.version, plan.revision, plan.epoch, plan.created);
+        println!("tags: {}", plan.tags.join(", "));
+        for t in &plan.targets {
+            println!("build {} ({}): {}", t.platform, t.triple, t.packages.join(" "));
+        }
+        for i in &plan.images {
+            println!("image {} [{}] layers {} + app", i.repository, i.platforms.join(", "), i.layers.join(" + "));
+        }
+        println!("out: {}", plan.out.display());
+    }
+    Ok(())
+}
+
+pub fn human(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
+}
+
+/// Relative paths are taken from the current directory, as a user expects.
+pub fn absolute(path: PathBuf) -> PathBuf {
+    if path.is_absolute() { path } else { std::env::current_dir().unwrap_or_else(|_| shell::root()).join(path) }
+}

@@ -1,0 +1,132 @@
+//! Layer definitions under `layers/<name>.toml`: directories and files with explicit modes and
+//! owners, turned into a [`Layer`]. File contents come from `layers/` or from built-in
+//! generators; nothing is taken from the build host's own files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::layer::{Entry, Layer};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Definition {
+    #[allow(dead_code)]
+    description: String,
+    #[serde(default)]
+    dirs: BTreeMap<String, Meta>,
+    #[serde(default)]
+    files: BTreeMap<String, FileDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    mode: String,
+    #[serde(default)]
+    owner: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDef {
+    mode: String,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    generate: Option<String>,
+}
+
+/// The files a definition reads, for the plan's input digests.
+pub fn inputs(dir: &Path, name: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let path = dir.join(format!("{name}.toml"));
+    let def = read(&path)?;
+    let mut out = vec![path];
+    out.extend(def.files.values().filter_map(|f| f.source.as_ref()).map(|s| dir.join(s)));
+    Ok(out)
+}
+
+fn read(path: &Path) -> anyhow::Result<Definition> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading layer definition {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let (line, col) = e.span().map(|s| crate::catalog::line_col(&text, s.start)).unwrap_or((1, 1));
+        anyhow::anyhow!("{}:{line}:{col}: {}", path.display(), e.message().trim())
+    })
+}
+
+/// Reads `layers/<name>.toml` into a layer.
+pub fn load(dir: &Path, name: &str) -> anyhow::Result<Layer> {
+    let path = dir.join(format!("{name}.toml"));
+    if !path.exists() {
+        bail!("layer `{name}`: {} does not exist (layers are defined under {})", path.display(), dir.display());
+    }
+    let def = read(&path)?;
+    let file = path.display();
+    let mut entries = Vec::new();
+    for (p, meta) in &def.dirs {
+        let (uid, gid) = owner(meta.owner.as_deref()).with_context(|| format!("{file}: dirs.\"{p}\".owner"))?;
+        entries.push(
+            Entry::dir(p, mode(&meta.mode).with_context(|| format!("{file}: dirs.\"{p}\".mode"))?).owned(uid, gid),
+        );
+    }
+    for (p, f) in &def.files {
+        let data = match (&f.source, &f.generate) {
+            (Some(source), None) => std::fs::read(dir.join(source))
+                .with_context(|| format!("{file}: files.\"{p}\".source: reading {}", dir.join(source).display()))?,
+            (None, Some(generator)) => {
+                generate(generator).with_context(|| format!("{file}: files.\"{p}\".generate"))?
+            }
+            _ => bail!("{file}: files.\"{p}\": give exactly one of `source` or `generate`"),
+        };
+        let (uid, gid) = owner(f.owner.as_deref()).with_context(|| format!("{file}: files.\"{p}\".owner"))?;
+        entries.push(
+            Entry::file(p, mode(&f.mode).with_context(|| format!("{file}: files.\"{p}\".mode"))?, data).owned(uid, gid),
+        );
+    }
+    Ok(Layer { name: name.to_string(), entries })
+}
+
+fn mode(text: &str) -> anyhow::Result<u32> {
+    match u32::from_str_radix(text, 8) {
+        Ok(m) if m <= 0o7777 && m & 0o6000 == 0 => Ok(m),
+        Ok(_) => bail!("`{text}`: setuid and setgid bits are not allowed in a StellaOps image"),
+        Err(_) => bail!("`{text}` is not an octal mode such as \"0644\""),
+    }
+}
+
+fn owner(text: Option<&str>) -> anyhow::Result<(u32, u32)> {
+    let Some(text) = text else { return Ok((0, 0)) };
+    match text.split_once(':').map(|(u, g)| (u.parse(), g.parse())) {
+        Some((Ok(u), Ok(g))) => Ok((u, g)),
+        _ => bail!("`{text}` is not a numeric `uid:gid`"),
+    }
+}
+
+/// Built-in file contents.
+fn generate(name: &str) -> anyhow::Result<Vec<u8>> {
+    match name {
+        "mozilla-ca-bundle" => Ok(ca_bundle()),
+        other => bail!("unknown generator `{other}`: the only one is `mozilla-ca-bundle`"),
+    }
+}
+
+/// Mozilla's root certificates from the `webpki-root-certs` crate, as a PEM bundle in the
+/// crate's order (which is fixed by its version, itself pinned by Cargo.lock).
+pub fn ca_bundle() -> Vec<u8> {
+    let mut out = String::new();
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out.into_bytes()
+}

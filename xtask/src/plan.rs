@@ -1,0 +1,291 @@
+//! The plan: everything `cargo xtask images` will do, resolved before any work and printable
+//! as data (`cargo xtask plan --json`).
+//!
+//! Reproducibility is decided here: the source epoch is read once (`SOURCE_DATE_EPOCH`, else
+//! the commit time of HEAD) and every later step takes dates from the plan, never the clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::catalog::{self, Catalog, Platform};
+use crate::{layers, shell, workspace};
+
+/// Which tags to write (the epic's tagging scheme).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tag {
+    /// `vX.Y.Z`, from the workspace version.
+    Release,
+    /// `vX.Y.Z-rc.N`.
+    Rc(u32),
+    /// `edge`: the latest main.
+    Edge,
+    /// `nightly-YYYYMMDD`, the date of the source epoch.
+    Nightly,
+}
+
+/// What the caller asks for.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub catalog: PathBuf,
+    pub out: PathBuf,
+    /// Only these platforms (`linux/amd64`); empty means each image's own.
+    pub platforms: Vec<String>,
+    /// Only these images; empty means all.
+    pub images: Vec<String>,
+    pub tags: Vec<Tag>,
+    /// Small fixed files instead of compiled binaries: the whole pipeline, fast, for tests.
+    pub fake_binaries: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub version: String,
+    pub revision: String,
+    /// Whether the working tree had uncommitted changes when planned.
+    pub dirty: bool,
+    pub epoch: u64,
+    /// The epoch in RFC 3339: image `created` and `org.opencontainers.image.created`.
+    pub created: String,
+    pub tags: Vec<String>,
+    pub out: PathBuf,
+    pub fake_binaries: bool,
+    pub targets: Vec<Target>,
+    pub images: Vec<ImagePlan>,
+    /// Every input file (relative to the workspace) and its SHA-256.
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// One cargo build: a target triple and the packages built for it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub platform: String,
+    pub triple: String,
+    pub packages: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ImagePlan {
+    pub name: String,
+    /// `<registry>/<repository>/<name>`.
+    pub repository: String,
+    pub package: String,
+    pub binary: String,
+    pub platforms: Vec<String>,
+    pub user: String,
+    pub env: Vec<String>,
+    pub ports: Vec<u16>,
+    pub volumes: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub healthcheck: bool,
+    /// Layer definitions under `layers/`, bottom first; the application layer comes last.
+    pub layers: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Plan {
+    pub fn platform(name: &str) -> Platform {
+        Platform::parse(name).expect("platforms are validated when planning")
+    }
+}
+
+/// Resolves a request into a plan; reads files and git, builds nothing.
+pub fn plan(req: &Request) -> anyhow::Result<Plan> {
+    let root = shell::root();
+    let binaries = workspace::package_binaries()?;
+    let catalog: Catalog = catalog::load(&req.catalog, &binaries)?;
+    let version = workspace_version(&root)?;
+    let (revision, dirty) = revision(&root);
+    let epoch = source_epoch(&root)?;
+    let tags = req
+        .tags
+        .iter()
+        .map(|t| match t {
+            Tag::Release => format!("v{version}"),
+            Tag::Rc(n) => format!("v{version}-rc.{n}"),
+            Tag::Edge => "edge".into(),
+            Tag::Nightly => format!("nightly-{}", stella_epoch::yyyymmdd(epoch)),
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for p in &req.platforms {
+        if Platform::parse(p).is_none() {
+            bail!("--platform {p}: unknown platform; use linux/amd64 or linux/arm64");
+        }
+    }
+    for i in &req.images {
+        if !catalog.images.contains_key(i) {
+            let known = catalog.images.keys().cloned().collect::<Vec<_>>().join(", ");
+            bail!("--image {i}: no such image in {}; known: {known}", req.catalog.display());
+        }
+    }
+    let d = &catalog.defaults;
+    let mut images = Vec::new();
+    for (name, image) in &catalog.images {
+        if !req.images.is_empty() && !req.images.contains(name) {
+            continue;
+        }
+        let platforms: Vec<String> = image
+            .platforms
+            .clone()
+            .unwrap_or_else(|| d.platforms.clone())
+            .into_iter()
+            .map(|p| Platform::parse(&p).expect("validated").name())
+            .filter(|p| {
+                req.platforms.is_empty()
+                    || req.platforms.iter().any(|r| Platform::parse(r).map(|x| x.name()).as_ref() == Some(p))
+            })
+            .collect();
+        if platforms.is_empty() {
+            continue;
+        }
+        let mut env: BTreeMap<String, String> = d.env.clone();
+        env.extend(image.env.clone());
+        let mut labels = d.labels.clone();
+        labels.extend(image.labels.clone());
+        let binary = image.binary().to_string();
+        images.push(ImagePlan {
+            name: name.clone(),
+            repository: format!("{}/{}/{}", d.registry, d.repository, name),
+            package: image.package.clone(),
+            entrypoint: image.entrypoint.clone().unwrap_or_else(|| vec![format!("/app/{binary}")]),
+            binary,
+            platforms,
+            user: d.user.clone(),
+            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            ports: image.ports.clone(),
+            volumes: image.volumes.clone(),
+            cmd: image.cmd.clone(),
+            healthcheck: image.healthcheck.unwrap_or(!image.ports.is_empty()),
+            layers: d.base_layers.iter().chain(&image.layers).cloned().collect(),
+            labels: image_labels(
+                &labels,
+                name,
+                &image.description,
+                &d.source,
+                &d.licenses,
+                &d.vendor,
+                &version,
+                &revision,
+                &image.ports,
+            ),
+        });
+    }
+    if images.is_empty() {
+        bail!("nothing to build: no image matches the --image and --platform filters");
+    }
+    let mut targets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for image in &images {
+        for p in &image.platforms {
+            targets.entry(p.clone()).or_default().insert(image.package.clone());
+        }
+    }
+    let targets = targets
+        .into_iter()
+        .map(|(platform, packages)| Target {
+            triple: Plan::platform(&platform).triple.to_string(),
+            platform,
+            packages: packages.into_iter().collect(),
+        })
+        .collect();
+    let inputs = inputs(&root, &req.catalog, &images)?;
+    Ok(Plan {
+        version,
+        revision,
+        dirty,
+        created: stella_epoch::rfc3339(epoch),
+        epoch,
+        tags,
+        out: req.out.clone(),
+        fake_binaries: req.fake_binaries,
+        targets,
+        images,
+        inputs,
+    })
+}
+
+/// The OCI labels of one image (also used as manifest and index annotations).
+#[allow(clippy::too_many_arguments)]
+fn image_labels(
+    base: &BTreeMap<String, String>,
+    name: &str,
+    description: &str,
+    source: &str,
+    licenses: &str,
+    vendor: &str,
+    version: &str,
+    revision: &str,
+    ports: &[u16],
+) -> BTreeMap<String, String> {
+    let mut labels = base.clone();
+    let oci = |k: &str| format!("org.opencontainers.image.{k}");
+    labels.insert(oci("title"), name.into());
+    labels.insert(oci("description"), description.into());
+    labels.insert(oci("source"), source.into());
+    labels.insert(oci("url"), source.into());
+    labels.insert(oci("licenses"), licenses.into());
+    labels.insert(oci("vendor"), vendor.into());
+    labels.insert(oci("version"), version.into());
+    labels.insert(oci("revision"), revision.into());
+    if !ports.is_empty() {
+        let list = ports.iter().map(|p| format!("{p}/tcp")).collect::<Vec<_>>().join(",");
+        labels.insert("io.stellaops.ports".into(), list);
+        labels.insert("io.stellaops.health.liveness".into(), "/health/liveness".into());
+        labels.insert("io.stellaops.health.readiness".into(), "/health/readiness".into());
+        labels.insert("io.stellaops.metrics".into(), "/metrics".into());
+    }
+    labels
+}
+
+fn workspace_version(root: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(root.join("Cargo.toml")).context("reading Cargo.toml")?;
+    let doc: toml::Table = text.parse().context("parsing Cargo.toml")?;
+    doc.get("workspace")
+        .and_then(|w| w.get("package"))
+        .and_then(|p| p.get("version"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .context("Cargo.toml has no [workspace.package] version")
+}
+
+/// `STELLA_GIT_COMMIT`, else HEAD's commit id; and whether the tree has uncommitted changes.
+fn revision(root: &Path) -> (String, bool) {
+    let git = |args: &[&str]| shell::output(Command::new("git").args(args).current_dir(root)).ok();
+    let commit = std::env::var("STELLA_GIT_COMMIT")
+        .ok()
+        .or_else(|| git(&["rev-parse", "HEAD"]).map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.trim().is_empty());
+    (commit, dirty)
+}
+
+/// `SOURCE_DATE_EPOCH`, else the commit time of HEAD.
+pub fn source_epoch(root: &Path) -> anyhow::Result<u64> {
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        return v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"));
+    }
+    let out = shell::output(Command::new("git").args(["log", "-1", "--format=%ct"]).current_dir(root))
+        .context("no SOURCE_DATE_EPOCH and no git commit to take the date from: set SOURCE_DATE_EPOCH")?;
+    out.trim().parse().context("git log gave no commit time; set SOURCE_DATE_EPOCH")
+}
+
+/// Inputs and their digests: the catalog, the lock file, the toolchain pin, layer definitions.
+fn inputs(root: &Path, catalog: &Path, images: &[ImagePlan]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut files = vec![catalog.to_path_buf(), root.join("Cargo.lock"), root.join("rust-toolchain.toml")];
+    let layer_names: BTreeSet<&String> = images.iter().flat_map(|i| &i.layers).collect();
+    for name in layer_names {
+        files.extend(layers::inputs(&root.join("layers"), name)?);
+    }
+    let mut out = BTreeMap::new();
+    for f in files {
+        let bytes = std::fs::read(&f).with_context(|| format!("reading input {}", f.display()))?;
+        let shown = f.strip_prefix(root).unwrap_or(&f).display().to_string();
+        out.insert(shown, crate::layer::sha256(&bytes));
+    }
+    Ok(out)
+}
