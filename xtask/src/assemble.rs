@@ -10,18 +10,18 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::compile::Binaries;
 use crate::layer::{self, Encoded, Entry, Layer};
+use crate::layers;
 use crate::oci::image::{self as img, LayerRef};
 use crate::oci::{Blob, Layout};
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::{layers, shell};
 
 /// What a build produced: the record `deploy` and `bundle` read (`<out>/images.json`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Built {
     pub version: String,
     pub revision: String,
@@ -30,7 +30,7 @@ pub struct Built {
     pub images: Vec<BuiltImage>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BuiltImage {
     pub name: String,
     pub repository: String,
@@ -40,7 +40,7 @@ pub struct BuiltImage {
     pub platforms: BTreeMap<String, BuiltPlatform>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BuiltPlatform {
     pub manifest: String,
@@ -58,6 +58,16 @@ struct Job {
     layer: Layer,
 }
 
+impl Built {
+    /// Reads `<out>/images.json`.
+    pub fn read(out: &Path) -> anyhow::Result<Built> {
+        let path = out.join("images.json");
+        let text = std::fs::read(&path)
+            .with_context(|| format!("reading {}: build the images first (`cargo xtask images`)", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
 /// Where compressed layers are kept between runs, by the digest of their tar.
 pub fn cache_dir() -> PathBuf {
     // The encoder settings are part of the key: change them, change this name.
@@ -65,12 +75,11 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn assemble(plan: &Plan, binaries: &Binaries, quiet: bool) -> anyhow::Result<Built> {
-    let root = shell::root();
     let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
     for image in &plan.images {
         for name in &image.layers {
             if !jobs.contains_key(name) {
-                let layer = layers::load(&root.join("layers"), name)?;
+                let layer = layers::load(&plan.layers_dir, name)?;
                 jobs.insert(name.clone(), Job { created_by: format!("layer {name}"), layer });
             }
         }

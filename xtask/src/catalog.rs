@@ -156,7 +156,10 @@ pub fn parse(file: &str, text: &str, binaries: &BTreeMap<String, BTreeSet<String
         CatalogError { file: file.to_string(), line, column, message, help }
     };
     let catalog: Catalog = toml::from_str(text).map_err(|e| {
-        let message = e.message().trim().to_string();
+        let mut message = e.message().trim().to_string();
+        if let Some(key) = e.span().filter(|_| message == "duplicate key").and_then(|s| text.get(s)) {
+            message = format!("duplicate key `{}`", key.trim_matches('"'));
+        }
         let help = help_for(&message);
         at(e.span(), message, help)
     })?;

@@ -146,13 +146,14 @@ impl Select {
         if tags.is_empty() {
             tags.push(Tag::Release);
         }
+        let catalog = self.catalog.clone().map(xtask::images::absolute).unwrap_or_else(xtask::catalog::default_path);
+        let out = self.out.clone().map(xtask::images::absolute).unwrap_or_else(xtask::images::default_out);
         xtask::plan::Request {
-            catalog: self.catalog.clone().map(xtask::images::absolute).unwrap_or_else(xtask::catalog::default_path),
-            out: self.out.clone().map(xtask::images::absolute).unwrap_or_else(xtask::images::default_out),
             platforms: self.platforms.clone(),
             images: self.images.clone(),
             tags,
             fake_binaries: self.fake_binaries,
+            ..xtask::plan::Request::new(catalog, out)
         }
     }
 }

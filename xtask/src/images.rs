@@ -46,7 +46,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let (plan, built) = build(&options.request, options.json)?;
     if options.load {
-        crate::load::load(&plan, &built)?;
+        crate::load::load(&plan.out, &built)?;
     }
     if options.json {
         println!("{}", serde_json::to_string_pretty(&built)?);

@@ -6,19 +6,23 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
+use std::path::Path;
+
 use crate::assemble::Built;
-use crate::plan::Plan;
 
 /// The platform of this machine, as named in the catalog.
 pub fn host_platform() -> &'static str {
     if cfg!(target_arch = "aarch64") { "linux/arm64" } else { "linux/amd64" }
 }
 
-pub fn load(plan: &Plan, built: &Built) -> anyhow::Result<()> {
+/// Loads the host platform of every image of the layout at `out` into Docker; returns the
+/// references loaded (`<repository>:<tag>`).
+pub fn load(out: &Path, built: &Built) -> anyhow::Result<Vec<String>> {
     let platform = host_platform();
+    let mut loaded = Vec::new();
     for image in &built.images {
         let Some(p) = image.platforms.get(platform) else { continue };
-        let archive = archive(plan, &p.manifest, &image.repository, &plan.tags)?;
+        let archive = archive(out, &p.manifest, &image.repository, &built.tags)?;
         let mut child = Command::new("docker")
             .args(["load"])
             .stdin(Stdio::piped())
@@ -31,13 +35,14 @@ pub fn load(plan: &Plan, built: &Built) -> anyhow::Result<()> {
             bail!("docker load of {} failed", image.repository);
         }
         eprint!("{}", String::from_utf8_lossy(&out.stdout));
+        loaded.extend(built.tags.iter().map(|t| format!("{}:{t}", image.repository)));
     }
-    Ok(())
+    Ok(loaded)
 }
 
 /// A tar of an OCI layout with one platform manifest of one image, named by each tag.
-fn archive(plan: &Plan, manifest: &str, repository: &str, tags: &[String]) -> anyhow::Result<Vec<u8>> {
-    let layout = crate::oci::Layout { dir: plan.out.clone() };
+fn archive(out: &Path, manifest: &str, repository: &str, tags: &[String]) -> anyhow::Result<Vec<u8>> {
+    let layout = crate::oci::Layout { dir: out.to_path_buf() };
     let manifest_bytes = std::fs::read(layout.blob_path(manifest))?;
     let doc: serde_json::Value = serde_json::from_slice(&manifest_bytes)?;
     let mut digests = vec![manifest.to_string(), doc["config"]["digest"].as_str().unwrap_or_default().to_string()];

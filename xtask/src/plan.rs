@@ -39,6 +39,34 @@ pub struct Request {
     pub tags: Vec<Tag>,
     /// Small fixed files instead of compiled binaries: the whole pipeline, fast, for tests.
     pub fake_binaries: bool,
+    /// Where layer definitions live (default `layers/`).
+    pub layers_dir: PathBuf,
+    /// Fixed metadata, for golden tests: the version, revision and epoch otherwise come from
+    /// Cargo.toml, git and `SOURCE_DATE_EPOCH`.
+    pub pin: Option<Pin>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Pin {
+    pub version: String,
+    pub revision: String,
+    pub epoch: u64,
+}
+
+impl Request {
+    /// Every image of the catalog, every platform, tag `vX.Y.Z`, real binaries, into `out`.
+    pub fn new(catalog: PathBuf, out: PathBuf) -> Request {
+        Request {
+            catalog,
+            out,
+            platforms: vec![],
+            images: vec![],
+            tags: vec![Tag::Release],
+            fake_binaries: false,
+            layers_dir: shell::root().join("layers"),
+            pin: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -54,6 +82,7 @@ pub struct Plan {
     pub out: PathBuf,
     pub fake_binaries: bool,
     pub targets: Vec<Target>,
+    pub layers_dir: PathBuf,
     pub images: Vec<ImagePlan>,
     /// Every input file (relative to the workspace) and its SHA-256.
     pub inputs: BTreeMap<String, String>,
@@ -98,9 +127,13 @@ pub fn plan(req: &Request) -> anyhow::Result<Plan> {
     let root = shell::root();
     let binaries = workspace::package_binaries()?;
     let catalog: Catalog = catalog::load(&req.catalog, &binaries)?;
-    let version = workspace_version(&root)?;
-    let (revision, dirty) = revision(&root);
-    let epoch = source_epoch(&root)?;
+    let (version, revision, dirty, epoch) = match &req.pin {
+        Some(pin) => (pin.version.clone(), pin.revision.clone(), false, pin.epoch),
+        None => {
+            let (revision, dirty) = revision(&root);
+            (workspace_version(&root)?, revision, dirty, source_epoch(&root)?)
+        }
+    };
     let tags = req
         .tags
         .iter()
@@ -193,7 +226,7 @@ pub fn plan(req: &Request) -> anyhow::Result<Plan> {
             packages: packages.into_iter().collect(),
         })
         .collect();
-    let inputs = inputs(&root, &req.catalog, &images)?;
+    let inputs = inputs(&root, &req.catalog, &req.layers_dir, &images)?;
     Ok(Plan {
         version,
         revision,
@@ -204,6 +237,7 @@ pub fn plan(req: &Request) -> anyhow::Result<Plan> {
         out: req.out.clone(),
         fake_binaries: req.fake_binaries,
         targets,
+        layers_dir: req.layers_dir.clone(),
         images,
         inputs,
     })
@@ -275,11 +309,16 @@ pub fn source_epoch(root: &Path) -> anyhow::Result<u64> {
 }
 
 /// Inputs and their digests: the catalog, the lock file, the toolchain pin, layer definitions.
-fn inputs(root: &Path, catalog: &Path, images: &[ImagePlan]) -> anyhow::Result<BTreeMap<String, String>> {
+fn inputs(
+    root: &Path,
+    catalog: &Path,
+    layers_dir: &Path,
+    images: &[ImagePlan],
+) -> anyhow::Result<BTreeMap<String, String>> {
     let mut files = vec![catalog.to_path_buf(), root.join("Cargo.lock"), root.join("rust-toolchain.toml")];
     let layer_names: BTreeSet<&String> = images.iter().flat_map(|i| &i.layers).collect();
     for name in layer_names {
-        files.extend(layers::inputs(&root.join("layers"), name)?);
+        files.extend(layers::inputs(layers_dir, name)?);
     }
     let mut out = BTreeMap::new();
     for f in files {
