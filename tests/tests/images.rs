@@ -51,9 +51,11 @@ fn skopeo_inspects_every_image_on_both_platforms() {
         let reference = format!("oci:{}:{}:{tag}", dir.display(), image.name);
         for (platform, p) in &image.platforms {
             let arch = platform.rsplit('/').next().unwrap();
-            let raw = json(&run(Command::new("skopeo").args(["inspect", "--raw", "--override-arch", arch, &reference])));
+            let raw =
+                json(&run(Command::new("skopeo").args(["inspect", "--raw", "--override-arch", arch, &reference])));
             assert_eq!(raw["mediaType"], xtask::oci::INDEX, "{}: the tag must name the multi-arch index", image.name);
-            let config = json(&run(Command::new("skopeo").args(["inspect", "--config", "--override-arch", arch, &reference])));
+            let config =
+                json(&run(Command::new("skopeo").args(["inspect", "--config", "--override-arch", arch, &reference])));
             assert_eq!(config["architecture"], arch, "{} {platform}", image.name);
             assert_eq!(config["config"]["User"], "65532:65532", "{} {platform}", image.name);
             assert_eq!(config["config"]["StopSignal"], "SIGTERM");
@@ -125,10 +127,15 @@ fn umoci_and_oci_image_tool_accept_every_manifest_and_its_entrypoint_runs() {
                     let work = tempfile::tempdir().unwrap();
                     let view = work.path().join("layout");
                     single_manifest_view(&p.manifest, &view);
-                    let report = run(Command::new("oci-image-tool").args(["validate", "--type", "image", "--ref", "name=img"]).arg(&view));
+                    let report = run(Command::new("oci-image-tool")
+                        .args(["validate", "--type", "image", "--ref", "name=img"])
+                        .arg(&view));
                     assert!(report.contains("Validation succeeded"), "{report}");
                     let bundle = work.path().join("bundle");
-                    run(Command::new("umoci").args(["unpack", "--rootless", "--image"]).arg(format!("{}:img", view.display())).arg(&bundle));
+                    run(Command::new("umoci")
+                        .args(["unpack", "--rootless", "--image"])
+                        .arg(format!("{}:img", view.display()))
+                        .arg(&bundle));
                     let binary = check_rootfs(image, platform, &bundle.join("rootfs"));
                     runs_and_answers(platform, &binary).err().map(|e| format!("{} {platform}: {e}", image.name))
                 })
@@ -147,7 +154,8 @@ fn runs_and_answers(platform: &str, binary: &Path) -> Result<(), String> {
     } else {
         (binary.to_path_buf(), vec![])
     };
-    let describe = Command::new(&program).args(&args).args(["describe", "--json"]).output().map_err(|e| e.to_string())?;
+    let describe =
+        Command::new(&program).args(&args).args(["describe", "--json"]).output().map_err(|e| e.to_string())?;
     let info = json(&String::from_utf8_lossy(&describe.stdout));
     if info["kind"] == "job" {
         return if describe.status.success() { Ok(()) } else { Err("describe failed".into()) };
@@ -155,7 +163,8 @@ fn runs_and_answers(platform: &str, binary: &Path) -> Result<(), String> {
     let port = free_port();
     args.push("serve".into());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proc = Proc::spawn(&program, &argv, &[("STELLA_PORT", port.to_string()), ("STELLA_LISTEN_ADDR", "127.0.0.1".into())]);
+    let proc =
+        Proc::spawn(&program, &argv, &[("STELLA_PORT", port.to_string()), ("STELLA_LISTEN_ADDR", "127.0.0.1".into())]);
     let ready = wait_status(&format!("http://127.0.0.1:{port}/health/liveness"), 200, Duration::from_secs(30));
     ready.map(drop).ok_or_else(|| format!("no liveness answer; stderr: {}", proc.stderr()))
 }
@@ -223,7 +232,8 @@ fn every_server_image_runs_healthy_in_docker() {
     for (name, id) in &containers {
         let mut status = String::new();
         for _ in 0..60 {
-            status = run(Command::new("docker").args(["inspect", "-f", "{{.State.Health.Status}}", id])).trim().to_string();
+            status =
+                run(Command::new("docker").args(["inspect", "-f", "{{.State.Health.Status}}", id])).trim().to_string();
             if status == "healthy" {
                 break;
             }
@@ -234,7 +244,10 @@ fn every_server_image_runs_healthy_in_docker() {
         let uid = proc_status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_string();
         let caps = proc_status.lines().find(|l| l.starts_with("CapEff:")).unwrap_or_default().to_string();
         if status != "healthy" || !uid.contains("65532") || !caps.ends_with("0000000000000000") {
-            let logs = Command::new("docker").args(["logs", id]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            let logs = Command::new("docker")
+                .args(["logs", id])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
             failures.push(format!("{name}: health {status}, {uid}, {caps}; logs: {logs:?}"));
         }
     }

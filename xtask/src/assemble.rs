@@ -25,6 +25,8 @@ use crate::progress::Progress;
 pub struct Built {
     pub version: String,
     pub revision: String,
+    /// The source epoch (seconds), and the same as RFC 3339.
+    pub epoch: u64,
     pub created: String,
     pub tags: Vec<String>,
     pub images: Vec<BuiltImage>,
@@ -75,6 +77,11 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn assemble(plan: &Plan, binaries: &Binaries, quiet: bool) -> anyhow::Result<Built> {
+    assemble_with(plan, binaries, quiet, &cache_dir())
+}
+
+/// [`assemble`] with another cache directory (an empty one measures cold assembly).
+pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path) -> anyhow::Result<Built> {
     let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
     for image in &plan.images {
         for name in &image.layers {
@@ -92,12 +99,11 @@ pub fn assemble(plan: &Plan, binaries: &Binaries, quiet: bool) -> anyhow::Result
         }
     }
     let progress = Progress::new("layers", jobs.len(), quiet);
-    let cache = cache_dir();
-    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
     let encoded: BTreeMap<String, (Encoded, PathBuf)> = jobs
         .par_iter()
         .map(|(key, job)| {
-            let result = encode_cached(&job.layer, &cache).with_context(|| format!("encoding layer {key}"));
+            let result = encode_cached(&job.layer, cache).with_context(|| format!("encoding layer {key}"));
             progress.step(&job.created_by);
             result.map(|e| (key.clone(), e))
         })
@@ -154,6 +160,7 @@ pub fn assemble(plan: &Plan, binaries: &Binaries, quiet: bool) -> anyhow::Result
     let record = Built {
         version: plan.version.clone(),
         revision: plan.revision.clone(),
+        epoch: plan.epoch,
         created: plan.created.clone(),
         tags: plan.tags.clone(),
         images: built,

@@ -25,6 +25,9 @@ pub enum Command {
     Images(Images),
     /// Print the resolved plan of `images` (inputs and digests, targets, epoch, outputs) without building.
     Plan(PlanFlags),
+    /// Rebuild the commit of a layout in a fresh clone elsewhere (other umask, time zone and
+    /// target directory) and compare every digest: what an auditor runs.
+    Reproduce(Reproduce),
     /// Write the JSON Schema of images.toml (docs/images.schema.json); --check fails when it is stale.
     Schema(Schema),
 }
@@ -124,6 +127,8 @@ pub struct Bench {
 pub enum Suite {
     /// Start-up to ready and idle memory of every service, against python3's http.server.
     Services,
+    /// Assembly against tar | gzip, the no-op rebuild, umoci side by side, image sizes.
+    Images,
 }
 
 impl Select {
@@ -156,4 +161,20 @@ impl Select {
             ..xtask::plan::Request::new(catalog, out)
         }
     }
+}
+
+#[derive(Args)]
+pub struct Reproduce {
+    /// The layout to compare with (default: target/oci).
+    #[arg(long)]
+    pub against: Option<PathBuf>,
+    /// Where to clone and build (default: a new directory under the temporary directory).
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// Rebuild only this platform (repeatable).
+    #[arg(long = "platform")]
+    pub platforms: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -14,12 +14,14 @@ fn main() -> std::process::ExitCode {
         flags::Command::Setup(f) => setup::run(&setup::Options { test: f.test, dry_run: f.dry_run }),
         flags::Command::Test(f) => test::run(&test::Options { setup: !f.no_setup, cargo_test_args: f.cargo_test_args }),
         flags::Command::Bench(f) => match f.suite {
-            flags::Suite::Services => bench::services(&bench::Options { json: f.json, runs: f.runs }),
+            flags::Suite::Services => bench::services::run(&bench::Options { json: f.json, runs: f.runs }),
+            flags::Suite::Images => bench::images::run(&bench::Options { json: f.json, runs: f.runs }),
         },
         flags::Command::Images(f) => {
             images::run(&images::Options { request: f.select.request(), json: f.json, load: f.load })
         }
         flags::Command::Plan(f) => images::print_plan(&f.select.request(), f.json),
+        flags::Command::Reproduce(f) => reproduce(f),
         flags::Command::Schema(f) => xtask::schema::run(f.check),
     };
     match result {
@@ -29,4 +31,26 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn reproduce(f: flags::Reproduce) -> anyhow::Result<()> {
+    let options = xtask::reproduce::Options {
+        against: f.against.map(images::absolute).unwrap_or_else(images::default_out),
+        work: f.work.map(images::absolute),
+        platforms: f.platforms,
+    };
+    let report = xtask::reproduce::reproduce(&options)?;
+    if f.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("rebuilt {} images of {} in {}", report.images, report.revision, report.rebuilt.display());
+        println!("{} blobs compared; index.json identical: {}", report.blobs_compared, report.index_identical);
+        for d in &report.differences {
+            println!("  differs: {d}");
+        }
+    }
+    if !report.identical() {
+        anyhow::bail!("the rebuild differs from {}", report.original.display());
+    }
+    Ok(())
 }

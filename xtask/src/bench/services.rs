@@ -1,7 +1,4 @@
-//! `cargo xtask bench`: figures measured in one run, each beside a baseline measured in the same
-//! run on the same machine, so ratios stay meaningful when the machine is busy or different.
-//!
-//! `services`: for every long-running service (release build), the time from spawn to the first
+//! `cargo xtask bench services`: for every long-running service (release build), the time from spawn to the first
 //! 200 of `/health/readiness`, and resident memory after a second of idleness. The baseline is
 //! python3's `http.server`, a familiar minimal HTTP server, measured the same way.
 
@@ -13,13 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use super::Options;
 use crate::shell::{self, cargo};
 use crate::workspace;
-
-pub struct Options {
-    pub json: bool,
-    pub runs: usize,
-}
 
 #[derive(Serialize)]
 struct Row {
@@ -30,7 +23,7 @@ struct Row {
     rss_ratio: f64,
 }
 
-pub fn services(options: &Options) -> anyhow::Result<()> {
+pub fn run(options: &Options) -> anyhow::Result<()> {
     shell::run(cargo().args(["build", "--release", "--workspace", "--bins", "--locked"]))?;
     let bin_dir = workspace::target_dir().join("release");
     let runs = options.runs.max(1);

@@ -1,0 +1,210 @@
+//! `cargo xtask bench images`: the assembler against the usual tools, in one run.
+//!
+//! - assembly with binaries already compiled and a cold cache, against `tar | gzip -n -6` run
+//!   layer by layer over the same files (goal: ratio at most 0.35 on 2 cores);
+//! - a no-op rebuild, `cargo xtask images` end to end with nothing changed (goal: under 2 s);
+//! - the same single image made by umoci (init, new, unpack, copy, repack) beside ours, and
+//!   whether each tool's digest repeats when run twice;
+//! - each image's compressed size against its binary's `gzip -6` size.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::{Options, median_secs};
+use crate::assemble;
+use crate::layer::Kind;
+use crate::plan::{self, Request};
+use crate::{compile, images, shell};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Figures {
+    layers: usize,
+    layer_bytes: u64,
+    assembly_secs: f64,
+    tar_gzip_secs: f64,
+    assembly_ratio: f64,
+    noop_rebuild_secs: f64,
+    single_image_secs: f64,
+    umoci_secs: f64,
+    umoci_ratio: f64,
+    ours_repeat: bool,
+    umoci_repeats: bool,
+    sizes: Vec<Size>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Size {
+    image: String,
+    platform: String,
+    compressed: u64,
+    binary_gzip: u64,
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let request = Request::new(crate::catalog::default_path(), work.path().join("oci"));
+    // Compile first (a no-op when `cargo xtask images` ran): only assembly is measured.
+    let (plan, _) = images::build(&request, true)?;
+    let binaries = compile::compile(&plan)?;
+    let runs = options.runs.max(1);
+
+    let assembly_secs = median_secs(runs, || {
+        let cache = tempfile::tempdir()?;
+        assemble::assemble_with(&plan, &binaries, true, cache.path()).map(drop)
+    })?;
+    let (trees, layer_bytes) = write_trees(&plan, &binaries, work.path())?;
+    let tar_gzip_secs = median_secs(runs, || {
+        let script = "for d in trees/*; do tar -C \"$d\" --sort=name -cf - . | gzip -n -6 > \"$d.tgz\"; done";
+        shell::output(Command::new("sh").args(["-c", script]).current_dir(work.path())).map(drop)
+    })?;
+
+    let noop_rebuild_secs = median_secs(runs, || {
+        shell::output(
+            shell::cargo()
+                .args(["xtask", "images", "--json", "--out"])
+                .arg(work.path().join("oci"))
+                .current_dir(shell::root()),
+        )
+        .map(drop)
+    })?;
+
+    let single =
+        Request { images: vec!["stella-api".into()], platforms: vec!["linux/amd64".into()], ..request.clone() };
+    let single_plan = plan::plan(&Request { out: work.path().join("single-a"), ..single.clone() })?;
+    let single_image_secs = median_secs(runs, || {
+        let cache = tempfile::tempdir()?;
+        assemble::assemble_with(&single_plan, &binaries, true, cache.path()).map(drop)
+    })?;
+    let a = assemble::assemble_with(&single_plan, &binaries, true, tempfile::tempdir()?.path())?;
+    let b_plan = plan::plan(&Request { out: work.path().join("single-b"), ..single })?;
+    let b = assemble::assemble_with(&b_plan, &binaries, true, tempfile::tempdir()?.path())?;
+    let ours_repeat = a.images[0].digest == b.images[0].digest;
+    let tree = trees.iter().find(|t| t.ends_with("app-stella-api-linux-amd64")).context("the stella-api tree")?;
+    let base = trees.iter().find(|t| t.ends_with("layer-base")).context("the base tree")?;
+    let umoci_secs = median_secs(runs, || umoci(work.path(), &[base.as_path(), tree.as_path()], "u").map(drop))?;
+    let umoci_repeats = umoci(work.path(), &[base, tree], "r1")? == umoci(work.path(), &[base, tree], "r2")?;
+
+    let built = assemble::Built::read(&work.path().join("oci"))?;
+    let mut sizes = Vec::new();
+    for image in &built.images {
+        for (platform, p) in &image.platforms {
+            let bin = &binaries[&(platform.clone(), image.name.clone())];
+            sizes.push(Size {
+                image: image.name.clone(),
+                platform: platform.clone(),
+                compressed: p.compressed_size,
+                binary_gzip: crate::layer::gzip(bin)?.len() as u64,
+            });
+        }
+    }
+    let f = Figures {
+        layers: trees.len(),
+        layer_bytes,
+        assembly_ratio: assembly_secs / tar_gzip_secs,
+        assembly_secs,
+        tar_gzip_secs,
+        noop_rebuild_secs,
+        umoci_ratio: umoci_secs / single_image_secs,
+        single_image_secs,
+        umoci_secs,
+        ours_repeat,
+        umoci_repeats,
+        sizes,
+    };
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&f)?);
+        return Ok(());
+    }
+    println!("assembly, cold cache, {} layers, {}: {:.2} s", f.layers, images::human(f.layer_bytes), f.assembly_secs);
+    println!("baseline tar | gzip -n -6 over the same files:  {:.2} s", f.tar_gzip_secs);
+    println!("ratio: {:.2} (goal at most 0.35)", f.assembly_ratio);
+    println!("no-op rebuild, end to end: {:.2} s (goal under 2 s)", f.noop_rebuild_secs);
+    println!(
+        "one image (stella-api amd64): ours {:.3} s, umoci {:.3} s, ratio umoci/ours {:.1}; digests repeat: ours {}, umoci {}",
+        f.single_image_secs, f.umoci_secs, f.umoci_ratio, f.ours_repeat, f.umoci_repeats
+    );
+    println!("{:<22} {:<12} {:>12} {:>12} {:>6}", "image", "platform", "compressed", "binary gz", "ratio");
+    for s in &f.sizes {
+        println!(
+            "{:<22} {:<12} {:>12} {:>12} {:>6.2}",
+            s.image,
+            s.platform,
+            images::human(s.compressed),
+            images::human(s.binary_gzip),
+            s.compressed as f64 / s.binary_gzip as f64
+        );
+    }
+    Ok(())
+}
+
+/// Writes every distinct layer as a directory tree (for the baseline), returning the trees and
+/// the total bytes of their files.
+fn write_trees(
+    plan: &plan::Plan,
+    binaries: &compile::Binaries,
+    work: &Path,
+) -> anyhow::Result<(Vec<std::path::PathBuf>, u64)> {
+    let mut layers = Vec::new();
+    for name in plan.images.iter().flat_map(|i| &i.layers).collect::<std::collections::BTreeSet<_>>() {
+        layers.push((format!("layer-{name}"), crate::layers::load(&plan.layers_dir, name)?));
+    }
+    for image in &plan.images {
+        for p in &image.platforms {
+            let bin = binaries[&(p.clone(), image.binary.clone())].clone();
+            let entry = crate::layer::Entry::file(&format!("app/{}", image.binary), 0o755, bin);
+            let key = format!("app-{}-{}", image.name, p.replace('/', "-"));
+            layers.push((key.clone(), crate::layer::Layer { name: key, entries: vec![entry] }));
+        }
+    }
+    let mut trees = Vec::new();
+    let mut bytes = 0;
+    for (key, layer) in layers {
+        let dir = work.join("trees").join(&key);
+        for e in layer.normalized() {
+            let path = dir.join(&e.path);
+            match &e.kind {
+                Kind::Dir => std::fs::create_dir_all(&path)?,
+                Kind::File(data) => {
+                    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+                    std::fs::write(&path, data)?;
+                    bytes += data.len() as u64;
+                }
+                Kind::Symlink(target) => std::os::unix::fs::symlink(target, &path)?,
+            }
+        }
+        trees.push(dir);
+    }
+    Ok((trees, bytes))
+}
+
+/// Builds one image from `trees` with umoci; returns its manifest digest.
+fn umoci(work: &Path, trees: &[&Path], name: &str) -> anyhow::Result<String> {
+    let layout = work.join(format!("umoci-{name}"));
+    let bundle = work.join(format!("umoci-{name}-bundle"));
+    let _ = std::fs::remove_dir_all(&layout);
+    let _ = std::fs::remove_dir_all(&bundle);
+    let image = format!("{}:img", layout.display());
+    shell::output(Command::new("umoci").args(["init", "--layout"]).arg(&layout))?;
+    shell::output(Command::new("umoci").args(["new", "--image", &image]))?;
+    shell::output(Command::new("umoci").args(["unpack", "--rootless", "--image", &image]).arg(&bundle))?;
+    for tree in trees {
+        shell::output(Command::new("cp").arg("-a").arg(format!("{}/.", tree.display())).arg(bundle.join("rootfs")))?;
+    }
+    shell::output(Command::new("umoci").args(["repack", "--image", &image]).arg(&bundle))?;
+    shell::output(Command::new("umoci").args([
+        "config",
+        "--image",
+        &image,
+        "--config.user",
+        "65532:65532",
+        "--config.entrypoint",
+        "/app/stella-api",
+    ]))?;
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    Ok(index["manifests"][0]["digest"].as_str().unwrap_or_default().to_string())
+}

@@ -1,0 +1,150 @@
+//! `cargo xtask reproduce`: an auditor's rebuild. Clones the commit a layout was built from into
+//! a fresh directory elsewhere, builds it there with another umask, time zone and target
+//! directory, and compares every digest with the original layout.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::assemble::Built;
+use crate::shell;
+
+pub struct Options {
+    /// The layout to compare with (default target/oci).
+    pub against: PathBuf,
+    /// Where to clone and build (default: a new temporary directory).
+    pub work: Option<PathBuf>,
+    /// Platforms to rebuild (default: all of the original's).
+    pub platforms: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub revision: String,
+    pub original: PathBuf,
+    pub rebuilt: PathBuf,
+    pub images: usize,
+    pub blobs_compared: usize,
+    pub index_identical: bool,
+    /// Human-readable differences; empty when the rebuild is identical.
+    pub differences: Vec<String>,
+}
+
+impl Report {
+    pub fn identical(&self) -> bool {
+        self.index_identical && self.differences.is_empty()
+    }
+}
+
+pub fn reproduce(options: &Options) -> anyhow::Result<Report> {
+    let original = Built::read(&options.against)?;
+    let work = match &options.work {
+        Some(w) => w.clone(),
+        None => std::env::temp_dir().join(format!("stella-reproduce-{}", std::process::id())),
+    };
+    let _ = std::fs::remove_dir_all(&work);
+    let src = work.join("a/different/path/stella");
+    std::fs::create_dir_all(src.parent().expect("has a parent"))?;
+    shell::run(Command::new("git").args(["clone", "--quiet", "--no-local"]).arg(shell::root()).arg(&src))?;
+    shell::run(
+        Command::new("git")
+            .args(["-c", "advice.detachedHead=false", "checkout", "--quiet", &original.revision])
+            .current_dir(&src),
+    )
+    .with_context(|| format!("checking out {} (was it committed?)", original.revision))?;
+    let out = work.join("oci");
+    let mut flags = vec!["--out".to_string(), out.display().to_string()];
+    for t in &original.tags {
+        flags.push(tag_flag(t, &original.version)?);
+    }
+    for p in &options.platforms {
+        flags.extend(["--platform".to_string(), p.clone()]);
+    }
+    // umask and TZ differ from any usual build; the target directory is fresh and elsewhere.
+    let script = format!("umask 0077 && exec cargo xtask images {}", flags.join(" "));
+    shell::run(
+        Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(&src)
+            .env("TZ", "Pacific/Chatham")
+            .env("CARGO_TARGET_DIR", work.join("target"))
+            .env("SOURCE_DATE_EPOCH", original.epoch.to_string())
+            .env_remove("STELLA_GIT_COMMIT"),
+    )
+    .context("rebuilding in the clone")?;
+    let rebuilt = Built::read(&out)?;
+    let mut differences = Vec::new();
+    for image in &rebuilt.images {
+        let Some(o) = original.images.iter().find(|i| i.name == image.name) else {
+            differences.push(format!("{}: not in the original", image.name));
+            continue;
+        };
+        for (platform, p) in &image.platforms {
+            match o.platforms.get(platform) {
+                Some(op) if op.manifest == p.manifest => {}
+                Some(op) => {
+                    differences.push(format!("{} {platform}: manifest {} != {}", image.name, p.manifest, op.manifest))
+                }
+                None => differences.push(format!("{} {platform}: not in the original", image.name)),
+            }
+        }
+        if options.platforms.is_empty() && o.digest != image.digest {
+            differences.push(format!("{}: index {} != {}", image.name, image.digest, o.digest));
+        }
+    }
+    let (compared, blob_diffs) = compare_blobs(&options.against, &out)?;
+    differences.extend(blob_diffs);
+    let index_identical = options.platforms.is_empty()
+        && std::fs::read(options.against.join("index.json"))? == std::fs::read(out.join("index.json"))?;
+    Ok(Report {
+        revision: original.revision,
+        original: options.against.clone(),
+        rebuilt: out,
+        images: rebuilt.images.len(),
+        blobs_compared: compared,
+        index_identical: index_identical || !options.platforms.is_empty(),
+        differences,
+    })
+}
+
+/// Every blob of the rebuild must exist, byte-identical, in the original.
+fn compare_blobs(original: &Path, rebuilt: &Path) -> anyhow::Result<(usize, Vec<String>)> {
+    let names = |dir: &Path| -> anyhow::Result<BTreeSet<String>> {
+        Ok(std::fs::read_dir(dir.join("blobs/sha256"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect())
+    };
+    let (a, b) = (names(original)?, names(rebuilt)?);
+    let mut diffs = Vec::new();
+    for missing in b.difference(&a) {
+        diffs.push(format!("blob sha256:{missing} of the rebuild is not in the original"));
+    }
+    for name in b.intersection(&a) {
+        let bytes = std::fs::read(rebuilt.join("blobs/sha256").join(name))?;
+        if crate::layer::sha256(&bytes) != format!("sha256:{name}") {
+            diffs.push(format!("blob sha256:{name} does not match its name"));
+        }
+    }
+    Ok((b.len(), diffs))
+}
+
+fn tag_flag(tag: &str, version: &str) -> anyhow::Result<String> {
+    if tag == "edge" {
+        return Ok("--edge".into());
+    }
+    if tag.starts_with("nightly-") {
+        return Ok("--nightly".into());
+    }
+    if tag == format!("v{version}") {
+        return Ok("--release".into());
+    }
+    if let Some(n) = tag.strip_prefix(&format!("v{version}-rc.")) {
+        return Ok(format!("--rc={n}"));
+    }
+    bail!("tag `{tag}` is not one this version ({version}) can produce")
+}
