@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -82,11 +81,4 @@ pub fn compile(plan: &Plan) -> anyhow::Result<Binaries> {
         }
     }
     Ok(out)
-}
-
-/// Whether this machine can run `cargo build` for `triple` (its rustup target is installed).
-pub fn target_installed(triple: &str) -> bool {
-    shell::output(Command::new("rustup").args(["target", "list", "--installed"]).current_dir(shell::root()))
-        .map(|s| s.lines().any(|l| l == triple))
-        .unwrap_or(true)
 }

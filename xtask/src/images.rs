@@ -30,12 +30,9 @@ pub fn build(request: &Request, quiet: bool) -> anyhow::Result<(Plan, Built)> {
         );
     }
     if !plan.fake_binaries {
-        let missing: Vec<&str> =
-            plan.targets.iter().map(|t| t.triple.as_str()).filter(|t| !compile::target_installed(t)).collect();
-        if !missing.is_empty() {
-            crate::setup::run(&crate::setup::Options { test: false, dry_run: false })
-                .with_context(|| format!("installing the missing targets {missing:?}"))?;
-        }
+        // A fresh machine needs the targets and cross linkers; on a set-up one this is a check.
+        crate::setup::run(&crate::setup::Options { test: false, dry_run: false })
+            .context("installing what the build needs (see `cargo xtask setup --help`)")?;
     }
     let binaries = compile::compile(&plan)?;
     let built = assemble::assemble(&plan, &binaries, quiet)?;

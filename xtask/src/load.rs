@@ -1,5 +1,10 @@
 //! `--load`: gets the host platform's images into the local Docker engine, by `docker load` of
-//! an OCI layout archive holding only those images.
+//! an archive holding only that platform's manifest, config and layers.
+//!
+//! The archive is an OCI layout that also carries Docker's `manifest.json`, as `docker save`
+//! writes it since Docker 25: Docker's classic image store reads only `manifest.json`, the
+//! containerd store reads `index.json`. The blobs are ours, unchanged, so the loaded image's ID
+//! is our config digest.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -63,6 +68,12 @@ fn archive(out: &Path, manifest: &str, repository: &str, tags: &[String]) -> any
         })
         .collect();
     let index = serde_json::json!({ "schemaVersion": 2, "mediaType": crate::oci::INDEX, "manifests": entries });
+    let blob = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+    let docker = serde_json::json!([{
+        "Config": blob(&digests[1]),
+        "RepoTags": tags.iter().map(|t| format!("{repository}:{t}")).collect::<Vec<_>>(),
+        "Layers": digests[2..].iter().map(|d| blob(d)).collect::<Vec<_>>(),
+    }]);
     let mut tar = tar::Builder::new(Vec::new());
     let mut add = |path: &str, bytes: &[u8]| -> std::io::Result<()> {
         let mut h = tar::Header::new_ustar();
@@ -72,6 +83,7 @@ fn archive(out: &Path, manifest: &str, repository: &str, tags: &[String]) -> any
     };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     add("index.json", &crate::oci::canonical(&index))?;
+    add("manifest.json", &crate::oci::canonical(&docker))?;
     for d in digests {
         let bytes = std::fs::read(layout.blob_path(&d)).with_context(|| format!("reading blob {d}"))?;
         add(&format!("blobs/sha256/{}", d.trim_start_matches("sha256:")), &bytes)?;

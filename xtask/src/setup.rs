@@ -23,7 +23,8 @@ pub const BUILD_PACKAGES: &[&str] = &["musl-tools", "gcc-aarch64-linux-gnu", "li
 
 /// Debian packages the tests run: a real PostgreSQL, the independent OCI checkers, qemu for
 /// arm64 binaries.
-pub const TEST_PACKAGES: &[&str] = &["postgresql", "skopeo", "umoci", "qemu-user-static", "docker-registry"];
+pub const TEST_PACKAGES: &[&str] =
+    &["postgresql", "skopeo", "umoci", "oci-image-tool", "qemu-user-static", "docker-registry", "git"];
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     toolchain(options.dry_run)?;
@@ -33,7 +34,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     let missing: Vec<&str> = wanted.into_iter().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
-        eprintln!("setup: every Debian package is present");
         return Ok(());
     }
     eprintln!("setup: installing {}", missing.join(" "));

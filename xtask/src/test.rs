@@ -16,8 +16,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     shell::run(cargo().args(["fmt", "--all", "--", "--check"])).context("formatting differs: run `cargo fmt --all`")?;
     shell::run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
-    // The end-to-end tests run the services as real processes: build every binary first.
+    // The end-to-end tests run the services as real processes and check the real images:
+    // build every binary and every image (the README's main command) first.
     shell::run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
+    shell::run(cargo().args(["xtask", "images"]))?;
     let mut test = cargo();
     test.args(["test", "--workspace", "--locked", "--no-fail-fast", "--"]).args(&options.cargo_test_args);
     let (passed, failed, ok) = run_counting(&mut test)?;

@@ -134,3 +134,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_committed_json_schema_is_current() {
+    xtask::schema::run(true).expect("docs/images.schema.json is stale: run `cargo xtask schema`");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(xtask::shell::root().join("docs/images.schema.json")).unwrap())
+            .unwrap();
+    let image = &schema["$defs"]["Image"];
+    assert_eq!(image["additionalProperties"], false, "unknown keys must be refused by the schema too");
+    assert!(image["properties"]["ports"]["description"].is_string(), "fields carry their documentation");
+}
