@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Build, test and ship the StellaOps distribution", version)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, test and ship the StellaOps distribution",
+    version
+)]
 pub struct Xtask {
     #[command(subcommand)]
     pub command: Command,

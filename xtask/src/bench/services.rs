@@ -1,6 +1,11 @@
-//! `cargo xtask bench services`: for every long-running service (release build), the time from spawn to the first
-//! 200 of `/health/readiness`, and resident memory after a second of idleness. The baseline is
+//! `cargo xtask bench services`: for every long-running service, as shipped in the images (the
+//! static musl build for this machine's platform), the time from spawn to the first 200 of
+//! `/health/readiness` and the resident memory after a second of idleness. The baseline is
 //! python3's `http.server`, a familiar minimal HTTP server, measured the same way.
+//!
+//! Then the libc choice, measured: `stella-api` built for musl (shipped) and for glibc (the
+//! host target): binary size, start-up, memory and, where `wrk` is installed, requests per
+//! second on `/version`.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -24,8 +29,16 @@ struct Row {
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    shell::run(cargo().args(["build", "--release", "--workspace", "--bins", "--locked"]))?;
-    let bin_dir = workspace::target_dir().join("release");
+    let work = tempfile::tempdir()?;
+    let request = crate::plan::Request {
+        platforms: vec![crate::load::host_platform().into()],
+        ..crate::plan::Request::new(crate::catalog::default_path(), work.path().join("oci"))
+    };
+    let (plan, _) = crate::images::build(&request, true)?;
+    let triple = plan.targets[0].triple.clone();
+    let bin_dir = workspace::target_dir().join(&triple).join("release");
+    shell::run(cargo().args(["build", "--release", "--locked", "--package", "stella-api"]))?;
+    let glibc = workspace::target_dir().join("release/stella-api");
     let runs = options.runs.max(1);
     let base = measure_n(
         runs,
@@ -64,8 +77,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             rss_ratio: kib as f64 / base.1 as f64,
         });
     }
+    let libc = [("musl (shipped)", bin_dir.join("stella-api")), ("glibc (host)", glibc)]
+        .into_iter()
+        .map(|(name, path)| libc_row(name, &path, runs))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if options.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "services": rows, "libc": libc }))?);
     } else {
         println!(
             "{:<36} {:>10} {:>8} {:>10} {:>8}",
@@ -75,6 +92,21 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             println!(
                 "{:<36} {:>10.1} {:>8.2} {:>10} {:>8.2}",
                 r.name, r.ready_ms, r.ready_ratio, r.rss_kib, r.rss_ratio
+            );
+        }
+    }
+    if !options.json {
+        println!(
+            "\nstella-api by libc      size KiB  ready ms   RSS KiB   req/s (wrk, /version, 2 threads, 32 connections, 5 s)"
+        );
+        for l in &libc {
+            println!(
+                "{:<22} {:>9} {:>9.1} {:>9} {:>9}",
+                l.name,
+                l.size_kib,
+                l.ready_ms,
+                l.rss_kib,
+                l.requests_per_sec.map(|r| format!("{r:.0}")).unwrap_or_else(|| "no wrk".into())
             );
         }
     }
@@ -142,4 +174,44 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmRSS in /proc status")
+}
+
+#[derive(Serialize)]
+struct LibcRow {
+    name: &'static str,
+    size_kib: u64,
+    ready_ms: f64,
+    rss_kib: u64,
+    requests_per_sec: Option<f64>,
+}
+
+fn spawn_service(path: &Path, port: u16) -> std::io::Result<Child> {
+    Command::new(path)
+        .env_clear()
+        .env("STELLA_PORT", port.to_string())
+        .env("STELLA_LISTEN_ADDR", "127.0.0.1")
+        .env("STELLA_LOG_LEVEL", "warn")
+        .spawn_quiet()
+}
+
+fn libc_row(name: &'static str, path: &Path, runs: usize) -> anyhow::Result<LibcRow> {
+    let size_kib = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.len() / 1024;
+    let (ready_ms, rss_kib) = measure_n(runs, |port| spawn_service(path, port), "/health/readiness")?;
+    let requests_per_sec = if shell::have("wrk") {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut child = spawn_service(path, port)?;
+        wait_ready(port, "/health/readiness", Duration::from_secs(10));
+        let out = shell::output(Command::new("wrk").args([
+            "-t2",
+            "-c32",
+            "-d5s",
+            &format!("http://127.0.0.1:{port}/version"),
+        ]));
+        let _ = child.kill();
+        let _ = child.wait();
+        out?.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok())
+    } else {
+        None
+    };
+    Ok(LibcRow { name, size_kib, ready_ms, rss_kib, requests_per_sec })
 }
