@@ -2,8 +2,8 @@
 //! PostgreSQL cluster per test, and a small HTTP client.
 //!
 //! The services under test are discovered from the workspace (`cargo metadata`) and described
-//! by the binaries themselves (`describe --json`), so a new service is covered without editing
-//! any test.
+//! by the binaries themselves (`describe --json`), through the same library code as
+//! `cargo xtask`, so a new service is covered without editing any test.
 
 pub mod pg;
 
@@ -11,8 +11,6 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-use serde::Deserialize;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -28,20 +26,15 @@ pub fn bin_dir() -> PathBuf {
     target.join("debug")
 }
 
-/// A service binary, as it describes itself.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceInfo {
-    pub binary: String,
-    pub service: String,
-    pub kind: String,
-    pub default_port: Option<u16>,
-    pub aggregation_only: bool,
-    pub settings: Vec<serde_json::Value>,
+pub use xtask::workspace::ServiceInfo;
+
+/// Where a described service's binary is, in [`bin_dir`].
+pub trait BinPath {
+    fn path(&self) -> PathBuf;
 }
 
-impl ServiceInfo {
-    pub fn path(&self) -> PathBuf {
+impl BinPath for ServiceInfo {
+    fn path(&self) -> PathBuf {
         bin_path(&self.binary)
     }
 }
@@ -56,44 +49,9 @@ pub fn bin_path(binary: &str) -> PathBuf {
     path
 }
 
-/// Every `stella-*` binary of a package under `services/`.
-pub fn workspace_binaries() -> Vec<String> {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
-        .current_dir(root())
-        .output()
-        .expect("running cargo metadata");
-    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
-    let services = root().join("services");
-    let mut bins = Vec::new();
-    for package in meta["packages"].as_array().expect("packages") {
-        let manifest = Path::new(package["manifest_path"].as_str().expect("manifest_path"));
-        if !manifest.starts_with(&services) {
-            continue;
-        }
-        for target in package["targets"].as_array().expect("targets") {
-            let name = target["name"].as_str().expect("target name");
-            let is_bin = target["kind"].as_array().expect("kind").iter().any(|k| k == "bin");
-            if is_bin && name.starts_with("stella-") {
-                bins.push(name.to_string());
-            }
-        }
-    }
-    bins.sort();
-    bins
-}
-
 /// Every service of the workspace, described by its own binary.
 pub fn services() -> Vec<ServiceInfo> {
-    workspace_binaries()
-        .iter()
-        .map(|binary| {
-            let out = Command::new(bin_path(binary)).args(["describe", "--json"]).output().expect("running describe");
-            assert!(out.status.success(), "{binary} describe --json failed");
-            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{binary} describe --json: {e}"))
-        })
-        .collect()
+    xtask::workspace::services(&bin_dir()).expect("describing the workspace's services")
 }
 
 /// A port that was free a moment ago.

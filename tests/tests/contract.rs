@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use stella_e2e::pg::Postgres;
-use stella_e2e::{Proc, ServiceInfo, free_port, get, services, wait_status};
+use stella_e2e::{BinPath, Proc, ServiceInfo, free_port, get, services, wait_status};
 
 const DRAIN_REQUESTS: usize = 8;
 const DRAIN_DELAY_MS: u64 = 1500;

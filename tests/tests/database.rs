@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use stella_e2e::pg::Postgres;
-use stella_e2e::{Proc, bin_path, free_port, get, services, wait_status};
+use stella_e2e::{BinPath, Proc, bin_path, free_port, get, services, wait_status};
 
 fn migrate(pg: &Postgres, args: &[&str]) -> (i32, String) {
     let mut proc = Proc::spawn(&bin_path("stella-migrator"), args, &[("STELLA_DATABASE_URL", pg.url())]);

@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use stella_e2e::{Proc, free_port, services, wait_status};
+use stella_e2e::{BinPath, Proc, free_port, services, wait_status};
 
 /// The host PID of the first child of `pid`.
 fn child_of(pid: i32) -> Option<i32> {

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
-use stella_e2e::{Proc, free_port, get, services, wait_status};
+use stella_e2e::{BinPath, Proc, free_port, get, services, wait_status};
 
 type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
