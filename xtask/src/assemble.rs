@@ -29,6 +29,9 @@ pub struct Built {
     pub epoch: u64,
     pub created: String,
     pub tags: Vec<String>,
+    /// SHA-256 of the signing public key (DER), when the images are signed.
+    #[serde(default)]
+    pub signed_by: Option<String>,
     pub images: Vec<BuiltImage>,
 }
 
@@ -124,6 +127,8 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
             blob: Blob { digest: e.gz_digest.clone(), size: e.gz.len() as u64 },
         }
     };
+    let key = plan.key.as_deref().map(crate::sign::read_key).transpose()?;
+    let mut signatures = Vec::new();
     let mut built = Vec::new();
     let mut indexes = Vec::new();
     for image in &plan.images {
@@ -144,9 +149,21 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
                     binary_size: binaries[&(p.clone(), image.binary.clone())].len() as u64,
                 },
             );
+            if let Some(key) = &key {
+                signatures.push((
+                    image.name.clone(),
+                    crate::sign::sign_manifest(&layout, key, &image.repository, &w.manifest, crate::oci::MANIFEST)?,
+                ));
+            }
             written.push(w);
         }
         let index = img::write_index(&layout, plan, image, &written)?;
+        if let Some(key) = &key {
+            signatures.push((
+                image.name.clone(),
+                crate::sign::sign_manifest(&layout, key, &image.repository, &index, crate::oci::INDEX)?,
+            ));
+        }
         built.push(BuiltImage {
             name: image.name.clone(),
             repository: image.repository.clone(),
@@ -156,13 +173,14 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
         });
         indexes.push((image, index));
     }
-    img::write_top_index(&layout, plan, &indexes)?;
+    img::write_top_index(&layout, plan, &indexes, &signatures)?;
     let record = Built {
         version: plan.version.clone(),
         revision: plan.revision.clone(),
         epoch: plan.epoch,
         created: plan.created.clone(),
         tags: plan.tags.clone(),
+        signed_by: key.as_ref().map(crate::sign::fingerprint),
         images: built,
     };
     let json = serde_json::to_vec_pretty(&record)?;

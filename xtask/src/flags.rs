@@ -33,6 +33,10 @@ pub enum Command {
     /// Rebuild the commit of a layout in a fresh clone elsewhere (other umask, time zone and
     /// target directory) and compare every digest: what an auditor runs.
     Reproduce(Reproduce),
+    /// Write a new signing key pair: DIR/cosign.key (PKCS#8 PEM, mode 0600) and DIR/cosign.pub.
+    Keygen(Keygen),
+    /// Check every blob digest and every image signature of a layout against a public key.
+    Verify(VerifyFlags),
     /// Write the JSON Schema of images.toml (docs/images.schema.json); --check fails when it is stale.
     Schema(Schema),
 }
@@ -66,6 +70,10 @@ pub struct Select {
     /// Use small fixed files instead of compiled binaries: runs the whole pipeline in seconds.
     #[arg(long)]
     pub fake_binaries: bool,
+    /// Sign every image with this private key file (PKCS#8 PEM); default: $STELLA_SIGNING_KEY_FILE.
+    /// Without a key the images are built unsigned. The key is never read from the command line.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -163,6 +171,11 @@ impl Select {
             images: self.images.clone(),
             tags,
             fake_binaries: self.fake_binaries,
+            key: self
+                .key
+                .clone()
+                .map(xtask::images::absolute)
+                .or_else(|| xtask::plan::Request::new(catalog.clone(), out.clone()).key),
             ..xtask::plan::Request::new(catalog, out)
         }
     }
@@ -179,6 +192,25 @@ pub struct Reproduce {
     /// Rebuild only this platform (repeatable).
     #[arg(long = "platform")]
     pub platforms: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct Keygen {
+    /// Directory to write cosign.key and cosign.pub into.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct VerifyFlags {
+    /// The public key (PEM), e.g. cosign.pub.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The layout to verify (default: target/oci).
+    pub layout: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

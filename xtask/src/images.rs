@@ -62,6 +62,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
     }
     println!("tags: {}", plan.tags.join(", "));
+    match &built.signed_by {
+        Some(fp) => println!("signed by key {fp} (cosign tags and OCI referrers)"),
+        None => {
+            println!("UNSIGNED: no key given (--key FILE or ${}); `cargo xtask keygen` makes one", crate::sign::KEY_ENV)
+        }
+    }
     Ok(())
 }
 

@@ -16,5 +16,7 @@ pub mod reproduce;
 pub mod schema;
 pub mod setup;
 pub mod shell;
+pub mod sign;
 pub mod test;
+pub mod verify;
 pub mod workspace;

@@ -22,6 +22,8 @@ fn main() -> std::process::ExitCode {
         }
         flags::Command::Plan(f) => images::print_plan(&f.select.request(), f.json),
         flags::Command::Reproduce(f) => reproduce(f),
+        flags::Command::Keygen(f) => xtask::sign::keygen(&images::absolute(f.out)),
+        flags::Command::Verify(f) => verify(f),
         flags::Command::Schema(f) => xtask::schema::run(f.check),
     };
     match result {
@@ -51,6 +53,29 @@ fn reproduce(f: flags::Reproduce) -> anyhow::Result<()> {
     }
     if !report.identical() {
         anyhow::bail!("the rebuild differs from {}", report.original.display());
+    }
+    Ok(())
+}
+
+fn verify(f: flags::VerifyFlags) -> anyhow::Result<()> {
+    let layout = f.layout.map(images::absolute).unwrap_or_else(images::default_out);
+    let key = xtask::sign::read_public(&f.key)?;
+    let report = xtask::verify::verify(&layout, &key)?;
+    if f.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{} blobs checked, {} altered", report.blobs, report.blob_problems.len());
+        println!("{:<22} {:>9} {:>16}  result", "image", "subjects", "valid signatures");
+        for r in &report.images {
+            let result = if r.problems.is_empty() { "ok".to_string() } else { r.problems.join("; ") };
+            println!("{:<22} {:>9} {:>16}  {result}", r.image, r.subjects, r.valid);
+        }
+        for p in &report.blob_problems {
+            println!("  {p}");
+        }
+    }
+    if !report.ok() {
+        anyhow::bail!("verification failed for {}", layout.display());
     }
     Ok(())
 }

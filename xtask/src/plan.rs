@@ -44,6 +44,8 @@ pub struct Request {
     /// Fixed metadata, for golden tests: the version, revision and epoch otherwise come from
     /// Cargo.toml, git and `SOURCE_DATE_EPOCH`.
     pub pin: Option<Pin>,
+    /// The private key that signs every image (PKCS#8 PEM); none: the images are unsigned.
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -65,6 +67,7 @@ impl Request {
             fake_binaries: false,
             layers_dir: shell::root().join("layers"),
             pin: None,
+            key: std::env::var_os(crate::sign::KEY_ENV).map(PathBuf::from),
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct Plan {
     pub fake_binaries: bool,
     pub targets: Vec<Target>,
     pub layers_dir: PathBuf,
+    /// The signing key's file (its content is read only when signing, and never shown).
+    pub key: Option<PathBuf>,
     pub images: Vec<ImagePlan>,
     /// Every input file (relative to the workspace) and its SHA-256.
     pub inputs: BTreeMap<String, String>,
@@ -238,6 +243,7 @@ pub fn plan(req: &Request) -> anyhow::Result<Plan> {
         fake_binaries: req.fake_binaries,
         targets,
         layers_dir: req.layers_dir.clone(),
+        key: req.key.clone(),
         images,
         inputs,
     })

@@ -151,7 +151,12 @@ pub fn write_index(layout: &Layout, plan: &Plan, image: &ImagePlan, manifests: &
 /// Writes the layout's `index.json`: one entry per image and tag, named `<image>:<tag>`
 /// (`org.opencontainers.image.ref.name`) with the full reference for containerd and Docker
 /// (`io.containerd.image.name`).
-pub fn write_top_index(layout: &Layout, plan: &Plan, images: &[(&ImagePlan, Blob)]) -> anyhow::Result<Vec<u8>> {
+pub fn write_top_index(
+    layout: &Layout,
+    plan: &Plan,
+    images: &[(&ImagePlan, Blob)],
+    signatures: &[(String, crate::sign::Stored)],
+) -> anyhow::Result<Vec<u8>> {
     let mut entries = Vec::new();
     for (image, blob) in images {
         for tag in &plan.tags {
@@ -162,6 +167,19 @@ pub fn write_top_index(layout: &Layout, plan: &Plan, images: &[(&ImagePlan, Blob
             ])));
             entries.push(d);
         }
+    }
+    // Signatures: cosign's `<image>:sha256-<hex>.sig` tags, and the OCI 1.1 referrers, listed
+    // without a name so that layout readers keep them.
+    for (image, s) in signatures {
+        let mut d = descriptor(MediaType::ImageManifest, &s.tag_manifest)?;
+        d.set_annotations(Some(HashMap::from([(
+            "org.opencontainers.image.ref.name".to_string(),
+            format!("{image}:{}", s.tag),
+        )])));
+        entries.push(d);
+        let mut r = descriptor(MediaType::ImageManifest, &s.referrer)?;
+        r.set_artifact_type(Some(MediaType::Other(crate::sign::SIG_ARTIFACT.into())));
+        entries.push(r);
     }
     let index = ImageIndexBuilder::default()
         .schema_version(2u32)

@@ -1,0 +1,165 @@
+//! Signatures: every image index and manifest is signed (cosign tag and OCI referrer), the
+//! signatures verify with openssl, tampering is caught by our verifier and by openssl or skopeo,
+//! the same key gives the same bytes, and signing leaves every image digest unchanged.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use xtask::assemble::Built;
+use xtask::plan::{Pin, Request};
+
+fn keys(dir: &Path) -> (PathBuf, PathBuf) {
+    xtask::sign::keygen(dir).unwrap();
+    (dir.join("cosign.key"), dir.join("cosign.pub"))
+}
+
+fn build(out: &Path, key: Option<&Path>) -> Built {
+    let request = Request {
+        fake_binaries: true,
+        pin: Some(Pin { version: "1.2.3".into(), revision: "a".repeat(40), epoch: 1_700_000_000 }),
+        key: key.map(Path::to_path_buf),
+        ..Request::new(xtask::catalog::default_path(), out.to_path_buf())
+    };
+    xtask::images::build(&request, true).unwrap().1
+}
+
+/// Every (payload, DER signature) of the layout's cosign signature tags.
+fn signatures(layout: &Path) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let mut out = Vec::new();
+    for m in index["manifests"].as_array().unwrap() {
+        let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or_default();
+        if !name.ends_with(".sig") {
+            continue;
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&blob(m["digest"].as_str().unwrap())).unwrap();
+        let layer = &doc["layers"][0];
+        let sig = base64::engine::general_purpose::STANDARD
+            .decode(layer["annotations"]["dev.cosignproject.cosign/signature"].as_str().unwrap())
+            .unwrap();
+        out.push((name.to_string(), blob(layer["digest"].as_str().unwrap()), sig));
+    }
+    out
+}
+
+fn openssl_verifies(public: &Path, payload: &[u8], sig: &[u8]) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("payload"), payload).unwrap();
+    std::fs::write(dir.path().join("sig"), sig).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(public)
+        .arg("-signature")
+        .arg(dir.path().join("sig"))
+        .arg(dir.path().join("payload"))
+        .output()
+        .expect("running openssl");
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Verified OK")
+}
+
+#[test]
+fn every_index_and_manifest_is_signed_and_openssl_agrees() {
+    let work = tempfile::tempdir().unwrap();
+    let (private, public) = keys(&work.path().join("keys"));
+    let layout = work.path().join("oci");
+    let built = build(&layout, Some(&private));
+    assert!(built.signed_by.is_some());
+    let key = xtask::sign::read_public(&public).unwrap();
+    let report = xtask::verify::verify(&layout, &key).unwrap();
+    assert!(report.ok(), "{report:#?}");
+    let subjects: usize = built.images.iter().map(|i| 1 + i.platforms.len()).sum();
+    assert_eq!(report.images.iter().map(|r| r.valid).sum::<usize>(), 2 * subjects, "tag + referrer for each");
+    let sigs = signatures(&layout);
+    assert_eq!(sigs.len(), subjects);
+    for (name, payload, sig) in &sigs {
+        assert!(openssl_verifies(&public, payload, sig), "openssl rejects {name}");
+        let claims: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        let digest = claims["critical"]["image"]["docker-manifest-digest"].as_str().unwrap();
+        assert!(name.ends_with(&format!("{}.sig", digest.replace(':', "-"))), "{name} signs {digest}");
+    }
+    // Another key is refused by both.
+    let (_, other) = keys(&work.path().join("other"));
+    assert!(!xtask::verify::verify(&layout, &xtask::sign::read_public(&other).unwrap()).unwrap().ok());
+    assert!(!openssl_verifies(&other, &sigs[0].1, &sigs[0].2));
+}
+
+#[test]
+fn tampering_is_rejected_by_us_and_by_them() {
+    let work = tempfile::tempdir().unwrap();
+    let (private, public) = keys(&work.path().join("keys"));
+    let layout = work.path().join("oci");
+    let built = build(&layout, Some(&private));
+    let key = xtask::sign::read_public(&public).unwrap();
+    let (_, payload, sig) = signatures(&layout).remove(0);
+
+    // A payload naming another digest: openssl and our verifier both refuse it.
+    let forged = String::from_utf8(payload.clone()).unwrap().replacen("sha256:", "sha256:0", 1);
+    assert!(!openssl_verifies(&public, forged.as_bytes(), &sig));
+    let payload_digest = xtask::layer::sha256(&payload);
+    let payload_path = layout.join("blobs/sha256").join(&payload_digest[7..]);
+    std::fs::write(&payload_path, forged.as_bytes()).unwrap();
+    assert!(!xtask::verify::verify(&layout, &key).unwrap().ok(), "a forged payload passed");
+    std::fs::write(&payload_path, &payload).unwrap();
+    assert!(xtask::verify::verify(&layout, &key).unwrap().ok());
+
+    // A flipped signature bit.
+    let mut bad = sig.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(!openssl_verifies(&public, &payload, &bad));
+
+    // An altered layer: our verifier names it, and skopeo refuses to copy the image.
+    let image = &built.images[0];
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(layout.join("blobs/sha256").join(&image.platforms["linux/amd64"].manifest[7..])).unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][1]["digest"].as_str().unwrap();
+    let layer_path = layout.join("blobs/sha256").join(&layer[7..]);
+    let mut bytes = std::fs::read(&layer_path).unwrap();
+    let n = bytes.len();
+    bytes[n - 9] ^= 0xff;
+    std::fs::remove_file(&layer_path).unwrap(); // a hard link to the cache: replace, not write through
+    std::fs::write(&layer_path, &bytes).unwrap();
+    let report = xtask::verify::verify(&layout, &key).unwrap();
+    assert!(report.blob_problems.iter().any(|p| p.contains(&layer[7..])), "{report:#?}");
+    let dest = tempfile::tempdir().unwrap();
+    let status = Command::new("skopeo")
+        .args(["copy", "--quiet", "--override-arch", "amd64"])
+        .arg(format!("oci:{}:{}:{}", layout.display(), image.name, built.tags[0]))
+        .arg(format!("dir:{}", dest.path().display()))
+        .output()
+        .unwrap();
+    assert!(!status.status.success(), "skopeo copied an image with an altered layer");
+}
+
+#[test]
+fn signing_is_deterministic_and_leaves_image_digests_unchanged() {
+    let work = tempfile::tempdir().unwrap();
+    let (private, _) = keys(&work.path().join("keys"));
+    let a = build(&work.path().join("a"), Some(&private));
+    let b = build(&work.path().join("b/c"), Some(&private));
+    assert_eq!(a.signed_by, b.signed_by);
+    let unsigned = build(&work.path().join("u"), None);
+    let index = |d: &str| std::fs::read(work.path().join(d).join("index.json")).unwrap();
+    assert_eq!(index("a"), index("b/c"), "the same key must give the same signatures");
+    for (s, u) in a.images.iter().zip(&unsigned.images) {
+        assert_eq!(s.digest, u.digest, "{}: signing changed the image", s.name);
+        for (p, m) in &s.platforms {
+            assert_eq!(m.manifest, u.platforms[p].manifest);
+        }
+    }
+}
+
+#[test]
+fn keys_are_never_overwritten_and_bad_keys_are_named() {
+    let work = tempfile::tempdir().unwrap();
+    keys(work.path());
+    assert!(xtask::sign::keygen(work.path()).unwrap_err().to_string().contains("refusing to overwrite"));
+    std::fs::write(work.path().join("bad.key"), "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+        .unwrap();
+    let e = xtask::sign::read_key(&work.path().join("bad.key")).unwrap_err().to_string();
+    assert!(e.contains("bad.key") && !e.contains("nope"), "{e}");
+}
