@@ -168,6 +168,21 @@ fn runs_and_answers(platform: &str, binary: &Path) -> Result<(), String> {
     ready.map(drop).ok_or_else(|| format!("no liveness answer; stderr: {}", proc.stderr()))
 }
 
+/// When the build was signed (`cargo xtask test` signs with a throwaway key), every index and
+/// manifest verifies against the key's public half.
+#[test]
+fn every_image_is_signed_when_a_key_was_given() {
+    let built = built();
+    let Some(key_file) = std::env::var_os(xtask::sign::KEY_ENV) else {
+        assert!(built.signed_by.is_none(), "signed, but the test has no key to check with");
+        return;
+    };
+    let private = xtask::sign::read_key(std::path::Path::new(&key_file)).unwrap();
+    assert_eq!(built.signed_by.as_deref(), Some(xtask::sign::fingerprint(&private).as_str()), "signed by another key");
+    let report = xtask::verify::verify(&layout(), private.verifying_key()).unwrap();
+    assert!(report.ok(), "{report:#?}");
+}
+
 #[test]
 fn the_base_layer_is_one_small_blob_shared_by_every_image() {
     let built = built();

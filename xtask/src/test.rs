@@ -19,9 +19,17 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     // The end-to-end tests run the services as real processes and check the real images:
     // build every binary and every image (the README's main command) first.
     shell::run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
-    shell::run(cargo().args(["xtask", "images"]))?;
+    // A throwaway key made for this run signs the images, so the image tests verify real
+    // signatures and the reproducibility test compares them too. Never a release key.
+    let keys = crate::workspace::target_dir().join("test-signing-key");
+    if !keys.join("cosign.key").exists() {
+        crate::sign::keygen(&keys)?;
+    }
+    let key = keys.join("cosign.key");
+    shell::run(cargo().args(["xtask", "images"]).env(crate::sign::KEY_ENV, &key))?;
     let mut test = cargo();
     test.args(["test", "--workspace", "--locked", "--no-fail-fast", "--"]).args(&options.cargo_test_args);
+    test.env(crate::sign::KEY_ENV, &key);
     let (passed, failed, ok) = run_counting(&mut test)?;
     // One closing line for the whole run: cargo prints one per test binary, the last of which
     // is usually a doc-test run with nothing in it.
