@@ -93,11 +93,39 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
                 jobs.insert(name.clone(), Job { created_by: format!("layer {name}"), layer });
             }
         }
+    }
+    type Deps = (crate::sbom::Graph, BTreeMap<String, (crate::sbom::Set, crate::sbom::Set)>);
+    let graphs: BTreeMap<&str, Deps> = plan
+        .targets
+        .par_iter()
+        .map(|t| {
+            let graph = crate::sbom::graph(&t.triple)?;
+            Ok((t.platform.as_str(), (graph, crate::sbom::closures(&t.triple, &t.packages)?)))
+        })
+        .collect::<anyhow::Result<_>>()
+        .context("reading the dependency graph for the SBOMs")?;
+    // Each image's SBOM is baked into its application layer and attached as a referrer.
+    let mut sboms: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
+    for image in &plan.images {
+        let base: Vec<&Layer> = image.layers.iter().map(|n| &jobs[n].layer).collect();
         for p in &image.platforms {
             let bin = binaries.get(&(p.clone(), image.binary.clone())).context("a planned binary was not built")?;
+            let (graph, sets) = &graphs[p.as_str()];
+            let sets = sets.get(&image.package).context("cargo tree did not list a planned package")?;
+            let sbom = crate::sbom::document(plan, image, p, graph, sets, &base, bin);
+            sboms.insert((image.name.clone(), p.clone()), sbom);
+        }
+    }
+    for image in &plan.images {
+        for p in &image.platforms {
+            let bin = binaries[&(p.clone(), image.binary.clone())].clone();
             let key = app_key(&image.name, p);
-            let entry = Entry::file(&format!("app/{}", image.binary), 0o755, bin.clone());
-            let layer = Layer { name: key.clone(), entries: vec![entry] };
+            let sbom = sboms[&(image.name.clone(), p.clone())].clone();
+            let entries = vec![
+                Entry::file(&format!("app/{}", image.binary), 0o755, bin),
+                Entry::file(crate::sbom::PATH, 0o644, sbom),
+            ];
+            let layer = Layer { name: key.clone(), entries };
             jobs.insert(key, Job { created_by: format!("app {} ({p})", image.binary), layer });
         }
     }
@@ -129,6 +157,7 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
     };
     let key = plan.key.as_deref().map(crate::sign::read_key).transpose()?;
     let mut signatures = Vec::new();
+    let mut attachments = Vec::new();
     let mut built = Vec::new();
     let mut indexes = Vec::new();
     for image in &plan.images {
@@ -139,6 +168,8 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
             let app = layer_ref(&app_key(&image.name, p));
             refs.push(app.clone());
             let w = img::write_manifest(&layout, plan, image, Plan::platform(p), &refs)?;
+            let sbom = &sboms[&(image.name.clone(), p.clone())];
+            attachments.push(img::attach(&layout, &w.manifest, crate::oci::MANIFEST, crate::sbom::MEDIA_TYPE, sbom)?);
             platforms.insert(
                 p.clone(),
                 BuiltPlatform {
@@ -173,7 +204,7 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
         });
         indexes.push((image, index));
     }
-    img::write_top_index(&layout, plan, &indexes, &signatures)?;
+    img::write_top_index(&layout, plan, &indexes, &signatures, &attachments)?;
     let record = Built {
         version: plan.version.clone(),
         revision: plan.revision.clone(),

@@ -13,6 +13,7 @@ pub mod oci;
 pub mod plan;
 pub mod progress;
 pub mod reproduce;
+pub mod sbom;
 pub mod schema;
 pub mod setup;
 pub mod shell;

@@ -26,8 +26,15 @@ pub const BUILD_PACKAGES: &[&str] = &["musl-tools", "gcc-aarch64-linux-gnu", "li
 pub const TEST_PACKAGES: &[&str] =
     &["postgresql", "skopeo", "umoci", "oci-image-tool", "qemu-user-static", "docker-registry", "git"];
 
+/// Python tools the tests run, by the command they install and the pinned package.
+pub const TEST_PIP: &[(&str, &str)] =
+    &[("pyspdxtools", "spdx-tools==0.8.5"), ("ntia-checker", "ntia-conformance-checker==6.0.0")];
+
 pub fn run(options: &Options) -> anyhow::Result<()> {
     toolchain(options.dry_run)?;
+    if options.test {
+        pip(options.dry_run)?;
+    }
     let mut wanted: Vec<&str> = BUILD_PACKAGES.to_vec();
     if options.test {
         wanted.extend_from_slice(TEST_PACKAGES);
@@ -90,5 +97,20 @@ fn toolchain(dry_run: bool) -> anyhow::Result<()> {
     }
     shell::run(Command::new("rustup").args(["toolchain", "install"])).context(
         "rustup could not install the pinned toolchain; see README, section `Offline toolchain`, for Debian's rustc-web",
+    )
+}
+
+/// Installs the pinned Python checkers whose commands are missing.
+fn pip(dry_run: bool) -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_PIP.iter().filter(|(cmd, _)| !shell::have(cmd)).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    if dry_run {
+        return Ok(());
+    }
+    shell::run(
+        Command::new("python3").args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(&missing),
     )
 }

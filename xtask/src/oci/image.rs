@@ -156,6 +156,7 @@ pub fn write_top_index(
     plan: &Plan,
     images: &[(&ImagePlan, Blob)],
     signatures: &[(String, crate::sign::Stored)],
+    attachments: &[Attachment],
 ) -> anyhow::Result<Vec<u8>> {
     let mut entries = Vec::new();
     for (image, blob) in images {
@@ -181,6 +182,11 @@ pub fn write_top_index(
         r.set_artifact_type(Some(MediaType::Other(crate::sign::SIG_ARTIFACT.into())));
         entries.push(r);
     }
+    for a in attachments {
+        let mut d = descriptor(MediaType::ImageManifest, &a.manifest)?;
+        d.set_artifact_type(Some(MediaType::Other(a.artifact_type.clone())));
+        entries.push(d);
+    }
     let index = ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
@@ -189,4 +195,33 @@ pub fn write_top_index(
     let bytes = super::canonical(&index);
     super::write_atomic(&layout.dir.join("index.json"), &bytes)?;
     Ok(bytes)
+}
+
+/// An OCI 1.1 artifact attached to a manifest (an SBOM, an attestation).
+#[derive(Clone, Debug)]
+pub struct Attachment {
+    pub manifest: Blob,
+    pub artifact_type: String,
+    pub blob: Blob,
+}
+
+/// Stores `content` as an artifact of `artifact_type` whose `subject` is `subject`.
+pub fn attach(
+    layout: &Layout,
+    subject: &Blob,
+    subject_media_type: &str,
+    artifact_type: &str,
+    content: &[u8],
+) -> anyhow::Result<Attachment> {
+    let blob = layout.put(content)?;
+    let empty = layout.put(b"{}")?;
+    let (manifest, _) = layout.put_json(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": super::MANIFEST,
+        "artifactType": artifact_type,
+        "config": { "mediaType": crate::sign::EMPTY, "digest": empty.digest, "size": empty.size },
+        "layers": [{ "mediaType": artifact_type, "digest": blob.digest, "size": blob.size }],
+        "subject": { "mediaType": subject_media_type, "digest": subject.digest, "size": subject.size },
+    }))?;
+    Ok(Attachment { manifest, artifact_type: artifact_type.to_string(), blob })
 }

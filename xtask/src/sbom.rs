@@ -1,0 +1,391 @@
+//! SBOMs: one SPDX 2.3 JSON document per image and platform, made while assembling.
+//!
+//! It describes the image; the application package and every crate linked into it for that
+//! target (the normal-dependency closure from `cargo metadata --filter-platform`), with purl,
+//! download location, the SHA-256 of `Cargo.lock`, the declared license as a normalized SPDX
+//! expression and the supplier; build-time crates related as `BUILD_DEPENDENCY_OF`; and the
+//! files of every layer with SHA-1 and SHA-256. `created` is the source epoch and the
+//! namespace is derived from the content, so the same build gives the same bytes.
+//!
+//! Typed serde structs were not needed: the document is built as JSON values and written
+//! canonically; `spdx-rs` writes SPDX 2.2 with random namespaces and the clock (see CRATES.md).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use sha1::Digest as _;
+
+use crate::layer::{Kind, Layer};
+use crate::plan::{ImagePlan, Plan};
+use crate::shell;
+
+/// Where the SBOM is baked into every image.
+pub const PATH: &str = "app/sbom.spdx.json";
+pub const MEDIA_TYPE: &str = "application/spdx+json";
+
+/// One crate of the resolved graph.
+#[derive(Clone, Debug)]
+pub struct Crate {
+    pub name: String,
+    pub version: String,
+    pub source: Option<String>,
+    /// The declared license as a normalized SPDX expression, or NOASSERTION.
+    pub license: String,
+    pub authors: Vec<String>,
+    pub repository: Option<String>,
+    pub checksum: Option<String>,
+    /// (dependency id, is a build dependency)
+    pub deps: Vec<(String, bool)>,
+}
+
+/// The resolved dependency graph for one target triple.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub crates: BTreeMap<String, Crate>,
+}
+
+/// Reads the graph with `cargo metadata --filter-platform <triple>` and the checksums of
+/// `Cargo.lock`.
+pub fn graph(triple: &str) -> anyhow::Result<Graph> {
+    let root = shell::root();
+    let text = shell::output(
+        shell::cargo()
+            .args(["metadata", "--format-version", "1", "--locked", "--offline", "--filter-platform", triple])
+            .current_dir(&root),
+    )?;
+    let meta: Value = serde_json::from_str(&text).context("parsing cargo metadata")?;
+    let lock: toml::Table = std::fs::read_to_string(root.join("Cargo.lock"))?.parse().context("parsing Cargo.lock")?;
+    let mut checksums = BTreeMap::new();
+    for p in lock.get("package").and_then(|p| p.as_array()).into_iter().flatten() {
+        if let (Some(n), Some(v), Some(c)) = (p.get("name"), p.get("version"), p.get("checksum")) {
+            checksums.insert(
+                (n.as_str().unwrap_or_default(), v.as_str().unwrap_or_default()),
+                c.as_str().unwrap_or_default(),
+            );
+        }
+    }
+    let mut crates = BTreeMap::new();
+    for p in meta["packages"].as_array().context("no packages")? {
+        let (name, version) = (p["name"].as_str().unwrap_or_default(), p["version"].as_str().unwrap_or_default());
+        crates.insert(
+            p["id"].as_str().unwrap_or_default().to_string(),
+            Crate {
+                name: name.into(),
+                version: version.into(),
+                source: p["source"].as_str().map(str::to_string),
+                license: license(p["license"].as_str()),
+                authors: p["authors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str().map(String::from))
+                    .collect(),
+                repository: p["repository"].as_str().map(str::to_string),
+                checksum: checksums.get(&(name, version)).map(|c| c.to_string()),
+                deps: vec![],
+            },
+        );
+    }
+    for node in meta["resolve"]["nodes"].as_array().context("no resolve graph")? {
+        let id = node["id"].as_str().unwrap_or_default();
+        let mut deps = Vec::new();
+        for d in node["deps"].as_array().into_iter().flatten() {
+            let kinds: Vec<&str> = d["dep_kinds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|k| k["kind"].as_str().unwrap_or("normal"))
+                .collect();
+            let dep = d["pkg"].as_str().unwrap_or_default().to_string();
+            if kinds.contains(&"normal") {
+                deps.push((dep.clone(), false));
+            }
+            if kinds.contains(&"build") {
+                deps.push((dep, true));
+            }
+        }
+        if let Some(c) = crates.get_mut(id) {
+            c.deps = deps;
+        }
+    }
+    Ok(Graph { crates })
+}
+
+/// Crates by (name, version).
+pub type Set = BTreeSet<(String, String)>;
+
+/// Per package: (crates of its normal-dependency tree, crates needed only to build them), as
+/// `cargo tree` resolves them for all the plan's packages built together (the features the
+/// image build unifies). Cached by the content of Cargo.lock and every manifest.
+pub fn closures(triple: &str, packages: &[String]) -> anyhow::Result<BTreeMap<String, (Set, Set)>> {
+    let root = shell::root();
+    let mut key = format!("{triple} {packages:?}").into_bytes();
+    key.extend(std::fs::read(root.join("Cargo.lock"))?);
+    for (_, dir, _) in crate::workspace::packages()? {
+        key.extend(std::fs::read(dir.join("Cargo.toml")).unwrap_or_default());
+    }
+    let cache = crate::workspace::target_dir().join("stella-cache/sbom");
+    let path = cache.join(&crate::layer::sha256(&key)[7..]);
+    if let Some(found) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        return Ok(found);
+    }
+    let tree = |edges: &str| -> anyhow::Result<BTreeMap<String, Set>> {
+        let mut cmd = shell::cargo();
+        cmd.args(["tree", "--locked", "--offline", "-e", edges, "--target", triple, "--no-dedupe"]);
+        cmd.args(["--prefix", "depth", "--format", "{p}"]).current_dir(&root);
+        for p in packages {
+            cmd.args(["-p", p]);
+        }
+        let mut out: BTreeMap<String, Set> = BTreeMap::new();
+        let mut current = String::new();
+        for line in shell::output(&mut cmd)?.lines() {
+            let rest = line.trim_start_matches(|c: char| c.is_ascii_digit());
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(version)) = (parts.next(), parts.next()) else { continue };
+            if line.starts_with("0") && !line.starts_with("0.") {
+                current = name.to_string();
+            }
+            out.entry(current.clone())
+                .or_default()
+                .insert((name.to_string(), version.trim_start_matches('v').to_string()));
+        }
+        Ok(out)
+    };
+    let normal = tree("normal")?;
+    let all = tree("normal,build")?;
+    let result: BTreeMap<String, (Set, Set)> = normal
+        .into_iter()
+        .map(|(p, linked)| {
+            let build = all.get(&p).map(|a| a.difference(&linked).cloned().collect()).unwrap_or_default();
+            (p, (linked, build))
+        })
+        .collect();
+    std::fs::create_dir_all(&cache)?;
+    crate::oci::write_atomic(&path, &serde_json::to_vec(&result)?)?;
+    Ok(result)
+}
+
+fn spdx_id(kind: &str, name: &str) -> String {
+    let clean: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' }).collect();
+    format!("SPDXRef-{kind}-{clean}")
+}
+
+fn license(raw: Option<&str>) -> String {
+    match raw.map(|l| spdx::Expression::canonicalize(l).map(|c| c.unwrap_or_else(|| l.to_string()))) {
+        Some(Ok(l)) if spdx::Expression::parse(&l).is_ok() => l,
+        _ => "NOASSERTION".into(),
+    }
+}
+
+/// `Person: Name (email)` from a cargo author, else the repository's owner, else NOASSERTION.
+fn supplier(c: &Crate) -> String {
+    if let Some(author) = c.authors.first() {
+        let (name, email) = match author.split_once('<') {
+            Some((n, e)) => (n.trim(), e.trim_end_matches('>').trim()),
+            None => (author.trim(), ""),
+        };
+        let name = name.replace(['(', ')'], "");
+        if !name.is_empty() {
+            return if email.is_empty() { format!("Person: {name}") } else { format!("Person: {name} ({email})") };
+        }
+    }
+    match c.repository.as_deref().and_then(|r| r.trim_end_matches('/').rsplit('/').nth(1)) {
+        Some(owner) if !owner.is_empty() => format!("Organization: {owner}"),
+        _ => "NOASSERTION".into(),
+    }
+}
+
+/// Marks `package` as containing `files` (SPDX requires `filesAnalyzed` and a verification
+/// code, the SHA-1 of the files' sorted SHA-1s, for a package that lists its files).
+fn own_files(package: &mut Value, files: &[(String, Vec<u8>)]) {
+    let mut sha1s: Vec<String> = files.iter().map(|(_, d)| hex::encode(sha1::Sha1::digest(d))).collect();
+    sha1s.sort();
+    package["filesAnalyzed"] = json!(true);
+    package["packageVerificationCode"] =
+        json!({ "packageVerificationCodeValue": hex::encode(sha1::Sha1::digest(sha1s.concat())) });
+    package["hasFiles"] = json!(files.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+    package["licenseInfoFromFiles"] = json!(["NOASSERTION"]);
+}
+
+fn file_entry(id: &str, path: &str, data: &[u8]) -> Value {
+    json!({
+        "SPDXID": id,
+        "fileName": format!("./{path}"),
+        "checksums": [
+            { "algorithm": "SHA1", "checksumValue": hex::encode(sha1::Sha1::digest(data)) },
+            { "algorithm": "SHA256", "checksumValue": hex::encode(sha2::Sha256::digest(data)) },
+        ],
+        "licenseConcluded": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+    })
+}
+
+/// The SBOM of one image and platform. `layers` are the base layers; `binary` the application.
+pub fn document(
+    plan: &Plan,
+    image: &ImagePlan,
+    platform: &str,
+    graph: &Graph,
+    sets: &(Set, Set),
+    layers: &[&Layer],
+    binary: &[u8],
+) -> Vec<u8> {
+    let image_id = "SPDXRef-Image";
+    let app_id = spdx_id("Package", &image.package);
+    let vendor = image.labels.get("org.opencontainers.image.vendor").cloned().unwrap_or_default();
+    let source = image.labels.get("org.opencontainers.image.source").cloned().unwrap_or_default();
+    let mut packages = vec![
+        json!({
+            "SPDXID": image_id,
+            "name": image.name,
+            "versionInfo": plan.version,
+            "primaryPackagePurpose": "CONTAINER",
+            "supplier": format!("Organization: {vendor}"),
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": license(image.labels.get("org.opencontainers.image.licenses").map(String::as_str)),
+            "copyrightText": "NOASSERTION",
+            "externalRefs": [{
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": format!("pkg:oci/{}?repository_url={}&tag=v{}&arch={}", image.name, image.repository.replace('/', "%2F"), plan.version, platform.rsplit('/').next().unwrap_or_default()),
+            }],
+        }),
+        json!({
+            "SPDXID": app_id,
+            "name": image.package,
+            "versionInfo": plan.version,
+            "primaryPackagePurpose": "APPLICATION",
+            "supplier": format!("Organization: {vendor}"),
+            "downloadLocation": format!("git+{source}@{}", plan.revision),
+            "filesAnalyzed": false,
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": license(image.labels.get("org.opencontainers.image.licenses").map(String::as_str)),
+            "copyrightText": "NOASSERTION",
+        }),
+    ];
+    let mut relationships = vec![
+        json!({ "spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": image_id }),
+    ];
+    let rel = |a: &str, t: &str, b: &str| json!({ "spdxElementId": a, "relationshipType": t, "relatedSpdxElement": b });
+    relationships.push(rel(image_id, "CONTAINS", &app_id));
+
+    let key = |id: &String| (graph.crates[id].name.clone(), graph.crates[id].version.clone());
+    let linked: BTreeSet<String> = graph.crates.keys().filter(|id| sets.0.contains(&key(id))).cloned().collect();
+    let build: BTreeSet<String> =
+        graph.crates.keys().filter(|id| !linked.contains(*id) && sets.1.contains(&key(id))).cloned().collect();
+    let crate_id = |id: &str| {
+        let c = &graph.crates[id];
+        spdx_id("Crate", &format!("{}-{}", c.name, c.version))
+    };
+    for id in linked.iter().chain(&build) {
+        let c = &graph.crates[id];
+        if c.source.is_none() {
+            continue; // workspace crates are part of the application package
+        }
+        let mut p = json!({
+            "SPDXID": crate_id(id),
+            "name": c.name,
+            "versionInfo": c.version,
+            "primaryPackagePurpose": "LIBRARY",
+            "supplier": supplier(c),
+            "downloadLocation": format!("https://crates.io/api/v1/crates/{}/{}/download", c.name, c.version),
+            "filesAnalyzed": false,
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": c.license,
+            "copyrightText": "NOASSERTION",
+            "externalRefs": [{ "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": format!("pkg:cargo/{}@{}", c.name, c.version) }],
+        });
+        if let Some(sum) = &c.checksum {
+            p["checksums"] = json!([{ "algorithm": "SHA256", "checksumValue": sum }]);
+        }
+        packages.push(p);
+    }
+    // Workspace crates (the runtime) are inside the application package: their edges start there.
+    let node = |id: &str| if graph.crates[id].source.is_none() { app_id.clone() } else { crate_id(id) };
+    let mut edges = BTreeSet::new();
+    for id in linked.iter().chain(&build) {
+        for (dep, is_build) in &graph.crates[id].deps {
+            let (from, to) = (node(id), node(dep));
+            if from == to || !(linked.contains(dep) || build.contains(dep)) {
+                continue;
+            }
+            if *is_build || build.contains(id) {
+                edges.insert((to, "BUILD_DEPENDENCY_OF", from));
+            } else {
+                edges.insert((from, "DEPENDS_ON", to));
+            }
+        }
+    }
+    relationships.extend(edges.iter().map(|(a, t, b)| rel(a, t, b)));
+
+    let mut files = Vec::new();
+    for layer in layers {
+        let layer_id = spdx_id("Layer", &layer.name);
+        let mut package = json!({
+            "SPDXID": layer_id,
+            "name": format!("layer {}", layer.name),
+            "versionInfo": plan.version,
+            "supplier": format!("Organization: {vendor}"),
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+        });
+        relationships.push(rel(image_id, "CONTAINS", &layer_id));
+        let mut owned = Vec::new();
+        for e in layer.normalized() {
+            if let Kind::File(data) = &e.kind {
+                let id = spdx_id("File", &e.path);
+                files.push(file_entry(&id, &e.path, data));
+                owned.push((id, data.to_vec()));
+            }
+        }
+        own_files(&mut package, &owned);
+        packages.push(package);
+    }
+    let bin_path = format!("app/{}", image.binary);
+    let bin_id = spdx_id("File", &bin_path);
+    files.push(file_entry(&bin_id, &bin_path, binary));
+    own_files(&mut packages[1], &[(bin_id, binary.to_vec())]);
+
+    let mut doc = json!({
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": format!("{} {platform}", image.name),
+        "creationInfo": {
+            "created": plan.created,
+            "creators": [format!("Tool: stella-xtask-{}", env!("CARGO_PKG_VERSION")), format!("Organization: {vendor}")],
+        },
+        "packages": packages,
+        "files": files,
+        "relationships": relationships,
+    });
+    let content = crate::layer::sha256(&crate::oci::canonical(&doc));
+    doc["documentNamespace"] =
+        json!(format!("https://stella-ops.org/spdx/{}/{}/{}", image.name, platform.replace('/', "-"), &content[7..]));
+    crate::oci::canonical(&doc)
+}
+
+/// `cargo tree -e normal --target <triple> -p <package>` as (name, version) pairs: what the
+/// SBOM is checked against.
+pub fn cargo_tree(package: &str, triple: &str) -> anyhow::Result<BTreeSet<(String, String)>> {
+    let out = shell::output(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["tree", "-e", "normal", "--target", triple, "-p", package, "--prefix", "none", "--format", "{p}"])
+            .current_dir(shell::root()),
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((parts.next()?.to_string(), parts.next()?.trim_start_matches('v').to_string()))
+        })
+        .collect())
+}
