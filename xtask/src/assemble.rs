@@ -156,6 +156,7 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
         }
     };
     let key = plan.key.as_deref().map(crate::sign::read_key).transpose()?;
+    let toolchain = key.as_ref().map(|_| crate::provenance::Toolchain::read()).transpose()?;
     let mut signatures = Vec::new();
     let mut attachments = Vec::new();
     let mut built = Vec::new();
@@ -189,11 +190,18 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
             written.push(w);
         }
         let index = img::write_index(&layout, plan, image, &written)?;
-        if let Some(key) = &key {
-            signatures.push((
-                image.name.clone(),
-                crate::sign::sign_manifest(&layout, key, &image.repository, &index, crate::oci::INDEX)?,
-            ));
+        if let (Some(key), Some(tool)) = (&key, &toolchain) {
+            let signed = crate::sign::sign_manifest(&layout, key, &image.repository, &index, crate::oci::INDEX)?;
+            signatures.push((image.name.clone(), signed));
+            let mut subjects = vec![(image.repository.clone(), index.digest.clone())];
+            for w in &written {
+                subjects.push((format!("{}@{}", image.repository, w.platform.name()), w.manifest.digest.clone()));
+            }
+            let statement = crate::provenance::statement(plan, image, &image.entry, tool, &subjects);
+            let envelope = crate::provenance::envelope(key, &statement);
+            let mut att = img::attach(&layout, &index, crate::oci::INDEX, crate::provenance::ENVELOPE, &envelope)?;
+            att.name = Some(format!("{}:{}", image.name, crate::sign::tag_for(&index.digest, "att")));
+            attachments.push(att);
         }
         built.push(BuiltImage {
             name: image.name.clone(),

@@ -12,6 +12,7 @@ pub mod load;
 pub mod oci;
 pub mod plan;
 pub mod progress;
+pub mod provenance;
 pub mod reproduce;
 pub mod sbom;
 pub mod schema;

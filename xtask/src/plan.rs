@@ -119,6 +119,8 @@ pub struct ImagePlan {
     /// Layer definitions under `layers/`, bottom first; the application layer comes last.
     pub layers: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// This image's entry of `images.toml`, as the provenance's external parameters.
+    pub entry: serde_json::Value,
 }
 
 impl Plan {
@@ -201,6 +203,7 @@ pub fn plan(req: &Request) -> anyhow::Result<Plan> {
             cmd: image.cmd.clone(),
             healthcheck: image.healthcheck.unwrap_or(!image.ports.is_empty()),
             layers: d.base_layers.iter().chain(&image.layers).cloned().collect(),
+            entry: serde_json::to_value(image).context("the catalog entry serializes")?,
             labels: image_labels(
                 &labels,
                 name,

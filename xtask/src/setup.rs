@@ -26,9 +26,22 @@ pub const BUILD_PACKAGES: &[&str] = &["musl-tools", "gcc-aarch64-linux-gnu", "li
 pub const TEST_PACKAGES: &[&str] =
     &["postgresql", "skopeo", "umoci", "oci-image-tool", "qemu-user-static", "docker-registry", "git"];
 
-/// Python tools the tests run, by the command they install and the pinned package.
-pub const TEST_PIP: &[(&str, &str)] =
-    &[("pyspdxtools", "spdx-tools==0.8.5"), ("ntia-checker", "ntia-conformance-checker==6.0.0")];
+/// Python tools the tests run, by the command (or `import:<module>`) they provide and the
+/// pinned package.
+pub const TEST_PIP: &[(&str, &str)] = &[
+    ("pyspdxtools", "spdx-tools==0.8.5"),
+    ("ntia-checker", "ntia-conformance-checker==6.0.0"),
+    ("import:securesystemslib.dsse", "securesystemslib[crypto]==1.6.0"),
+];
+
+fn python_has(check: &str) -> bool {
+    match check.strip_prefix("import:") {
+        Some(module) => {
+            Command::new("python3").args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success())
+        }
+        None => shell::have(check),
+    }
+}
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     toolchain(options.dry_run)?;
@@ -102,7 +115,7 @@ fn toolchain(dry_run: bool) -> anyhow::Result<()> {
 
 /// Installs the pinned Python checkers whose commands are missing.
 fn pip(dry_run: bool) -> anyhow::Result<()> {
-    let missing: Vec<&str> = TEST_PIP.iter().filter(|(cmd, _)| !shell::have(cmd)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = TEST_PIP.iter().filter(|(check, _)| !python_has(check)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         return Ok(());
     }

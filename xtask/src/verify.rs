@@ -23,6 +23,8 @@ pub struct Row {
     pub subjects: usize,
     /// Valid signatures found (tag scheme + referrers).
     pub valid: usize,
+    /// Valid provenance attestations (DSSE, SLSA v1) over the image index.
+    pub provenance: usize,
     pub problems: Vec<String>,
 }
 
@@ -77,6 +79,24 @@ fn check_signature(
     Ok(())
 }
 
+/// Checks a DSSE envelope: its signature over the PAE and that its statement covers `subject`.
+fn check_provenance(layout: &Path, key: &VerifyingKey, envelope: &str, subject: &str) -> anyhow::Result<()> {
+    let env = read_json(layout, envelope)?;
+    anyhow::ensure!(env["payloadType"] == crate::provenance::PAYLOAD_TYPE, "not an in-toto envelope");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = b64.decode(env["payload"].as_str().context("no payload")?).context("payload is not base64")?;
+    let sig = b64.decode(env["signatures"][0]["sig"].as_str().context("no signature")?).context("sig is not base64")?;
+    let sig = DerSignature::try_from(sig.as_slice()).map_err(|_| anyhow::anyhow!("signature is not DER ECDSA"))?;
+    let pae = crate::provenance::pae(crate::provenance::PAYLOAD_TYPE, &payload);
+    key.verify(&pae, &sig).map_err(|_| anyhow::anyhow!("envelope signature does not verify with this key"))?;
+    let statement: serde_json::Value = serde_json::from_slice(&payload).context("statement is not JSON")?;
+    anyhow::ensure!(statement["predicateType"] == crate::provenance::PREDICATE, "not SLSA provenance v1");
+    let hex = subject.trim_start_matches("sha256:");
+    let covered = statement["subject"].as_array().into_iter().flatten().any(|s| s["digest"]["sha256"] == hex);
+    anyhow::ensure!(covered, "the statement does not name {subject}");
+    Ok(())
+}
+
 pub fn verify(layout: &Path, key: &VerifyingKey) -> anyhow::Result<Report> {
     let built = Built::read(layout)?;
     let mut blob_problems = Vec::new();
@@ -95,22 +115,32 @@ pub fn verify(layout: &Path, key: &VerifyingKey) -> anyhow::Result<Report> {
     let index = read_index(layout)?;
     let mut tags: BTreeMap<String, String> = BTreeMap::new();
     let mut referrers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut envelopes: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for m in index["manifests"].as_array().into_iter().flatten() {
         let digest = m["digest"].as_str().unwrap_or_default().to_string();
         if let Some(name) = m["annotations"]["org.opencontainers.image.ref.name"].as_str() {
             tags.insert(name.to_string(), digest.clone());
         }
-        if let Some(doc) = (m["artifactType"] == sign::SIG_ARTIFACT).then(|| read_json(layout, &digest).ok()).flatten()
-        {
+        let kind = m["artifactType"].as_str().unwrap_or_default();
+        if kind != sign::SIG_ARTIFACT && kind != crate::provenance::ENVELOPE {
+            continue;
+        }
+        if let Ok(doc) = read_json(layout, &digest) {
             let subject = doc["subject"]["digest"].as_str().unwrap_or_default().to_string();
-            referrers.entry(subject).or_default().push(digest);
+            if kind == sign::SIG_ARTIFACT {
+                referrers.entry(subject).or_default().push(digest);
+            } else {
+                let envelope = doc["layers"][0]["digest"].as_str().unwrap_or_default().to_string();
+                envelopes.entry(subject).or_default().push(envelope);
+            }
         }
     }
     let mut rows = Vec::new();
     for image in &built.images {
         let subjects: Vec<&String> =
             std::iter::once(&image.digest).chain(image.platforms.values().map(|p| &p.manifest)).collect();
-        let mut row = Row { image: image.name.clone(), subjects: subjects.len(), valid: 0, problems: vec![] };
+        let mut row =
+            Row { image: image.name.clone(), subjects: subjects.len(), valid: 0, provenance: 0, problems: vec![] };
         for subject in subjects {
             let tag = format!("{}:{}", image.name, sign::tag_for(subject, "sig"));
             match tags.get(&tag) {
@@ -129,6 +159,16 @@ pub fn verify(layout: &Path, key: &VerifyingKey) -> anyhow::Result<Report> {
                     Ok(()) => row.valid += 1,
                     Err(e) => row.problems.push(format!("{subject} (referrer {m}): {e:#}")),
                 }
+            }
+        }
+        let found = envelopes.get(&image.digest).cloned().unwrap_or_default();
+        if found.is_empty() {
+            row.problems.push(format!("{}: no provenance attestation", image.digest));
+        }
+        for envelope in found {
+            match check_provenance(layout, key, &envelope, &image.digest) {
+                Ok(()) => row.provenance += 1,
+                Err(e) => row.problems.push(format!("provenance {envelope}: {e:#}")),
             }
         }
         rows.push(row);

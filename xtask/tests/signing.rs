@@ -163,3 +163,91 @@ fn keys_are_never_overwritten_and_bad_keys_are_named() {
     let e = xtask::sign::read_key(&work.path().join("bad.key")).unwrap_err().to_string();
     assert!(e.contains("bad.key") && !e.contains("nope"), "{e}");
 }
+
+/// Verifies DSSE envelopes with securesystemslib (Python); returns one verdict per file.
+fn securesystemslib_verifies(public: &Path, keyid: &str, envelopes: &[PathBuf]) -> Vec<bool> {
+    let script = r#"
+import json, sys
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import SSlibKey
+key = SSlibKey(sys.argv[2], "ecdsa", "ecdsa-sha2-nistp256", {"public": open(sys.argv[1]).read()})
+for path in sys.argv[3:]:
+    try:
+        Envelope.from_dict(json.load(open(path))).verify([key], 1)
+        print("OK")
+    except Exception as e:
+        print("FAIL", type(e).__name__)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(public)
+        .arg(keyid)
+        .args(envelopes)
+        .output()
+        .expect("python3 with securesystemslib (cargo xtask setup --test installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l == "OK").collect()
+}
+
+#[test]
+fn provenance_is_slsa_v1_in_dsse_and_securesystemslib_verifies_it() {
+    let work = tempfile::tempdir().unwrap();
+    let (private, public) = keys(&work.path().join("keys"));
+    let layout = work.path().join("oci");
+    let built = build(&layout, Some(&private));
+    let keyid = built.signed_by.clone().unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let mut files = Vec::new();
+    let mut covered = Vec::new();
+    for m in index["manifests"].as_array().unwrap() {
+        if m["artifactType"] != xtask::provenance::ENVELOPE {
+            continue;
+        }
+        let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or_default();
+        assert!(name.ends_with(".att"), "an attestation without its cosign .att tag: {m}");
+        let artifact: serde_json::Value = serde_json::from_slice(&blob(m["digest"].as_str().unwrap())).unwrap();
+        let envelope = blob(artifact["layers"][0]["digest"].as_str().unwrap());
+        let env: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
+        let payload = base64::engine::general_purpose::STANDARD.decode(env["payload"].as_str().unwrap()).unwrap();
+        let statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+        assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+        let definition = &statement["predicate"]["buildDefinition"];
+        assert_eq!(definition["externalParameters"]["source"]["commit"], "a".repeat(40));
+        assert!(definition["resolvedDependencies"].as_array().unwrap().iter().any(|d| d["uri"] == "Cargo.lock"));
+        let text = String::from_utf8_lossy(&payload);
+        for clock in ["startedOn", "finishedOn", "invocationId"] {
+            assert!(!text.contains(clock), "provenance carries a wall-clock field {clock}");
+        }
+        covered.push(artifact["subject"]["digest"].as_str().unwrap().to_string());
+        let file = work.path().join(format!("{}.dsse.json", files.len()));
+        std::fs::write(&file, &envelope).unwrap();
+        files.push(file);
+    }
+    let mut indexes: Vec<String> = built.images.iter().map(|i| i.digest.clone()).collect();
+    indexes.sort();
+    covered.sort();
+    assert_eq!(covered, indexes, "one provenance per image index");
+    assert!(securesystemslib_verifies(&public, &keyid, &files).iter().all(|ok| *ok));
+
+    // A statement altered after signing is refused by securesystemslib and by us.
+    let mut env: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = String::from_utf8(b64.decode(env["payload"].as_str().unwrap()).unwrap()).unwrap();
+    env["payload"] = serde_json::json!(b64.encode(payload.replace("release", "debug")));
+    let forged = work.path().join("forged.dsse.json");
+    std::fs::write(&forged, env.to_string()).unwrap();
+    assert_eq!(securesystemslib_verifies(&public, &keyid, &[forged]), [false]);
+    let key = xtask::sign::read_public(&public).unwrap();
+    assert!(xtask::verify::verify(&layout, &key).unwrap().images.iter().all(|r| r.provenance == 1));
+    let original = std::fs::read(&files[0]).unwrap();
+    let in_layout = layout.join("blobs/sha256").join(&xtask::layer::sha256(&original)[7..]);
+    std::fs::remove_file(&in_layout).unwrap();
+    std::fs::write(&in_layout, env.to_string()).unwrap();
+    let report = xtask::verify::verify(&layout, &key).unwrap();
+    assert!(
+        !report.ok() && report.images.iter().any(|r| r.provenance == 0),
+        "our verifier accepted a forged statement"
+    );
+}

@@ -185,6 +185,9 @@ pub fn write_top_index(
     for a in attachments {
         let mut d = descriptor(MediaType::ImageManifest, &a.manifest)?;
         d.set_artifact_type(Some(MediaType::Other(a.artifact_type.clone())));
+        if let Some(name) = &a.name {
+            d.set_annotations(Some(HashMap::from([("org.opencontainers.image.ref.name".to_string(), name.clone())])));
+        }
         entries.push(d);
     }
     let index = ImageIndexBuilder::default()
@@ -201,6 +204,8 @@ pub fn write_top_index(
 #[derive(Clone, Debug)]
 pub struct Attachment {
     pub manifest: Blob,
+    /// A name in `index.json` besides the referrer link (cosign's `<image>:sha256-<hex>.att`).
+    pub name: Option<String>,
     pub artifact_type: String,
     pub blob: Blob,
 }
@@ -223,5 +228,5 @@ pub fn attach(
         "layers": [{ "mediaType": artifact_type, "digest": blob.digest, "size": blob.size }],
         "subject": { "mediaType": subject_media_type, "digest": subject.digest, "size": subject.size },
     }))?;
-    Ok(Attachment { manifest, artifact_type: artifact_type.to_string(), blob })
+    Ok(Attachment { manifest, name: None, artifact_type: artifact_type.to_string(), blob })
 }
