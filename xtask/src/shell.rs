@@ -10,9 +10,12 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
 }
 
-/// Runs `cmd` in the workspace root, echoing it; fails with the command line on a non-zero exit.
+/// Runs `cmd` (in the workspace root unless it names another directory), echoing it; fails
+/// with the command line on a non-zero exit.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    cmd.current_dir(root());
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
     eprintln!("$ {}", display(cmd));
     let status = cmd.status().with_context(|| format!("starting `{}`", display(cmd)))?;
     if !status.success() {
