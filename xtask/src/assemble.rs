@@ -190,6 +190,10 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
             written.push(w);
         }
         let index = img::write_index(&layout, plan, image, &written)?;
+        let platforms_sboms: Vec<(String, String)> =
+            written.iter().map(|w| (w.platform.name(), w.manifest.digest.clone())).collect();
+        let index_sbom = crate::sbom::index_document(plan, image, &index.digest, &platforms_sboms);
+        attachments.push(img::attach(&layout, &index, crate::oci::INDEX, crate::sbom::MEDIA_TYPE, &index_sbom)?);
         if let (Some(key), Some(tool)) = (&key, &toolchain) {
             let signed = crate::sign::sign_manifest(&layout, key, &image.repository, &index, crate::oci::INDEX)?;
             signatures.push((image.name.clone(), signed));

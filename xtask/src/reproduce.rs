@@ -86,7 +86,10 @@ pub fn reproduce(options: &Options) -> anyhow::Result<Report> {
             match o.platforms.get(platform) {
                 Some(op) if op.manifest == p.manifest => {}
                 Some(op) => {
-                    differences.push(format!("{} {platform}: manifest {} != {}", image.name, p.manifest, op.manifest))
+                    differences.push(format!("{} {platform}: manifest {} != {}", image.name, p.manifest, op.manifest));
+                    if let Some(hint) = first_differing_blob(&options.against, &op.manifest, &out, &p.manifest) {
+                        differences.push(hint);
+                    }
                 }
                 None => differences.push(format!("{} {platform}: not in the original", image.name)),
             }
@@ -107,6 +110,25 @@ pub fn reproduce(options: &Options) -> anyhow::Result<Report> {
         blobs_compared: compared,
         index_identical: index_identical || !options.platforms.is_empty(),
         differences,
+    })
+}
+
+/// The first config or layer that differs between two manifests, as a `diffoscope` command.
+fn first_differing_blob(original: &Path, a: &str, rebuilt: &Path, b: &str) -> Option<String> {
+    let read = |dir: &Path, d: &str| -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).ok()?)
+            .ok()
+    };
+    let (ma, mb) = (read(original, a)?, read(rebuilt, b)?);
+    let blobs = |m: &serde_json::Value| -> Vec<String> {
+        std::iter::once(&m["config"])
+            .chain(m["layers"].as_array().into_iter().flatten())
+            .filter_map(|d| d["digest"].as_str().map(|s| s.trim_start_matches("sha256:").to_string()))
+            .collect()
+    };
+    let (pa, pb) = (original.join("blobs/sha256"), rebuilt.join("blobs/sha256"));
+    blobs(&ma).into_iter().zip(blobs(&mb)).find(|(x, y)| x != y).map(|(x, y)| {
+        format!("first differing blob; see why with: diffoscope {} {}", pa.join(x).display(), pb.join(y).display())
     })
 }
 

@@ -373,6 +373,63 @@ pub fn document(
     crate::oci::canonical(&doc)
 }
 
+/// The SBOM of an image index: the index and its platform images, each named by digest.
+pub fn index_document(plan: &Plan, image: &ImagePlan, index: &str, manifests: &[(String, String)]) -> Vec<u8> {
+    let vendor = image.labels.get("org.opencontainers.image.vendor").cloned().unwrap_or_default();
+    let purl = |digest: &str, arch: Option<&str>| {
+        let repo = image.repository.replace('/', "%2F").replace(':', "%3A");
+        let mut p = format!("pkg:oci/{}@{}?repository_url={repo}", image.name, digest.replace(':', "%3A"));
+        if let Some(a) = arch {
+            p.push_str(&format!("&arch={a}"));
+        }
+        p
+    };
+    let package = |id: &str, name: String, digest: &str, locator: String| {
+        json!({
+            "SPDXID": id,
+            "name": name,
+            "versionInfo": plan.version,
+            "primaryPackagePurpose": "CONTAINER",
+            "supplier": format!("Organization: {vendor}"),
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": license(image.labels.get("org.opencontainers.image.licenses").map(String::as_str)),
+            "copyrightText": "NOASSERTION",
+            "checksums": [{ "algorithm": "SHA256", "checksumValue": digest.trim_start_matches("sha256:") }],
+            "externalRefs": [{ "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": locator }],
+        })
+    };
+    let mut packages =
+        vec![package("SPDXRef-Index", format!("{} (all platforms)", image.name), index, purl(index, None))];
+    let mut relationships = vec![
+        json!({ "spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-Index" }),
+    ];
+    for (platform, digest) in manifests {
+        let arch = platform.rsplit('/').next().unwrap_or_default();
+        let id = spdx_id("Image", arch);
+        packages.push(package(&id, format!("{} {platform}", image.name), digest, purl(digest, Some(arch))));
+        relationships.push(
+            json!({ "spdxElementId": "SPDXRef-Index", "relationshipType": "CONTAINS", "relatedSpdxElement": id }),
+        );
+    }
+    let mut doc = json!({
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": format!("{} index", image.name),
+        "creationInfo": {
+            "created": plan.created,
+            "creators": [format!("Tool: stella-xtask-{}", env!("CARGO_PKG_VERSION")), format!("Organization: {vendor}")],
+        },
+        "packages": packages,
+        "relationships": relationships,
+    });
+    let content = crate::layer::sha256(&crate::oci::canonical(&doc));
+    doc["documentNamespace"] = json!(format!("https://stella-ops.org/spdx/{}/index/{}", image.name, &content[7..]));
+    crate::oci::canonical(&doc)
+}
+
 /// `cargo tree -e normal --target <triple> -p <package>` as (name, version) pairs: what the
 /// SBOM is checked against.
 pub fn cargo_tree(package: &str, triple: &str) -> anyhow::Result<BTreeSet<(String, String)>> {

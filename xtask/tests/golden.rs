@@ -8,7 +8,7 @@
 
 use xtask::plan::{Pin, Request};
 
-const GOLDEN: &str = "sha256:be2abf31a61040d2f6d9a2ad9634cd0369d963a48c65463ff5935c518e66a951";
+const GOLDEN: &str = "sha256:22458149c2e12a8a3744f6e4da7423d94e02da1604ff36781cd0bff36ff5e1f3";
 
 fn build(out: &std::path::Path) -> (Vec<u8>, xtask::assemble::Built) {
     let fixtures = xtask::shell::root().join("tests/fixtures/golden");
