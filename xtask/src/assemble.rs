@@ -105,17 +105,20 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
         .collect::<anyhow::Result<_>>()
         .context("reading the dependency graph for the SBOMs")?;
     // Each image's SBOM is baked into its application layer and attached as a referrer.
-    let mut sboms: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
-    for image in &plan.images {
-        let base: Vec<&Layer> = image.layers.iter().map(|n| &jobs[n].layer).collect();
-        for p in &image.platforms {
-            let bin = binaries.get(&(p.clone(), image.binary.clone())).context("a planned binary was not built")?;
+    // Documents are independent (each hashes its binary and every base file): made in parallel.
+    let pairs: Vec<(&crate::plan::ImagePlan, &String)> =
+        plan.images.iter().flat_map(|i| i.platforms.iter().map(move |p| (i, p))).collect();
+    let sboms: BTreeMap<(String, String), Vec<u8>> = pairs
+        .par_iter()
+        .map(|(image, p)| {
+            let base: Vec<&Layer> = image.layers.iter().map(|n| &jobs[n].layer).collect();
+            let bin = binaries.get(&((*p).clone(), image.binary.clone())).context("a planned binary was not built")?;
             let (graph, sets) = &graphs[p.as_str()];
             let sets = sets.get(&image.package).context("cargo tree did not list a planned package")?;
             let sbom = crate::sbom::document(plan, image, p, graph, sets, &base, bin);
-            sboms.insert((image.name.clone(), p.clone()), sbom);
-        }
-    }
+            Ok(((image.name.clone(), (*p).clone()), sbom))
+        })
+        .collect::<anyhow::Result<_>>()?;
     for image in &plan.images {
         for p in &image.platforms {
             let bin = binaries[&(p.clone(), image.binary.clone())].clone();
