@@ -16,6 +16,8 @@ fn build(out: &std::path::Path) -> (Vec<u8>, xtask::assemble::Built) {
         fake_binaries: true,
         layers_dir: fixtures.join("layers"),
         pin: Some(Pin { version: "1.2.3".into(), revision: "0".repeat(40), epoch: 1_700_000_000 }),
+        // Unsigned whatever the environment: `cargo xtask test` sets STELLA_SIGNING_KEY_FILE.
+        key: None,
         ..Request::new(fixtures.join("images.toml"), out.to_path_buf())
     };
     let (_, built) = xtask::images::build(&request, true).expect("golden build");
