@@ -86,13 +86,8 @@ pub fn assemble(plan: &Plan, binaries: &Binaries, quiet: bool) -> anyhow::Result
 /// [`assemble`] with another cache directory (an empty one measures cold assembly).
 pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path) -> anyhow::Result<Built> {
     let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
-    for image in &plan.images {
-        for name in &image.layers {
-            if !jobs.contains_key(name) {
-                let layer = layers::load(&plan.layers_dir, name)?;
-                jobs.insert(name.clone(), Job { created_by: format!("layer {name}"), layer });
-            }
-        }
+    for ((name, platform), layer) in layers::load_for(plan)? {
+        jobs.insert(layer_key(&name, &platform), Job { created_by: format!("layer {name}"), layer });
     }
     type Deps = (crate::sbom::Graph, BTreeMap<String, (crate::sbom::Set, crate::sbom::Set)>);
     let graphs: BTreeMap<&str, Deps> = plan
@@ -111,7 +106,7 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
     let sboms: BTreeMap<(String, String), Vec<u8>> = pairs
         .par_iter()
         .map(|(image, p)| {
-            let base: Vec<&Layer> = image.layers.iter().map(|n| &jobs[n].layer).collect();
+            let base: Vec<&Layer> = image.layers.iter().map(|n| &jobs[&layer_key(n, p)].layer).collect();
             let bin = binaries.get(&((*p).clone(), image.binary.clone())).context("a planned binary was not built")?;
             let (graph, sets) = &graphs[p.as_str()];
             let sets = sets.get(&image.package).context("cargo tree did not list a planned package")?;
@@ -128,7 +123,7 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
                 Entry::file(&format!("app/{}", image.binary), 0o755, bin),
                 Entry::file(crate::sbom::PATH, 0o644, sbom),
             ];
-            let layer = Layer { name: key.clone(), entries };
+            let layer = Layer { name: key.clone(), entries, packages: Vec::new() };
             jobs.insert(key, Job { created_by: format!("app {} ({p})", image.binary), layer });
         }
     }
@@ -168,7 +163,7 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
         let mut written = Vec::new();
         let mut platforms = BTreeMap::new();
         for p in &image.platforms {
-            let mut refs: Vec<LayerRef> = image.layers.iter().map(|n| layer_ref(n)).collect();
+            let mut refs: Vec<LayerRef> = image.layers.iter().map(|n| layer_ref(&layer_key(n, p))).collect();
             let app = layer_ref(&app_key(&image.name, p));
             refs.push(app.clone());
             let w = img::write_manifest(&layout, plan, image, Plan::platform(p), &refs)?;
@@ -233,6 +228,12 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
     crate::oci::write_atomic(&staging.join("images.json"), &json)?;
     swap_in(&staging, &plan.out)?;
     Ok(record)
+}
+
+/// A layer definition's job: per platform, since Debian layers differ by architecture (the
+/// same bytes, such as the base layer's, are encoded once thanks to the cache and stored once).
+fn layer_key(name: &str, platform: &str) -> String {
+    format!("layer {name} {platform}")
 }
 
 fn app_key(image: &str, platform: &str) -> String {

@@ -56,6 +56,12 @@ fn cross_cc(triple: &str) -> &'static str {
 /// Builds every target of the plan (or makes the fake binaries) and reads the binaries.
 pub fn compile(plan: &Plan) -> anyhow::Result<Binaries> {
     let mut out = Binaries::new();
+    // The SBOMs read `cargo metadata --offline`, which needs every locked crate's source, not
+    // only those the build compiles: fetch them first (a no-op when they are all present).
+    shell::run(shell::cargo().args(["fetch", "--locked"])).context("fetching the locked crates")?;
+    if !plan.fake_binaries {
+        check_targets(plan)?;
+    }
     for target in &plan.targets {
         let binaries: Vec<&str> =
             plan.images.iter().filter(|i| i.platforms.contains(&target.platform)).map(|i| i.binary.as_str()).collect();
@@ -81,4 +87,23 @@ pub fn compile(plan: &Plan) -> anyhow::Result<Binaries> {
         }
     }
     Ok(out)
+}
+
+/// Fails with the fix when a planned target's standard library is not installed (rustc's own
+/// error says "can't find crate for `core`" after the build has started).
+fn check_targets(plan: &Plan) -> anyhow::Result<()> {
+    let sysroot = shell::output(std::process::Command::new("rustc").args(["--print", "sysroot"]))?;
+    for target in &plan.targets {
+        let dir = std::path::Path::new(sysroot.trim()).join("lib/rustlib").join(&target.triple);
+        if !dir.exists() {
+            anyhow::bail!(
+                "the Rust target {} (for {}) is not installed in {}\n  help: run `rustup toolchain install` at the \
+                 workspace root: it installs the toolchain and targets rust-toolchain.toml pins",
+                target.triple,
+                target.platform,
+                sysroot.trim()
+            );
+        }
+    }
+    Ok(())
 }

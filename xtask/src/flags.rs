@@ -39,6 +39,32 @@ pub enum Command {
     Verify(VerifyFlags),
     /// Write the JSON Schema of images.toml (docs/images.schema.json); --check fails when it is stale.
     Schema(Schema),
+    /// Layer definitions: `lock` pins the Debian packages of every Debian layer (layers/debian.lock).
+    Layers(LayersFlags),
+}
+
+#[derive(Args)]
+pub struct LayersFlags {
+    #[command(subcommand)]
+    pub command: LayersCommand,
+}
+
+#[derive(Subcommand)]
+pub enum LayersCommand {
+    /// Resolve the dependency closure of every layer definition's [debian] section with the
+    /// machine's apt sources (in a private apt state, for every architecture) and write
+    /// layers/debian.lock with each package's version, source, URL and SHA-256.
+    Lock(LockFlags),
+}
+
+#[derive(Args)]
+pub struct LockFlags {
+    /// Debian architecture to lock (repeatable). Default: amd64 and arm64.
+    #[arg(long = "architecture")]
+    pub architectures: Vec<String>,
+    /// Print the lock's summary as JSON (layer, architecture, packages, bytes).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -53,6 +53,8 @@ pub struct Layer {
     /// A name for progress and history (`base`, `app stella-api`).
     pub name: String,
     pub entries: Vec<Entry>,
+    /// The Debian packages the entries come from, for the SBOM (empty for other layers).
+    pub packages: Vec<crate::debian::Package>,
 }
 
 /// A layer encoded as tar and gzip.
@@ -147,8 +149,9 @@ mod tests {
         let a = Layer {
             name: "a".into(),
             entries: vec![Entry::file("app/x", 0o755, b"x".to_vec()), Entry::file("etc/passwd", 0o644, b"p".to_vec())],
+            packages: Vec::new(),
         };
-        let b = Layer { name: "b".into(), entries: a.entries.iter().rev().cloned().collect() };
+        let b = Layer { name: "b".into(), entries: a.entries.iter().rev().cloned().collect(), packages: Vec::new() };
         assert_eq!(a.tar().unwrap(), b.tar().unwrap());
         let paths: Vec<_> = a.normalized().into_iter().map(|e| e.path).collect();
         assert_eq!(paths, ["app", "app/x", "etc", "etc/passwd"]);

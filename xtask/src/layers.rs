@@ -1,6 +1,7 @@
 //! Layer definitions under `layers/<name>.toml`: directories and files with explicit modes and
-//! owners, turned into a [`Layer`]. File contents come from `layers/` or from built-in
-//! generators; nothing is taken from the build host's own files.
+//! owners, and optionally Debian packages pinned by `layers/debian.lock` ([`crate::debian`]),
+//! turned into a [`Layer`] for one architecture. File contents come from `layers/`, from
+//! built-in generators or from locked packages; nothing is taken from the build host's files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ struct Definition {
     dirs: BTreeMap<String, Meta>,
     #[serde(default)]
     files: BTreeMap<String, FileDef>,
+    /// Debian packages, with their dependencies, pinned by `layers/debian.lock`.
+    #[serde(default)]
+    debian: Option<crate::debian::Spec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +52,25 @@ pub fn inputs(dir: &Path, name: &str) -> anyhow::Result<Vec<PathBuf>> {
     let def = read(&path)?;
     let mut out = vec![path];
     out.extend(def.files.values().filter_map(|f| f.source.as_ref()).map(|s| dir.join(s)));
+    if def.debian.is_some() {
+        out.push(crate::debian::Lock::path(dir));
+    }
+    Ok(out)
+}
+
+/// The `[debian]` section of every layer definition under `dir` that has one, by layer name.
+pub fn debian_specs(dir: &Path) -> anyhow::Result<BTreeMap<String, crate::debian::Spec>> {
+    let mut out = BTreeMap::new();
+    let listing = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+    for entry in listing {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".toml")) else {
+            continue;
+        };
+        if let Some(spec) = read(&path)?.debian {
+            out.insert(name.to_string(), spec);
+        }
+    }
     Ok(out)
 }
 
@@ -59,15 +82,18 @@ fn read(path: &Path) -> anyhow::Result<Definition> {
     })
 }
 
-/// Reads `layers/<name>.toml` into a layer.
-pub fn load(dir: &Path, name: &str) -> anyhow::Result<Layer> {
+/// Reads `layers/<name>.toml` into a layer for `architecture` (`amd64`, `arm64`).
+pub fn load(dir: &Path, name: &str, architecture: &str) -> anyhow::Result<Layer> {
     let path = dir.join(format!("{name}.toml"));
     if !path.exists() {
         bail!("layer `{name}`: {} does not exist (layers are defined under {})", path.display(), dir.display());
     }
     let def = read(&path)?;
     let file = path.display();
-    let mut entries = Vec::new();
+    let (mut entries, packages) = match &def.debian {
+        Some(spec) => crate::debian::layer(dir, name, spec, architecture)?,
+        None => (Vec::new(), Vec::new()),
+    };
     for (p, meta) in &def.dirs {
         let (uid, gid) = owner(meta.owner.as_deref()).with_context(|| format!("{file}: dirs.\"{p}\".owner"))?;
         entries.push(
@@ -88,7 +114,7 @@ pub fn load(dir: &Path, name: &str) -> anyhow::Result<Layer> {
             Entry::file(p, mode(&f.mode).with_context(|| format!("{file}: files.\"{p}\".mode"))?, data).owned(uid, gid),
         );
     }
-    Ok(Layer { name: name.to_string(), entries })
+    Ok(Layer { name: name.to_string(), entries, packages })
 }
 
 fn mode(text: &str) -> anyhow::Result<u32> {
@@ -129,4 +155,38 @@ pub fn ca_bundle() -> Vec<u8> {
         out.push_str("-----END CERTIFICATE-----\n");
     }
     out.into_bytes()
+}
+
+/// Every layer definition the plan's images use, loaded for every platform it is used on,
+/// keyed by (layer name, platform); in parallel, since Debian layers download and decompress.
+pub fn load_for(plan: &crate::plan::Plan) -> anyhow::Result<BTreeMap<(String, String), Layer>> {
+    use rayon::prelude::*;
+    let specs = debian_specs(&plan.layers_dir)?;
+    for image in &plan.images {
+        for (i, layer) in image.layers.iter().enumerate() {
+            for required in specs.get(layer).map(|s| &s.requires[..]).unwrap_or_default() {
+                if !image.layers[..i].contains(required) {
+                    bail!(
+                        "images.{}: layer `{layer}` sits on Debian layer `{required}` (layers/{layer}.toml, debian.requires): \
+                         list `{required}` before `{layer}` in the image's `layers`",
+                        image.name
+                    );
+                }
+            }
+        }
+    }
+    let wanted: std::collections::BTreeSet<(String, String)> = plan
+        .images
+        .iter()
+        .flat_map(|i| i.layers.iter().flat_map(move |l| i.platforms.iter().map(move |p| (l.clone(), p.clone()))))
+        .collect();
+    wanted
+        .into_par_iter()
+        .map(|(name, platform)| {
+            let arch = crate::plan::Plan::platform(&platform).architecture;
+            let layer =
+                load(&plan.layers_dir, &name, arch).with_context(|| format!("layer `{name}` for {platform}"))?;
+            Ok(((name, platform), layer))
+        })
+        .collect()
 }

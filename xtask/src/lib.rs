@@ -5,6 +5,7 @@ pub mod assemble;
 pub mod bench;
 pub mod catalog;
 pub mod compile;
+pub mod debian;
 pub mod images;
 pub mod layer;
 pub mod layers;

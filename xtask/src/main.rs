@@ -25,6 +25,9 @@ fn main() -> std::process::ExitCode {
         flags::Command::Keygen(f) => xtask::sign::keygen(&images::absolute(f.out)),
         flags::Command::Verify(f) => verify(f),
         flags::Command::Schema(f) => xtask::schema::run(f.check),
+        flags::Command::Layers(f) => match f.command {
+            flags::LayersCommand::Lock(f) => lock(f),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -53,6 +56,30 @@ fn reproduce(f: flags::Reproduce) -> anyhow::Result<()> {
     }
     if !report.identical() {
         anyhow::bail!("the rebuild differs from {}", report.original.display());
+    }
+    Ok(())
+}
+
+fn lock(f: flags::LockFlags) -> anyhow::Result<()> {
+    let architectures = if f.architectures.is_empty() { vec!["amd64".into(), "arm64".into()] } else { f.architectures };
+    let quiet = f.json;
+    let summary = xtask::debian::relock(&architectures, &|line| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    })?;
+    if f.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        for s in &summary {
+            println!(
+                "{:<16} {:<6} {:>4} packages {:>8.1} MiB",
+                s.layer,
+                s.architecture,
+                s.packages,
+                s.bytes as f64 / 1048576.0
+            );
+        }
     }
     Ok(())
 }

@@ -32,6 +32,7 @@ pub const TEST_PIP: &[(&str, &str)] = &[
     ("pyspdxtools", "spdx-tools==0.8.5"),
     ("ntia-checker", "ntia-conformance-checker==6.0.0"),
     ("import:securesystemslib.dsse", "securesystemslib[crypto]==1.6.0"),
+    ("import:nats.js", "nats-py==2.9.0"),
 ];
 
 fn python_has(check: &str) -> bool {

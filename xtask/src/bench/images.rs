@@ -166,15 +166,15 @@ fn write_trees(
     work: &Path,
 ) -> anyhow::Result<(Vec<std::path::PathBuf>, u64)> {
     let mut layers = Vec::new();
-    for name in plan.images.iter().flat_map(|i| &i.layers).collect::<std::collections::BTreeSet<_>>() {
-        layers.push((format!("layer-{name}"), crate::layers::load(&plan.layers_dir, name)?));
+    for ((name, platform), layer) in crate::layers::load_for(plan)? {
+        layers.push((format!("layer-{name}-{}", platform.replace('/', "-")), layer));
     }
     for image in &plan.images {
         for p in &image.platforms {
             let bin = binaries[&(p.clone(), image.binary.clone())].clone();
             let entry = crate::layer::Entry::file(&format!("app/{}", image.binary), 0o755, bin);
             let key = format!("app-{}-{}", image.name, p.replace('/', "-"));
-            layers.push((key.clone(), crate::layer::Layer { name: key, entries: vec![entry] }));
+            layers.push((key.clone(), crate::layer::Layer { name: key, entries: vec![entry], packages: Vec::new() }));
         }
     }
     let mut trees = Vec::new();
@@ -234,7 +234,7 @@ fn supply_chain(
     work: &Path,
 ) -> anyhow::Result<(f64, f64)> {
     // The same work as assembly does it: graphs per target, then documents in parallel.
-    let base = crate::layers::load(&plan.layers_dir, &plan.images[0].layers[0])?;
+    let loaded = crate::layers::load_for(plan)?;
     let sbom_secs = median_secs(runs, || {
         use rayon::prelude::*;
         for t in &plan.targets {
@@ -242,7 +242,9 @@ fn supply_chain(
             let sets = crate::sbom::closures(&t.triple, &t.packages)?;
             plan.images.par_iter().filter(|i| i.platforms.contains(&t.platform)).for_each(|image| {
                 let bin = &binaries[&(t.platform.clone(), image.binary.clone())];
-                crate::sbom::document(plan, image, &t.platform, &graph, &sets[&image.package], &[&base], bin);
+                let layers: Vec<&crate::layer::Layer> =
+                    image.layers.iter().map(|n| &loaded[&(n.clone(), t.platform.clone())]).collect();
+                crate::sbom::document(plan, image, &t.platform, &graph, &sets[&image.package], &layers, bin);
             });
         }
         Ok(())
