@@ -147,3 +147,53 @@ fn the_sbom_lists_exactly_what_cargo_tree_lists() {
         assert!(missing.is_empty() && extra.is_empty(), "{platform}: missing {missing:?}, extra {extra:?}");
     }
 }
+
+/// Every image with Debian layers lists every package the lock pins for them, with its
+/// `pkg:deb` purl and the `.deb`'s SHA-256; licenses come from the packages' copyright files.
+#[test]
+fn every_locked_debian_package_is_in_the_sbom_of_the_images_that_contain_it() {
+    let root = stella_e2e::root();
+    let built = Built::read(&layout()).unwrap();
+    let bins = xtask::workspace::package_binaries().unwrap();
+    let catalog = xtask::catalog::load(&root.join("images.toml"), &bins).unwrap();
+    let lock = xtask::debian::Lock::read(&root.join("layers")).unwrap();
+    let attached = attached();
+    let mut images_with_debs = 0;
+    for image in &built.images {
+        let entry = &catalog.images[&image.name];
+        for (platform, p) in &image.platforms {
+            let arch = platform.rsplit('/').next().unwrap();
+            let expected: Vec<&xtask::debian::Deb> = entry
+                .layers
+                .iter()
+                .filter(|l| lock.layers.iter().any(|x| &x.name == *l))
+                .flat_map(|l| lock.packages(l, arch).unwrap())
+                .collect();
+            if expected.is_empty() {
+                continue;
+            }
+            images_with_debs += 1;
+            let doc = json(&attached[&p.manifest]);
+            let packages = doc["packages"].as_array().unwrap();
+            let mut licensed = 0;
+            for deb in &expected {
+                let found = packages
+                    .iter()
+                    .find(|x| x["externalRefs"][0]["referenceLocator"] == deb.purl())
+                    .unwrap_or_else(|| panic!("{} {platform}: {} is not in the SBOM", image.name, deb.purl()));
+                assert_eq!(found["checksums"][0]["checksumValue"], deb.sha256.as_str(), "{}", deb.file);
+                assert_eq!(found["versionInfo"], deb.version.as_str());
+                if found["licenseDeclared"] != "NOASSERTION" {
+                    licensed += 1;
+                }
+            }
+            eprintln!(
+                "{} {platform}: {} Debian packages, {licensed} with a declared license",
+                image.name,
+                expected.len()
+            );
+            assert!(licensed * 2 >= expected.len(), "{}: fewer than half the packages have a license", image.name);
+        }
+    }
+    assert!(images_with_debs >= 6, "only {images_with_debs} image/platform pairs have Debian packages");
+}

@@ -8,7 +8,9 @@
 //! namespace is derived from the content, so the same build gives the same bytes.
 //!
 //! Typed serde structs were not needed: the document is built as JSON values and written
-//! canonically; `spdx-rs` writes SPDX 2.2 with random namespaces and the clock (see CRATES.md).
+//! compactly with sorted keys ([`encode`]); `spdx-rs` writes SPDX 2.2 with random namespaces
+//! and the clock (see CRATES.md). Not OLPC canonical JSON, as the OCI documents are: that form
+//! leaves control characters unescaped, and license texts from Debian hold newlines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -242,7 +244,7 @@ fn deb_package(id: &str, p: &crate::debian::Package) -> Value {
         "filesAnalyzed": false,
         "checksums": [{ "algorithm": "SHA256", "checksumValue": d.sha256 }],
         "licenseConcluded": "NOASSERTION",
-        "licenseDeclared": p.license.clone().unwrap_or_else(|| "NOASSERTION".into()),
+        "licenseDeclared": p.license.as_ref().map(|l| l.expression.clone()).unwrap_or_else(|| "NOASSERTION".into()),
         "copyrightText": "NOASSERTION",
         "externalRefs": [{ "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": d.purl() }],
     })
@@ -390,6 +392,13 @@ pub fn document(
     files.push(file_entry(&bin_id, &bin_path, binary));
     own_files(&mut packages[1], &[(bin_id, binary.to_vec())]);
 
+    // Debian licenses without an SPDX identifier, defined once for the document.
+    let extracted: BTreeMap<&str, &str> = layers
+        .iter()
+        .flat_map(|l| &l.packages)
+        .filter_map(|p| p.license.as_ref())
+        .flat_map(|l| l.extracted.iter().map(|(id, text)| (id.as_str(), text.as_str())))
+        .collect();
     let mut doc = json!({
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
@@ -403,10 +412,16 @@ pub fn document(
         "files": files,
         "relationships": relationships,
     });
-    let content = crate::layer::sha256(&crate::oci::canonical(&doc));
+    if !extracted.is_empty() {
+        doc["hasExtractedLicensingInfos"] = extracted
+            .iter()
+            .map(|(id, text)| json!({ "licenseId": id, "name": id.trim_start_matches("LicenseRef-"), "extractedText": text }))
+            .collect();
+    }
+    let content = crate::layer::sha256(&encode(&doc));
     doc["documentNamespace"] =
         json!(format!("https://stella-ops.org/spdx/{}/{}/{}", image.name, platform.replace('/', "-"), &content[7..]));
-    crate::oci::canonical(&doc)
+    encode(&doc)
 }
 
 /// The SBOM of an image index: the index and its platform images, each named by digest.
@@ -461,9 +476,9 @@ pub fn index_document(plan: &Plan, image: &ImagePlan, index: &str, manifests: &[
         "packages": packages,
         "relationships": relationships,
     });
-    let content = crate::layer::sha256(&crate::oci::canonical(&doc));
+    let content = crate::layer::sha256(&encode(&doc));
     doc["documentNamespace"] = json!(format!("https://stella-ops.org/spdx/{}/index/{}", image.name, &content[7..]));
-    crate::oci::canonical(&doc)
+    encode(&doc)
 }
 
 /// `cargo tree -e normal --target <triple> -p <package>` as (name, version) pairs: what the
@@ -481,4 +496,10 @@ pub fn cargo_tree(package: &str, triple: &str) -> anyhow::Result<BTreeSet<(Strin
             Some((parts.next()?.to_string(), parts.next()?.trim_start_matches('v').to_string()))
         })
         .collect())
+}
+
+/// Compact JSON, keys sorted (serde_json's map is ordered by key), every control character
+/// escaped: the same document always gives the same bytes, and any JSON parser reads them.
+pub fn encode(doc: &Value) -> Vec<u8> {
+    serde_json::to_vec(doc).expect("a JSON value serializes")
 }

@@ -90,8 +90,8 @@ impl Deb {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Package {
     pub deb: Deb,
-    /// SPDX expression from the machine-readable copyright file, if it has one we can read.
-    pub license: Option<String>,
+    /// The license from the machine-readable copyright file, if it has one we can read.
+    pub license: Option<license::Declared>,
 }
 
 impl Lock {
@@ -176,7 +176,10 @@ pub fn layer(
                 }
             }
         }
-        packages.push(Package { deb: deb.clone(), license: x.copyright.as_deref().and_then(license::declared) });
+        packages.push(Package {
+            deb: deb.clone(),
+            license: x.copyright.as_deref().and_then(|c| license::declared(&deb.name, c)),
+        });
     }
     Ok((by_path.into_values().map(|(e, _)| e).collect(), packages))
 }
