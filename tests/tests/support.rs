@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use xtask::assemble::Built;
 
-const SUPPORT_PACKAGE: &str = "stella-support";
-
 fn layout() -> PathBuf {
     xtask::images::default_out()
 }
@@ -23,8 +21,12 @@ fn support_images() -> Vec<String> {
             let root = stella_e2e::root();
             let bins = xtask::workspace::package_binaries().unwrap();
             let catalog = xtask::catalog::load(&root.join("images.toml"), &bins).unwrap();
-            let names: Vec<String> =
-                catalog.images.iter().filter(|(_, i)| i.package == SUPPORT_PACKAGE).map(|(n, _)| n.clone()).collect();
+            let names: Vec<String> = catalog
+                .images
+                .iter()
+                .filter(|(_, i)| i.kind == xtask::catalog::Kind::Support)
+                .map(|(n, _)| n.clone())
+                .collect();
             let mut built = Built::read(&layout()).expect("the images are built (cargo xtask test builds them)");
             built.images.retain(|i| names.contains(&i.name));
             assert_eq!(built.images.len(), names.len(), "not every support image was built");

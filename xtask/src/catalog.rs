@@ -91,6 +91,34 @@ pub struct Image {
     /// Platforms of this image when not the defaults'.
     #[serde(default)]
     pub platforms: Option<Vec<String>>,
+    /// `service` (a StellaOps service with the runtime's HTTP contract: health, readiness,
+    /// metrics) or `support` (PostgreSQL, Redis, NATS: their own protocols, a data volume).
+    #[serde(default)]
+    pub kind: Kind,
+    /// SPDX license expression of what the image ships, when not the defaults' (a support
+    /// image is licensed as its server is).
+    #[serde(default)]
+    pub licenses: Option<String>,
+}
+
+/// What an image is, for the labels it carries and for `deploy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A StellaOps service built on the shared runtime.
+    #[default]
+    Service,
+    /// A supporting server (database, cache, queue) built from pinned Debian packages.
+    Support,
+}
+
+impl Kind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Service => "service",
+            Kind::Support => "support",
+        }
+    }
 }
 
 impl Image {
@@ -195,6 +223,15 @@ pub fn parse(file: &str, text: &str, binaries: &BTreeMap<String, BTreeSet<String
                 ));
             }
             Some(_) => {}
+        }
+        if let Some(licenses) = &image.licenses
+            && spdx::Expression::parse(licenses).is_err()
+        {
+            return Err(at(
+                locate(&key("licenses")),
+                format!("images.{name}.licenses: `{licenses}` is not an SPDX license expression"),
+                "use SPDX identifiers joined by AND / OR, e.g. `PostgreSQL` or `Apache-2.0 OR MIT`".into(),
+            ));
         }
         for (i, port) in image.ports.iter().enumerate() {
             let span = span_of_index(text, &key("ports"), i);

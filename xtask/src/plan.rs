@@ -116,6 +116,7 @@ pub struct ImagePlan {
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     pub healthcheck: bool,
+    pub kind: crate::catalog::Kind,
     /// Layer definitions under `layers/`, bottom first; the application layer comes last.
     pub layers: Vec<String>,
     pub labels: BTreeMap<String, String>,
@@ -202,6 +203,7 @@ pub fn plan(req: &Request) -> anyhow::Result<Plan> {
             volumes: image.volumes.clone(),
             cmd: image.cmd.clone(),
             healthcheck: image.healthcheck.unwrap_or(!image.ports.is_empty()),
+            kind: image.kind,
             layers: d.base_layers.iter().chain(&image.layers).cloned().collect(),
             entry: serde_json::to_value(image).context("the catalog entry serializes")?,
             labels: image_labels(
@@ -209,11 +211,12 @@ pub fn plan(req: &Request) -> anyhow::Result<Plan> {
                 name,
                 &image.description,
                 &d.source,
-                &d.licenses,
+                image.licenses.as_deref().unwrap_or(&d.licenses),
                 &d.vendor,
                 &version,
                 &revision,
                 &image.ports,
+                image.kind,
             ),
         });
     }
@@ -275,6 +278,7 @@ fn image_labels(
     version: &str,
     revision: &str,
     ports: &[u16],
+    kind: crate::catalog::Kind,
 ) -> BTreeMap<String, String> {
     let mut labels = base.clone();
     let oci = |k: &str| format!("org.opencontainers.image.{k}");
@@ -286,9 +290,13 @@ fn image_labels(
     labels.insert(oci("vendor"), vendor.into());
     labels.insert(oci("version"), version.into());
     labels.insert(oci("revision"), revision.into());
+    labels.insert("io.stellaops.kind".into(), kind.as_str().into());
     if !ports.is_empty() {
         let list = ports.iter().map(|p| format!("{p}/tcp")).collect::<Vec<_>>().join(",");
         labels.insert("io.stellaops.ports".into(), list);
+    }
+    // The runtime's HTTP contract; support images answer their own protocols instead.
+    if !ports.is_empty() && kind == crate::catalog::Kind::Service {
         labels.insert("io.stellaops.health.liveness".into(), "/health/liveness".into());
         labels.insert("io.stellaops.health.readiness".into(), "/health/readiness".into());
         labels.insert("io.stellaops.metrics".into(), "/metrics".into());

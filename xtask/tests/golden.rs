@@ -8,7 +8,7 @@
 
 use xtask::plan::{Pin, Request};
 
-const GOLDEN: &str = "sha256:22458149c2e12a8a3744f6e4da7423d94e02da1604ff36781cd0bff36ff5e1f3";
+const GOLDEN: &str = "sha256:d2c684ba6c75169d6a0a3f4e108e55cd89446b295cbed017712d26a3cbda34cf";
 
 fn build(out: &std::path::Path) -> (Vec<u8>, xtask::assemble::Built) {
     let fixtures = xtask::shell::root().join("tests/fixtures/golden");
