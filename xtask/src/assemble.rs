@@ -86,9 +86,16 @@ pub fn assemble(plan: &Plan, binaries: &Binaries, quiet: bool) -> anyhow::Result
 /// [`assemble`] with another cache directory (an empty one measures cold assembly).
 pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path) -> anyhow::Result<Built> {
     let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
-    for ((name, platform), layer) in layers::load_for(plan)? {
-        jobs.insert(layer_key(&name, &platform), Job { created_by: format!("layer {name}"), layer });
+    for ((name, platform), layer) in layers::load_for(plan, Some(cache))? {
+        // A layer without Debian packages is the same on every platform: one job, one blob.
+        let key = if layer.packages.is_empty() { format!("layer {name}") } else { format!("layer {name} {platform}") };
+        jobs.entry(key).or_insert(Job { created_by: format!("layer {name}"), layer });
     }
+    let per_platform: std::collections::BTreeSet<String> = jobs.keys().cloned().collect();
+    let layer_key = move |name: &str, platform: &str| {
+        let specific = format!("layer {name} {platform}");
+        if per_platform.contains(&specific) { specific } else { format!("layer {name}") }
+    };
     type Deps = (crate::sbom::Graph, BTreeMap<String, (crate::sbom::Set, crate::sbom::Set)>);
     let graphs: BTreeMap<&str, Deps> = plan
         .targets
@@ -123,7 +130,7 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
                 Entry::file(&format!("app/{}", image.binary), 0o755, bin),
                 Entry::file(crate::sbom::PATH, 0o644, sbom),
             ];
-            let layer = Layer { name: key.clone(), entries, packages: Vec::new() };
+            let layer = Layer { name: key.clone(), entries, packages: Vec::new(), memo: None };
             jobs.insert(key, Job { created_by: format!("app {} ({p})", image.binary), layer });
         }
     }
@@ -230,18 +237,38 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
     Ok(record)
 }
 
-/// A layer definition's job: per platform, since Debian layers differ by architecture (the
-/// same bytes, such as the base layer's, are encoded once thanks to the cache and stored once).
-fn layer_key(name: &str, platform: &str) -> String {
-    format!("layer {name} {platform}")
-}
-
 fn app_key(image: &str, platform: &str) -> String {
     format!("app {image} {platform}")
 }
 
 /// Encodes a layer, or takes its compressed form from the cache when its tar is unchanged.
 fn encode_cached(layer: &Layer, cache: &Path) -> anyhow::Result<(Encoded, PathBuf)> {
+    if let Some(known) = layer.memo.as_ref().and_then(|m| m.known.as_ref()) {
+        let path = cache.join(known.tar_digest.trim_start_matches("sha256:"));
+        let gz: Arc<[u8]> = std::fs::read(&path)
+            .with_context(|| format!("reading {} (remembered for layer {}): run again", path.display(), layer.name))?
+            .into();
+        let e = Encoded {
+            tar_size: known.tar_size,
+            gz_digest: layer::sha256(&gz),
+            gz,
+            tar_digest: known.tar_digest.clone(),
+        };
+        return Ok((e, path));
+    }
+    let (e, path) = encode_tar(layer, cache)?;
+    if let Some(memo) = &layer.memo {
+        let known = crate::debian::Known {
+            tar_digest: e.tar_digest.clone(),
+            tar_size: e.tar_size,
+            packages: layer.packages.clone(),
+        };
+        memo.record(&known)?;
+    }
+    Ok((e, path))
+}
+
+fn encode_tar(layer: &Layer, cache: &Path) -> anyhow::Result<(Encoded, PathBuf)> {
     let tar = layer.tar()?;
     let tar_digest = layer::sha256(&tar);
     let path = cache.join(tar_digest.trim_start_matches("sha256:"));

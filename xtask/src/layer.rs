@@ -55,6 +55,9 @@ pub struct Layer {
     pub entries: Vec<Entry>,
     /// The Debian packages the entries come from, for the SBOM (empty for other layers).
     pub packages: Vec<crate::debian::Package>,
+    /// For Debian layers: where the tar digest of this exact input is remembered, and, when it
+    /// was, that digest; the entries are then left empty and the cached blob is used.
+    pub memo: Option<crate::debian::Memo>,
 }
 
 /// A layer encoded as tar and gzip.
@@ -150,8 +153,14 @@ mod tests {
             name: "a".into(),
             entries: vec![Entry::file("app/x", 0o755, b"x".to_vec()), Entry::file("etc/passwd", 0o644, b"p".to_vec())],
             packages: Vec::new(),
+            memo: None,
         };
-        let b = Layer { name: "b".into(), entries: a.entries.iter().rev().cloned().collect(), packages: Vec::new() };
+        let b = Layer {
+            name: "b".into(),
+            entries: a.entries.iter().rev().cloned().collect(),
+            packages: Vec::new(),
+            memo: None,
+        };
         assert_eq!(a.tar().unwrap(), b.tar().unwrap());
         let paths: Vec<_> = a.normalized().into_iter().map(|e| e.path).collect();
         assert_eq!(paths, ["app", "app/x", "etc", "etc/passwd"]);

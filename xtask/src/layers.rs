@@ -114,7 +114,7 @@ pub fn load(dir: &Path, name: &str, architecture: &str) -> anyhow::Result<Layer>
             Entry::file(p, mode(&f.mode).with_context(|| format!("{file}: files.\"{p}\".mode"))?, data).owned(uid, gid),
         );
     }
-    Ok(Layer { name: name.to_string(), entries, packages })
+    Ok(Layer { name: name.to_string(), entries, packages, memo: None })
 }
 
 fn mode(text: &str) -> anyhow::Result<u32> {
@@ -159,7 +159,10 @@ pub fn ca_bundle() -> Vec<u8> {
 
 /// Every layer definition the plan's images use, loaded for every platform it is used on,
 /// keyed by (layer name, platform); in parallel, since Debian layers download and decompress.
-pub fn load_for(plan: &crate::plan::Plan) -> anyhow::Result<BTreeMap<(String, String), Layer>> {
+/// With `cache` (the content cache assembly will use), a Debian layer whose extraction is
+/// remembered and whose blob is in that cache comes back without entries (see
+/// [`crate::debian::Memo`]); without it, every layer is loaded in full.
+pub fn load_for(plan: &crate::plan::Plan, cache: Option<&Path>) -> anyhow::Result<BTreeMap<(String, String), Layer>> {
     use rayon::prelude::*;
     let specs = debian_specs(&plan.layers_dir)?;
     for image in &plan.images {
@@ -184,9 +187,31 @@ pub fn load_for(plan: &crate::plan::Plan) -> anyhow::Result<BTreeMap<(String, St
         .into_par_iter()
         .map(|(name, platform)| {
             let arch = crate::plan::Plan::platform(&platform).architecture;
-            let layer =
-                load(&plan.layers_dir, &name, arch).with_context(|| format!("layer `{name}` for {platform}"))?;
-            Ok(((name, platform), layer))
+            let layer = if let (true, Some(cache)) = (specs.contains_key(&name), cache) {
+                memoized(&plan.layers_dir, &name, arch, cache)
+            } else {
+                load(&plan.layers_dir, &name, arch)
+            };
+            Ok(((name.clone(), platform.clone()), layer.with_context(|| format!("layer `{name}` for {platform}"))?))
         })
         .collect()
+}
+
+/// A Debian layer from its memo when its blob is still in the content cache (no entries, its
+/// packages and tar digest only), else loaded in full with the memo to record.
+fn memoized(dir: &Path, name: &str, architecture: &str, cache: &Path) -> anyhow::Result<Layer> {
+    let memo = crate::debian::memo(dir, name, architecture)?;
+    if let Some(known) = &memo.known
+        && cache.join(known.tar_digest.trim_start_matches("sha256:")).exists()
+    {
+        return Ok(Layer {
+            name: name.to_string(),
+            entries: Vec::new(),
+            packages: known.packages.clone(),
+            memo: Some(memo),
+        });
+    }
+    let mut layer = load(dir, name, architecture)?;
+    layer.memo = Some(crate::debian::Memo { known: None, ..memo });
+    Ok(layer)
 }

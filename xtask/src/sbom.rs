@@ -28,7 +28,7 @@ pub const PATH: &str = "app/sbom.spdx.json";
 pub const MEDIA_TYPE: &str = "application/spdx+json";
 
 /// One crate of the resolved graph.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Crate {
     pub name: String,
     pub version: String,
@@ -43,7 +43,7 @@ pub struct Crate {
 }
 
 /// The resolved dependency graph for one target triple.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Graph {
     pub crates: BTreeMap<String, Crate>,
 }
@@ -51,6 +51,33 @@ pub struct Graph {
 /// Reads the graph with `cargo metadata --filter-platform <triple>` and the checksums of
 /// `Cargo.lock`.
 pub fn graph(triple: &str) -> anyhow::Result<Graph> {
+    cached(&format!("graph-v1 {triple}"), || graph_uncached(triple))
+}
+
+/// `make()`'s result, cached under `target/stella-cache/sbom` by `what` and the content of
+/// Cargo.lock and every workspace manifest (all that `cargo metadata` and `cargo tree` read).
+fn cached<T: serde::Serialize + serde::de::DeserializeOwned>(
+    what: &str,
+    make: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let root = shell::root();
+    let mut key = what.as_bytes().to_vec();
+    key.extend(std::fs::read(root.join("Cargo.lock"))?);
+    for (_, dir, _) in crate::workspace::packages()? {
+        key.extend(std::fs::read(dir.join("Cargo.toml")).unwrap_or_default());
+    }
+    let cache = crate::workspace::target_dir().join("stella-cache/sbom");
+    let path = cache.join(&crate::layer::sha256(&key)[7..]);
+    if let Some(found) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        return Ok(found);
+    }
+    let made = make()?;
+    std::fs::create_dir_all(&cache)?;
+    crate::oci::write_atomic(&path, &serde_json::to_vec(&made)?)?;
+    Ok(made)
+}
+
+fn graph_uncached(triple: &str) -> anyhow::Result<Graph> {
     let root = shell::root();
     let text = shell::output(
         shell::cargo()
@@ -122,17 +149,13 @@ pub type Set = BTreeSet<(String, String)>;
 /// `cargo tree` resolves them for all the plan's packages built together (the features the
 /// image build unifies). Cached by the content of Cargo.lock and every manifest.
 pub fn closures(triple: &str, packages: &[String]) -> anyhow::Result<BTreeMap<String, (Set, Set)>> {
+    // The key's first part is the one closures used before the graph was cached too, so
+    // existing cache entries stay valid.
+    cached(&format!("{triple} {packages:?}"), || closures_uncached(triple, packages))
+}
+
+fn closures_uncached(triple: &str, packages: &[String]) -> anyhow::Result<BTreeMap<String, (Set, Set)>> {
     let root = shell::root();
-    let mut key = format!("{triple} {packages:?}").into_bytes();
-    key.extend(std::fs::read(root.join("Cargo.lock"))?);
-    for (_, dir, _) in crate::workspace::packages()? {
-        key.extend(std::fs::read(dir.join("Cargo.toml")).unwrap_or_default());
-    }
-    let cache = crate::workspace::target_dir().join("stella-cache/sbom");
-    let path = cache.join(&crate::layer::sha256(&key)[7..]);
-    if let Some(found) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
-        return Ok(found);
-    }
     let tree = |edges: &str| -> anyhow::Result<BTreeMap<String, Set>> {
         let mut cmd = shell::cargo();
         cmd.args(["tree", "--locked", "--offline", "-e", edges, "--target", triple, "--no-dedupe"]);
@@ -157,16 +180,13 @@ pub fn closures(triple: &str, packages: &[String]) -> anyhow::Result<BTreeMap<St
     };
     let normal = tree("normal")?;
     let all = tree("normal,build")?;
-    let result: BTreeMap<String, (Set, Set)> = normal
+    Ok(normal
         .into_iter()
         .map(|(p, linked)| {
             let build = all.get(&p).map(|a| a.difference(&linked).cloned().collect()).unwrap_or_default();
             (p, (linked, build))
         })
-        .collect();
-    std::fs::create_dir_all(&cache)?;
-    crate::oci::write_atomic(&path, &serde_json::to_vec(&result)?)?;
-    Ok(result)
+        .collect())
 }
 
 fn spdx_id(kind: &str, name: &str) -> String {

@@ -166,15 +166,27 @@ fn write_trees(
     work: &Path,
 ) -> anyhow::Result<(Vec<std::path::PathBuf>, u64)> {
     let mut layers = Vec::new();
-    for ((name, platform), layer) in crate::layers::load_for(plan)? {
-        layers.push((format!("layer-{name}-{}", platform.replace('/', "-")), layer));
+    let mut seen = std::collections::BTreeSet::new();
+    for ((name, platform), layer) in crate::layers::load_for(plan, None)? {
+        // As assembly does: a layer without Debian packages is one blob for every platform.
+        let key = if layer.packages.is_empty() {
+            format!("layer-{name}")
+        } else {
+            format!("layer-{name}-{}", platform.replace('/', "-"))
+        };
+        if seen.insert(key.clone()) {
+            layers.push((key, layer));
+        }
     }
     for image in &plan.images {
         for p in &image.platforms {
             let bin = binaries[&(p.clone(), image.binary.clone())].clone();
             let entry = crate::layer::Entry::file(&format!("app/{}", image.binary), 0o755, bin);
             let key = format!("app-{}-{}", image.name, p.replace('/', "-"));
-            layers.push((key.clone(), crate::layer::Layer { name: key, entries: vec![entry], packages: Vec::new() }));
+            layers.push((
+                key.clone(),
+                crate::layer::Layer { name: key, entries: vec![entry], packages: Vec::new(), memo: None },
+            ));
         }
     }
     let mut trees = Vec::new();
@@ -234,7 +246,7 @@ fn supply_chain(
     work: &Path,
 ) -> anyhow::Result<(f64, f64)> {
     // The same work as assembly does it: graphs per target, then documents in parallel.
-    let loaded = crate::layers::load_for(plan)?;
+    let loaded = crate::layers::load_for(plan, Some(&crate::assemble::cache_dir()))?;
     let sbom_secs = median_secs(runs, || {
         use rayon::prelude::*;
         for t in &plan.targets {

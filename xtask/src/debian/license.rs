@@ -62,7 +62,7 @@ fn spdx_name(debian: &str) -> Option<&'static str> {
 }
 
 /// A package's declared license: the SPDX expression and the `LicenseRef-` texts it uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Declared {
     pub expression: String,
     /// `(LicenseRef-…, text)` for every name without an SPDX identifier.

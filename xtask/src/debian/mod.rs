@@ -87,7 +87,7 @@ impl Deb {
 }
 
 /// A package as the SBOM describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {
     pub deb: Deb,
     /// The license from the machine-readable copyright file, if it has one we can read.
@@ -224,4 +224,49 @@ fn suite() -> anyhow::Result<String> {
         .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
         .map(|v| v.trim_matches('"').to_string())
         .context("/etc/os-release has no VERSION_CODENAME: `layers lock` needs a Debian host")
+}
+
+/// What a Debian layer's extraction gave, remembered by the digest of its inputs (the layer
+/// definition, the locked packages' hashes, this extractor's version), so that a rebuild with
+/// nothing changed neither decompresses the packages nor builds the tar again: the layer's
+/// compressed blob is in the content cache under `tar_digest`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memo {
+    pub path: PathBuf,
+    pub known: Option<Known>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Known {
+    pub tar_digest: String,
+    pub tar_size: u64,
+    pub packages: Vec<Package>,
+}
+
+/// Bump when extraction changes what a layer holds (filters, modes, ownership).
+const EXTRACTOR: &str = "stella-debian-extract-v1";
+
+/// The memo of layer `name` for `architecture`, read if it exists.
+pub fn memo(layers_dir: &Path, name: &str, architecture: &str) -> anyhow::Result<Memo> {
+    let mut key = EXTRACTOR.as_bytes().to_vec();
+    let definition = layers_dir.join(format!("{name}.toml"));
+    key.extend(std::fs::read(&definition).with_context(|| format!("reading {}", definition.display()))?);
+    key.extend(architecture.as_bytes());
+    for deb in Lock::read(layers_dir)?.packages(name, architecture)? {
+        key.extend(deb.sha256.as_bytes());
+    }
+    let digest = crate::layer::sha256(&key);
+    let path = crate::workspace::target_dir().join("stella-cache/debian-layers").join(&digest[7..]);
+    let known = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    Ok(Memo { path, known })
+}
+
+impl Memo {
+    /// Remembers what encoding the layer gave.
+    pub fn record(&self, known: &Known) -> anyhow::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        crate::oci::write_atomic(&self.path, &serde_json::to_vec(known)?)
+    }
 }
