@@ -27,4 +27,24 @@ fn a_rebuild_from_another_clone_is_bit_for_bit_identical() {
     assert!(report.images >= 12, "only {} images rebuilt", report.images);
     assert!(report.blobs_compared > 3 * report.images, "too few blobs compared: {}", report.blobs_compared);
     assert!(report.identical(), "the rebuild differs:\n{}", report.differences.join("\n"));
+    assert_eq!(report.results.len(), report.images);
+    assert!(report.results.iter().all(|r| r.index == Some(true) && r.platforms.values().all(|m| *m)), "{report:#?}");
+
+    // The auditor's other path, `rebuild --compare images.json`: only the published digests.
+    let published = xtask::images::default_out().join("images.json");
+    let original: xtask::assemble::Built = serde_json::from_slice(&std::fs::read(&published).unwrap()).unwrap();
+    let by_digest = xtask::reproduce::compare(&original, &published, None, &report.rebuilt, &[]).unwrap();
+    assert!(by_digest.identical(), "{:#?}", by_digest.differences);
+    assert_eq!(by_digest.results.len(), report.images);
+    // A published digest that differs is reported for that image and platform only.
+    let mut altered = original.clone();
+    let victim = altered.images[0].name.clone();
+    altered.images[0].platforms.get_mut("linux/arm64").unwrap().manifest = format!("sha256:{}", "0".repeat(64));
+    let mismatch = xtask::reproduce::compare(&altered, &published, None, &report.rebuilt, &[]).unwrap();
+    assert!(!mismatch.identical());
+    let bad: Vec<_> = mismatch.results.iter().filter(|r| r.platforms.values().any(|m| !m)).collect();
+    assert_eq!(bad.len(), 1, "{bad:#?}");
+    assert_eq!(bad[0].image, victim);
+    assert!(bad[0].platforms["linux/amd64"], "the other platform of {victim} still matches");
+    assert!(mismatch.differences.iter().any(|d| d.contains("diffoscope")), "{:#?}", mismatch.differences);
 }

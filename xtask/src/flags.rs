@@ -33,6 +33,9 @@ pub enum Command {
     /// Rebuild the commit of a layout in a fresh clone elsewhere (other umask, time zone and
     /// target directory) and compare every digest: what an auditor runs.
     Reproduce(Reproduce),
+    /// The auditor's rebuild against a published images.json: `rebuild --compare images.json`
+    /// reports image by image whether the rebuilt digests match (same as `reproduce --against`).
+    Rebuild(Rebuild),
     /// Write a new signing key pair: DIR/cosign.key (PKCS#8 PEM, mode 0600) and DIR/cosign.pub.
     Keygen(Keygen),
     /// Check every blob digest and every image signature of a layout against a public key.
@@ -208,8 +211,24 @@ impl Select {
 }
 
 #[derive(Args)]
+pub struct Rebuild {
+    /// The images.json (or layout directory) to compare with.
+    #[arg(long)]
+    pub compare: PathBuf,
+    /// Where to clone and build (default: a new directory under the temporary directory).
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// Rebuild only this platform (repeatable).
+    #[arg(long = "platform")]
+    pub platforms: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
 pub struct Reproduce {
-    /// The layout to compare with (default: target/oci).
+    /// The layout to compare with (default: target/oci), or a published images.json.
     #[arg(long)]
     pub against: Option<PathBuf>,
     /// Where to clone and build (default: a new directory under the temporary directory).

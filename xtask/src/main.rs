@@ -22,6 +22,9 @@ fn main() -> std::process::ExitCode {
         }
         flags::Command::Plan(f) => images::print_plan(&f.select.request(), f.json),
         flags::Command::Reproduce(f) => reproduce(f),
+        flags::Command::Rebuild(f) => {
+            reproduce(flags::Reproduce { against: Some(f.compare), work: f.work, platforms: f.platforms, json: f.json })
+        }
         flags::Command::Keygen(f) => xtask::sign::keygen(&images::absolute(f.out)),
         flags::Command::Verify(f) => verify(f),
         flags::Command::Schema(f) => xtask::schema::run(f.check),
@@ -49,6 +52,12 @@ fn reproduce(f: flags::Reproduce) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("rebuilt {} images of {} in {}", report.images, report.revision, report.rebuilt.display());
+        let yes = |b: bool| if b { "match" } else { "DIFFERS" };
+        for r in &report.results {
+            let platforms: Vec<String> = r.platforms.iter().map(|(p, m)| format!("{p} {}", yes(*m))).collect();
+            let index = r.index.map(yes).unwrap_or("-");
+            println!("  {:<22} index {:<8} {}", r.image, index, platforms.join(", "));
+        }
         println!("{} blobs compared; index.json identical: {}", report.blobs_compared, report.index_identical);
         for d in &report.differences {
             println!("  differs: {d}");

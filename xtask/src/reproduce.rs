@@ -1,6 +1,7 @@
-//! `cargo xtask reproduce`: an auditor's rebuild. Clones the commit a layout was built from into
-//! a fresh directory elsewhere, builds it there with another umask, time zone and target
-//! directory, and compares every digest with the original layout.
+//! `cargo xtask reproduce` (alias `rebuild --compare`): an auditor's rebuild. Clones the commit
+//! a layout was built from into a fresh directory elsewhere, builds it there with another umask,
+//! time zone and target directory, and compares every digest with the original: a layout
+//! (every blob too), or only its published `images.json` (the digests, image by image).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use crate::assemble::Built;
 use crate::shell;
 
 pub struct Options {
-    /// The layout to compare with (default target/oci).
+    /// The layout to compare with (default target/oci), or an `images.json` file.
     pub against: PathBuf,
     /// Where to clone and build (default: a new temporary directory).
     pub work: Option<PathBuf>,
@@ -27,10 +28,20 @@ pub struct Report {
     pub original: PathBuf,
     pub rebuilt: PathBuf,
     pub images: usize,
+    /// Image by image: whether the index digest and each platform's manifest digest match.
+    pub results: Vec<ImageResult>,
     pub blobs_compared: usize,
     pub index_identical: bool,
     /// Human-readable differences; empty when the rebuild is identical.
     pub differences: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageResult {
+    pub image: String,
+    /// `None` when only some platforms were rebuilt (the index cannot match then).
+    pub index: Option<bool>,
+    pub platforms: std::collections::BTreeMap<String, bool>,
 }
 
 impl Report {
@@ -40,7 +51,16 @@ impl Report {
 }
 
 pub fn reproduce(options: &Options) -> anyhow::Result<Report> {
-    let original = Built::read(&options.against)?;
+    // A file is a published images.json: digests only. A directory is a layout: blobs too.
+    let (original, layout) = if options.against.is_file() {
+        let text = std::fs::read(&options.against).with_context(|| format!("reading {}", options.against.display()))?;
+        let built: Built = serde_json::from_slice(&text).with_context(|| {
+            format!("{}: not an images.json written by `cargo xtask images`", options.against.display())
+        })?;
+        (built, None)
+    } else {
+        (Built::read(&options.against)?, Some(options.against.as_path()))
+    };
     let work = match &options.work {
         Some(w) => w.clone(),
         None => std::env::temp_dir().join(format!("stella-reproduce-{}", std::process::id())),
@@ -75,40 +95,72 @@ pub fn reproduce(options: &Options) -> anyhow::Result<Report> {
             .env_remove("STELLA_GIT_COMMIT"),
     )
     .context("rebuilding in the clone")?;
-    let rebuilt = Built::read(&out)?;
+    compare(&original, &options.against, layout, &out, &options.platforms)
+}
+
+/// Compares the rebuild at `out` with `original` (read from `against`; `layout` when it is a
+/// layout directory, whose blobs are then compared too).
+pub fn compare(
+    original: &Built,
+    against: &Path,
+    layout: Option<&Path>,
+    out: &Path,
+    platforms: &[String],
+) -> anyhow::Result<Report> {
+    let rebuilt = Built::read(out)?;
     let mut differences = Vec::new();
+    let mut results = Vec::new();
     for image in &rebuilt.images {
         let Some(o) = original.images.iter().find(|i| i.name == image.name) else {
             differences.push(format!("{}: not in the original", image.name));
             continue;
         };
+        let mut result = ImageResult { image: image.name.clone(), index: None, platforms: Default::default() };
         for (platform, p) in &image.platforms {
-            match o.platforms.get(platform) {
-                Some(op) if op.manifest == p.manifest => {}
-                Some(op) => {
+            let same = o.platforms.get(platform).map(|op| op.manifest == p.manifest);
+            result.platforms.insert(platform.clone(), same == Some(true));
+            match (same, o.platforms.get(platform)) {
+                (Some(false), Some(op)) => {
                     differences.push(format!("{} {platform}: manifest {} != {}", image.name, p.manifest, op.manifest));
-                    if let Some(hint) = first_differing_blob(&options.against, &op.manifest, &out, &p.manifest) {
-                        differences.push(hint);
+                    match layout {
+                        Some(dir) => differences.extend(first_differing_blob(dir, &op.manifest, out, &p.manifest)),
+                        None => differences.push(format!(
+                            "  to find the first differing blob with diffoscope, compare against the original layout: \
+                             cargo xtask reproduce --against <layout of {}>",
+                            original.revision
+                        )),
                     }
                 }
-                None => differences.push(format!("{} {platform}: not in the original", image.name)),
+                (None, _) => differences.push(format!("{} {platform}: not in the original", image.name)),
+                _ => {}
             }
         }
-        if options.platforms.is_empty() && o.digest != image.digest {
-            differences.push(format!("{}: index {} != {}", image.name, image.digest, o.digest));
+        if platforms.is_empty() {
+            result.index = Some(o.digest == image.digest);
+            if o.digest != image.digest {
+                differences.push(format!("{}: index {} != {}", image.name, image.digest, o.digest));
+            }
         }
+        results.push(result);
     }
-    let (compared, blob_diffs) = compare_blobs(&options.against, &out)?;
-    differences.extend(blob_diffs);
-    let index_identical = options.platforms.is_empty()
-        && std::fs::read(options.against.join("index.json"))? == std::fs::read(out.join("index.json"))?;
+    let (compared, index_identical) = match layout {
+        Some(dir) => {
+            let (compared, blob_diffs) = compare_blobs(dir, out)?;
+            differences.extend(blob_diffs);
+            let same = std::fs::read(dir.join("index.json"))? == std::fs::read(out.join("index.json"))?;
+            (compared, same || !platforms.is_empty())
+        }
+        // Without a layout, the digests above are the comparison.
+        None => (0, true),
+    };
     Ok(Report {
-        revision: original.revision,
-        original: options.against.clone(),
-        rebuilt: out,
+        revision: original.revision.clone(),
+        original: against.to_path_buf(),
+        rebuilt: out.to_path_buf(),
         images: rebuilt.images.len(),
+        results,
         blobs_compared: compared,
-        index_identical: index_identical || !options.platforms.is_empty(),
+        index_identical,
         differences,
     })
 }
