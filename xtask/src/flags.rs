@@ -42,8 +42,28 @@ pub enum Command {
     Verify(VerifyFlags),
     /// Write the JSON Schema of images.toml (docs/images.schema.json); --check fails when it is stale.
     Schema(Schema),
+    /// Push a built layout to a registry: every image with its tags, signatures, SBOMs and
+    /// provenance (OCI distribution API; blobs already there are skipped, so it resumes).
+    Publish(Publish),
     /// Layer definitions: `lock` pins the Debian packages of every Debian layer (layers/debian.lock).
     Layers(LayersFlags),
+}
+
+#[derive(Args)]
+pub struct Publish {
+    /// Destination `host[:port][/prefix]`, e.g. `127.0.0.1:5000/stella`: images become
+    /// `<host>/<prefix>/<image>`. Loopback registries are spoken to over HTTP, others HTTPS.
+    #[arg(long)]
+    pub to: String,
+    /// The layout to push (default: target/oci).
+    #[arg(long)]
+    pub layout: Option<PathBuf>,
+    /// Plain HTTP to a registry that is not on loopback.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Print what was pushed as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -14,6 +14,7 @@ pub mod oci;
 pub mod plan;
 pub mod progress;
 pub mod provenance;
+pub mod registry;
 pub mod reproduce;
 pub mod sbom;
 pub mod schema;

@@ -28,6 +28,7 @@ fn main() -> std::process::ExitCode {
         flags::Command::Keygen(f) => xtask::sign::keygen(&images::absolute(f.out)),
         flags::Command::Verify(f) => verify(f),
         flags::Command::Schema(f) => xtask::schema::run(f.check),
+        flags::Command::Publish(f) => publish(f),
         flags::Command::Layers(f) => match f.command {
             flags::LayersCommand::Lock(f) => lock(f),
         },
@@ -65,6 +66,28 @@ fn reproduce(f: flags::Reproduce) -> anyhow::Result<()> {
     }
     if !report.identical() {
         anyhow::bail!("the rebuild differs from {}", report.original.display());
+    }
+    Ok(())
+}
+
+fn publish(f: flags::Publish) -> anyhow::Result<()> {
+    let layout = f.layout.map(images::absolute).unwrap_or_else(images::default_out);
+    let (host, prefix) = f.to.split_once('/').unwrap_or((f.to.as_str(), ""));
+    let pushed = xtask::registry::push_layout(&layout, host, prefix, f.insecure)?;
+    if f.json {
+        println!("{}", serde_json::to_string_pretty(&pushed)?);
+    } else {
+        for (reference, digest) in &pushed.tags {
+            println!("{reference}@{digest}");
+        }
+        println!(
+            "{} manifests; blobs: {} uploaded ({:.1} MiB), {} mounted, {} already there",
+            pushed.manifests,
+            pushed.blobs_uploaded,
+            pushed.bytes_uploaded as f64 / 1048576.0,
+            pushed.blobs_mounted,
+            pushed.blobs_present
+        );
     }
     Ok(())
 }
