@@ -1,13 +1,25 @@
 //! Build metadata for `/version`: the revision and the source epoch, never the clock.
 //!
 //! `cargo xtask images` sets `STELLA_GIT_COMMIT` and `SOURCE_DATE_EPOCH` from the plan; a plain
-//! `cargo build` asks git, and falls back to `unknown` and 0 outside a checkout.
+//! `cargo build` asks git the same question the plan does (the last commit that changed an input
+//! of the images: everything but `deploy/`, `docs/`, CI files and Markdown), and falls back to
+//! `unknown` and 0 outside a checkout.
 
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git").args(args).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Keep in step with `xtask::plan::NOT_INPUTS`.
+const INPUTS: &[&str] =
+    &["--", ".", ":(exclude)deploy", ":(exclude)docs", ":(exclude).github", ":(exclude).ci", ":(exclude)*.md"];
+
+fn last_input_commit(format: &str) -> Option<String> {
+    let mut args = vec!["log", "-1", format];
+    args.extend_from_slice(INPUTS);
+    git(&args).filter(|s| !s.is_empty())
 }
 
 fn main() {
@@ -21,11 +33,11 @@ fn main() {
     }
     let commit = std::env::var("STELLA_GIT_COMMIT")
         .ok()
-        .or_else(|| git(&["rev-parse", "HEAD"]))
+        .or_else(|| last_input_commit("--format=%H"))
         .unwrap_or_else(|| "unknown".into());
     let epoch = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
-        .or_else(|| git(&["log", "-1", "--format=%ct"]))
+        .or_else(|| last_input_commit("--format=%ct"))
         .and_then(|e| e.parse::<u64>().ok())
         .unwrap_or(0);
     println!("cargo:rustc-env=STELLA_BUILD_COMMIT={commit}");

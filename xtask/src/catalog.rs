@@ -99,7 +99,14 @@ pub struct Image {
     /// image is licensed as its server is).
     #[serde(default)]
     pub licenses: Option<String>,
+    /// The signal that stops the container cleanly (`StopSignal`); default `SIGTERM`.
+    /// PostgreSQL and NATS use `SIGINT`: fast shutdown, exit code 0.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
+
+/// Signals an image may name as its stop signal.
+pub const STOP_SIGNALS: &[&str] = &["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"];
 
 /// What an image is, for the labels it carries and for `deploy`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -223,6 +230,15 @@ pub fn parse(file: &str, text: &str, binaries: &BTreeMap<String, BTreeSet<String
                 ));
             }
             Some(_) => {}
+        }
+        if let Some(signal) = &image.stop_signal
+            && !STOP_SIGNALS.contains(&signal.as_str())
+        {
+            return Err(at(
+                locate(&key("stop_signal")),
+                format!("images.{name}.stop_signal: `{signal}` is not a signal this catalog accepts"),
+                format!("use one of {}", STOP_SIGNALS.join(", ")),
+            ));
         }
         if let Some(licenses) = &image.licenses
             && spdx::Expression::parse(licenses).is_err()

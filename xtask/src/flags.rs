@@ -42,11 +42,27 @@ pub enum Command {
     Verify(VerifyFlags),
     /// Write the JSON Schema of images.toml (docs/images.schema.json); --check fails when it is stale.
     Schema(Schema),
+    /// Write deploy/compose (docker-compose.yml, .env.example) pinning the digests of the last
+    /// build; --check fails when the committed files differ.
+    Deploy(DeployFlags),
     /// Push a built layout to a registry: every image with its tags, signatures, SBOMs and
     /// provenance (OCI distribution API; blobs already there are skipped, so it resumes).
     Publish(Publish),
     /// Layer definitions: `lock` pins the Debian packages of every Debian layer (layers/debian.lock).
     Layers(LayersFlags),
+}
+
+#[derive(Args)]
+pub struct DeployFlags {
+    /// Compare with the files on disk instead of writing them; fail when they differ.
+    #[arg(long)]
+    pub check: bool,
+    /// The build to pin (default: target/oci).
+    #[arg(long)]
+    pub layout: Option<PathBuf>,
+    /// Output directory (default: deploy/ at the workspace root).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args)]

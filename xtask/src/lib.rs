@@ -6,6 +6,7 @@ pub mod bench;
 pub mod catalog;
 pub mod compile;
 pub mod debian;
+pub mod deploy;
 pub mod images;
 pub mod layer;
 pub mod layers;

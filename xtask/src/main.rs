@@ -29,6 +29,7 @@ fn main() -> std::process::ExitCode {
         flags::Command::Verify(f) => verify(f),
         flags::Command::Schema(f) => xtask::schema::run(f.check),
         flags::Command::Publish(f) => publish(f),
+        flags::Command::Deploy(f) => deploy(f),
         flags::Command::Layers(f) => match f.command {
             flags::LayersCommand::Lock(f) => lock(f),
         },
@@ -66,6 +67,22 @@ fn reproduce(f: flags::Reproduce) -> anyhow::Result<()> {
     }
     if !report.identical() {
         anyhow::bail!("the rebuild differs from {}", report.original.display());
+    }
+    Ok(())
+}
+
+fn deploy(f: flags::DeployFlags) -> anyhow::Result<()> {
+    let options = xtask::deploy::Options {
+        layout: f.layout.map(images::absolute).unwrap_or_else(images::default_out),
+        out: f.out.map(images::absolute).unwrap_or_else(|| xtask::shell::root().join("deploy")),
+        check: f.check,
+    };
+    let written = xtask::deploy::run(&options)?;
+    if options.check {
+        println!("deploy files are current for {}", options.layout.display());
+    }
+    for path in written {
+        println!("wrote {}", path.display());
     }
     Ok(())
 }

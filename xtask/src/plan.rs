@@ -117,6 +117,7 @@ pub struct ImagePlan {
     pub cmd: Vec<String>,
     pub healthcheck: bool,
     pub kind: crate::catalog::Kind,
+    pub stop_signal: String,
     /// Layer definitions under `layers/`, bottom first; the application layer comes last.
     pub layers: Vec<String>,
     pub labels: BTreeMap<String, String>,
@@ -204,6 +205,7 @@ pub fn plan(req: &Request) -> anyhow::Result<Plan> {
             cmd: image.cmd.clone(),
             healthcheck: image.healthcheck.unwrap_or(!image.ports.is_empty()),
             kind: image.kind,
+            stop_signal: image.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
             layers: d.base_layers.iter().chain(&image.layers).cloned().collect(),
             entry: serde_json::to_value(image).context("the catalog entry serializes")?,
             labels: image_labels(
@@ -315,24 +317,38 @@ fn workspace_version(root: &Path) -> anyhow::Result<String> {
         .context("Cargo.toml has no [workspace.package] version")
 }
 
-/// `STELLA_GIT_COMMIT`, else HEAD's commit id; and whether the tree has uncommitted changes.
+/// What is not an input of the images: the generated deployment files (which pin the images'
+/// digests, so they cannot be inputs of them), documentation and CI configuration. The revision
+/// and the source epoch of a build are those of the last commit that changed anything else, so
+/// committing `deploy/` or a documentation fix leaves every image digest as it was.
+pub const NOT_INPUTS: &[&str] =
+    &[":(exclude)deploy", ":(exclude)docs", ":(exclude).github", ":(exclude).ci", ":(exclude)*.md"];
+
+fn input_pathspec() -> Vec<&'static str> {
+    std::iter::once("--").chain(std::iter::once(".")).chain(NOT_INPUTS.iter().copied()).collect()
+}
+
+/// `STELLA_GIT_COMMIT`, else the last commit that changed an input (see [`NOT_INPUTS`]); and
+/// whether an input has uncommitted changes.
 fn revision(root: &Path) -> (String, bool) {
-    let git = |args: &[&str]| shell::output(Command::new("git").args(args).current_dir(root)).ok();
+    let git =
+        |args: &[&str]| shell::output(Command::new("git").args(args).args(input_pathspec()).current_dir(root)).ok();
     let commit = std::env::var("STELLA_GIT_COMMIT")
         .ok()
-        .or_else(|| git(&["rev-parse", "HEAD"]).map(|s| s.trim().to_string()))
+        .or_else(|| git(&["log", "-1", "--format=%H"]).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "unknown".into());
     let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.trim().is_empty());
     (commit, dirty)
 }
 
-/// `SOURCE_DATE_EPOCH`, else the commit time of HEAD.
+/// `SOURCE_DATE_EPOCH`, else the commit time of the last commit that changed an input.
 pub fn source_epoch(root: &Path) -> anyhow::Result<u64> {
     if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
         return v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"));
     }
-    let out = shell::output(Command::new("git").args(["log", "-1", "--format=%ct"]).current_dir(root))
-        .context("no SOURCE_DATE_EPOCH and no git commit to take the date from: set SOURCE_DATE_EPOCH")?;
+    let out =
+        shell::output(Command::new("git").args(["log", "-1", "--format=%ct"]).args(input_pathspec()).current_dir(root))
+            .context("no SOURCE_DATE_EPOCH and no git commit to take the date from: set SOURCE_DATE_EPOCH")?;
     out.trim().parse().context("git log gave no commit time; set SOURCE_DATE_EPOCH")
 }
 

@@ -82,7 +82,9 @@ async fn applied(pool: &PgPool) -> anyhow::Result<i64> {
     if !exists {
         return Ok(0);
     }
-    Ok(sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?)
+    // Schema-qualified like the history itself: unqualified, it resolved only for a login named
+    // `stella` (search_path's "$user"), and the quickstart logs in as `postgres`.
+    Ok(sqlx::query_scalar("SELECT count(*) FROM stella._sqlx_migrations WHERE success").fetch_one(pool).await?)
 }
 
 /// The quickstart seed: idempotent, so running it again changes nothing.

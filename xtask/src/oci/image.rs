@@ -67,7 +67,7 @@ pub fn write_manifest(
         .entrypoint(image.entrypoint.clone())
         .working_dir("/app")
         .labels(hash_map(&labels))
-        .stop_signal("SIGTERM");
+        .stop_signal(image.stop_signal.clone());
     if !image.cmd.is_empty() {
         config = config.cmd(image.cmd.clone());
     }

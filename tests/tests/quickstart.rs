@@ -1,0 +1,237 @@
+//! The Compose quickstart, end to end on the Docker engine here: `deploy/compose` (as generated
+//! by `cargo xtask deploy` for this build) is copied to a temporary directory and started with
+//! `quickstart.sh --layout target/oci`, which pushes the images into a local registry and pulls
+//! them by digest. Then every container is checked (healthy, hardened, JSON logs, no secret in
+//! them), every service answers `/version` with the built version, the aggregators refuse to
+//! merge, the seed data is in PostgreSQL, a second run changes nothing, and `down` stops every
+//! container with exit code 0 inside its grace period.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use xtask::assemble::Built;
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The stack of one test: its directory, project name and ports; torn down when dropped.
+struct Stack {
+    dir: tempfile::TempDir,
+    project: String,
+    env: Vec<(String, String)>,
+}
+
+impl Stack {
+    fn new() -> Stack {
+        let dir = tempfile::Builder::new().prefix("stella-quickstart-").tempdir().unwrap();
+        let src = stella_e2e::root().join("deploy/compose");
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+        let project = format!("stellatest{}", std::process::id());
+        let mut env = vec![
+            ("COMPOSE_PROJECT_NAME".to_string(), project.clone()),
+            ("STELLA_WORKSPACE".to_string(), stella_e2e::root().display().to_string()),
+        ];
+        // Free host ports, so a stack of the developer's own is left alone.
+        let example = std::fs::read_to_string(dir.path().join(".env.example")).unwrap();
+        for line in example.lines().filter(|l| l.starts_with("STELLA_") && l.contains("_PORT=")) {
+            let name = line.split('=').next().unwrap();
+            env.push((name.to_string(), stella_e2e::free_port().to_string()));
+        }
+        Stack { dir, project, env }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn compose(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("docker-compose");
+        cmd.args(args).current_dir(self.path()).envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    fn quickstart(&self, registry_port: u16) -> (Output, Duration) {
+        let start = Instant::now();
+        let out = output(
+            Command::new("bash")
+                .arg(self.path().join("quickstart.sh"))
+                .args(["--layout", &xtask::images::default_out().display().to_string()])
+                .args(["--registry-port", &registry_port.to_string(), "--timeout", "180"])
+                .current_dir(self.path())
+                .envs(self.env.iter().map(|(k, v)| (k, v))),
+        );
+        (out, start.elapsed())
+    }
+
+    fn port(&self, var: &str) -> String {
+        self.env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no {var}"))
+    }
+
+    /// Container id by compose service.
+    fn containers(&self) -> BTreeMap<String, String> {
+        let ids = run(&mut self.compose(&["ps", "-q"]));
+        ids.lines()
+            .map(|id| {
+                let service = run(Command::new("docker").args([
+                    "inspect",
+                    "-f",
+                    "{{index .Config.Labels \"com.docker.compose.service\"}}",
+                    id,
+                ]));
+                (service.trim().to_string(), id.to_string())
+            })
+            .collect()
+    }
+
+    fn secret(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path().join(".secrets").join(name)).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = output(&mut self.compose(&["down", "-v", "--timeout", "5"]));
+        if let Ok(pid) = std::fs::read_to_string(self.path().join(".registry/pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).output();
+        }
+    }
+}
+
+fn inspect(id: &str, format: &str) -> String {
+    run(Command::new("docker").args(["inspect", "-f", format, id])).trim().to_string()
+}
+
+#[test]
+fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
+    let built = Built::read(&xtask::images::default_out()).expect("the images are built");
+    let stack = Stack::new();
+    let registry_port = stella_e2e::free_port();
+    let (out, elapsed) = stack.quickstart(registry_port);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "quickstart.sh failed:\n{text}");
+    eprintln!("quickstart.sh, start to all healthy: {:.1} s", elapsed.as_secs_f64());
+    assert!(text.contains("StellaOps is running"), "{text}");
+    let admin = stack.secret("admin-password");
+    assert!(text.contains(&admin), "the first run shows the admin's credentials once");
+
+    // Every catalog image runs, from the registry, by the digest of this build.
+    let containers = stack.containers();
+    assert_eq!(containers.len(), built.images.len(), "{containers:?}");
+    let secrets = ["postgres-password", "redis-password", "admin-password"].map(|s| stack.secret(s));
+    for (service, id) in &containers {
+        let image = built.images.iter().find(|i| &i.name == service).unwrap_or_else(|| panic!("{service}"));
+        let reference = inspect(id, "{{.Config.Image}}");
+        assert!(reference.ends_with(&format!("@{}", image.digest)), "{service} runs {reference}");
+        assert!(reference.starts_with(&format!("127.0.0.1:{registry_port}/stella/")), "{service} runs {reference}");
+        // Hardened as the compose file says.
+        assert_eq!(inspect(id, "{{.Config.User}}"), "65532:65532", "{service}");
+        assert_eq!(inspect(id, "{{.HostConfig.ReadonlyRootfs}}"), "true", "{service}");
+        assert_eq!(inspect(id, "{{.HostConfig.CapDrop}}"), "[ALL]", "{service}");
+        assert_eq!(inspect(id, "{{.HostConfig.SecurityOpt}}"), "[no-new-privileges:true]", "{service}");
+        let state =
+            inspect(id, "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}} {{.State.ExitCode}}");
+        assert!(state == "running healthy 0" || state == "exited  0", "{service}: {state}");
+        // Logs: JSON lines for the StellaOps services, and no secret anywhere.
+        let logs = output(Command::new("docker").args(["logs", id]));
+        let logs = format!("{}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr));
+        for s in &secrets {
+            assert!(!logs.contains(s.as_str()), "{service} logged a secret");
+        }
+        if !service.ends_with("postgres") && !service.ends_with("redis") && !service.ends_with("nats") {
+            for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{service}: not JSON ({e}): {line}"));
+                assert!(v["level"].is_string() && v["message"].is_string(), "{service}: {line}");
+            }
+        }
+    }
+
+    // Every service answers /version with the built version; the aggregators do not merge.
+    let example = std::fs::read_to_string(stack.path().join(".env.example")).unwrap();
+    for line in example.lines().filter(|l| l.starts_with("STELLA_") && l.contains("_PORT=")) {
+        let var = line.split('=').next().unwrap();
+        let url = format!("http://127.0.0.1:{}", stack.port(var));
+        let (code, body) = stella_e2e::get(&format!("{url}/version")).unwrap_or_else(|| panic!("{var}: no answer"));
+        assert_eq!(code, 200, "{var}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["version"], built.version.as_str(), "{var}");
+        assert_eq!(v["gitCommit"], built.revision.as_str(), "{var}");
+        if var.contains("CONSEILLER") || var.contains("EXCITATOR") {
+            let (_, caps) = stella_e2e::get(&format!("{url}/capabilities")).unwrap();
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&caps).unwrap()["merge"], false, "{var}");
+        }
+    }
+
+    // The quickstart seed is in the database (migrator --seed ran to completion first).
+    let pg = &containers["stella-postgres"];
+    let tenants = run(Command::new("docker").args(["exec", "-e", &format!("PGPASSWORD={}", secrets[0]), pg]).args([
+        "/usr/lib/postgresql/15/bin/psql",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "stella",
+        "-tAc",
+        "SELECT slug FROM stella.tenants ORDER BY slug",
+    ]));
+    assert!(tenants.lines().any(|l| l == "default"), "seed tenant missing: {tenants}");
+
+    // A second run keeps the secrets and the running containers.
+    let (again, _) = stack.quickstart(registry_port);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(stack.secret("admin-password"), admin, "the second run replaced a secret");
+    assert!(!String::from_utf8_lossy(&again.stdout).contains(&admin), "the second run showed the password again");
+    assert_eq!(stack.containers(), containers, "the second run replaced containers");
+
+    // `stop`: every container exits 0 within its grace period.
+    let start = Instant::now();
+    run(&mut stack.compose(&["stop"]));
+    let stopped_in = start.elapsed();
+    for (service, id) in &containers {
+        assert_eq!(inspect(id, "{{.State.ExitCode}}"), "0", "{service} did not exit cleanly");
+    }
+    assert!(stopped_in < Duration::from_secs(30), "stopping took {stopped_in:?}");
+}
+
+/// The committed deploy files are what `cargo xtask deploy` writes for this build, docker-compose
+/// accepts them, and every image is pinned by the digest the build recorded.
+#[test]
+fn the_committed_compose_file_is_current_valid_and_pinned_by_digest() {
+    let layout = xtask::images::default_out();
+    let options =
+        xtask::deploy::Options { layout: layout.clone(), out: stella_e2e::root().join("deploy"), check: true };
+    xtask::deploy::run(&options).expect("deploy/compose is current (run `cargo xtask deploy` and commit)");
+    let built = Built::read(&layout).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let compose: PathBuf = stella_e2e::root().join("deploy/compose/docker-compose.yml");
+    std::fs::copy(&compose, dir.path().join("docker-compose.yml")).unwrap();
+    std::fs::create_dir(dir.path().join(".secrets")).unwrap();
+    for (s, _) in xtask::deploy::compose::SECRETS {
+        std::fs::write(dir.path().join(".secrets").join(s), "x").unwrap();
+    }
+    let config = run(Command::new("docker-compose").args(["config"]).current_dir(dir.path()));
+    let images: Vec<&str> = config.lines().filter_map(|l| l.trim().strip_prefix("image: ")).collect();
+    assert_eq!(images.len(), built.images.len(), "{config}");
+    for image in &built.images {
+        let pinned = format!("/{}:{}@{}", image.name, built.tags[0], image.digest);
+        assert!(images.iter().any(|i| i.ends_with(&pinned)), "{} is not pinned to {}", image.name, image.digest);
+    }
+}

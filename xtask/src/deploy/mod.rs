@@ -1,0 +1,75 @@
+//! `cargo xtask deploy`: the deployment files written from `images.toml` and the build record
+//! (`target/oci/images.json`), so that they pin exactly the digests that were built and cannot
+//! drift from the catalog. `--check` compares instead of writing (CI runs it).
+//!
+//! Generated: `deploy/compose/docker-compose.yml` and `deploy/compose/.env.example`. The scripts
+//! beside them (`quickstart.sh`, `backup.sh`, `reset.sh`) are written by hand and read these.
+
+pub mod compose;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::assemble::Built;
+
+pub struct Options {
+    /// The build whose digests are pinned (default target/oci).
+    pub layout: PathBuf,
+    /// Where `compose/` is written (default deploy/ at the workspace root).
+    pub out: PathBuf,
+    pub check: bool,
+}
+
+/// The files `deploy` owns, relative to the output directory, with their content.
+pub fn generate(root: &Path, layout: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let catalog = crate::catalog::load(&root.join("images.toml"), &crate::workspace::package_binaries()?)?;
+    let built = Built::read(layout)?;
+    for (name, image) in &catalog.images {
+        let Some(b) = built.images.iter().find(|b| &b.name == name) else {
+            bail!("{}: image {name} was not built; run `cargo xtask images` (every image)", layout.display());
+        };
+        let wanted = image.platforms.as_ref().unwrap_or(&catalog.defaults.platforms);
+        if b.platforms.len() < wanted.len() {
+            bail!(
+                "{}: image {name} was built for {} platform(s) only; run `cargo xtask images` without --platform",
+                layout.display(),
+                b.platforms.len()
+            );
+        }
+    }
+    Ok(vec![
+        (PathBuf::from("compose/docker-compose.yml"), compose::compose(&catalog, &built)?),
+        (PathBuf::from("compose/.env.example"), compose::env_example(&catalog)?),
+    ])
+}
+
+/// Writes (or with `check`, compares) every generated file; returns the paths.
+pub fn run(options: &Options) -> anyhow::Result<Vec<PathBuf>> {
+    let files = generate(&crate::shell::root(), &options.layout)?;
+    let mut stale = Vec::new();
+    let mut written = Vec::new();
+    for (rel, content) in &files {
+        let path = options.out.join(rel);
+        if options.check {
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
+                stale.push(path.display().to_string());
+            }
+            continue;
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        crate::oci::write_atomic(&path, content.as_bytes())?;
+        written.push(path);
+    }
+    if !stale.is_empty() {
+        bail!(
+            "{} differ from what `cargo xtask deploy` writes for the build in {}:\n  {}\n  help: run `cargo xtask deploy` and commit the result",
+            if stale.len() == 1 { "this file would" } else { "these files would" },
+            options.layout.display(),
+            stale.join("\n  ")
+        );
+    }
+    Ok(written)
+}
