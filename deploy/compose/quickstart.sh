@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# StellaOps quickstart: from a host with Docker to a running, healthy stack.
+#
+#   ./quickstart.sh                       images from STELLA_REGISTRY (.env), e.g. your mirror
+#   ./quickstart.sh --layout ../../target/oci
+#                                         images from a local build: pushed into a registry on
+#                                         127.0.0.1 (Debian's docker-registry), pulled from there
+#
+# Safe to run again: .env and .secrets/ are created once and kept; `up` changes only what changed.
+# EXPOSE_PUBLIC=1 binds the published ports on every interface instead of 127.0.0.1.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+
+layout=""
+registry_port="${STELLA_LOCAL_REGISTRY_PORT:-5000}"
+timeout=180
+wait_healthy=1
+
+usage() {
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<'EOF'
+
+Options:
+  --layout DIR         push the OCI layout DIR (from `cargo xtask images`) into a local registry first
+  --registry-port N    port of that local registry on 127.0.0.1 (default 5000)
+  --timeout SECONDS    how long to wait for every service to be healthy (default 180)
+  --no-wait            start the stack and return
+  -h, --help           this help
+EOF
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --layout) layout=$(cd "$2" && pwd); shift 2 ;;
+        --registry-port) registry_port="$2"; shift 2 ;;
+        --timeout) timeout="$2"; shift 2 ;;
+        --no-wait) wait_healthy=0; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# --- Preflight ---------------------------------------------------------------------------
+step "preflight"
+command -v docker >/dev/null || die "docker is not installed: install Docker Engine (20.10 or later)"
+docker info >/dev/null 2>&1 || die "the Docker engine is not reachable: is it running, and may this user use it (docker group)?"
+if docker compose version >/dev/null 2>&1; then
+    compose=(docker compose)
+elif command -v docker-compose >/dev/null; then
+    v=$(docker-compose version --short 2>/dev/null || echo 0)
+    case "$v" in
+        1.29.* | [2-9].*) compose=(docker-compose) ;;
+        *) die "docker-compose $v is too old: install the Compose v2 plugin (or docker-compose 1.29)" ;;
+    esac
+else
+    die "Docker Compose is missing: install the Compose v2 plugin (docker compose)"
+fi
+free_kib=$(df -Pk . | awk 'NR==2 {print $4}')
+[ "${free_kib:-0}" -ge $((2 * 1024 * 1024)) ] || die "less than 2 GiB free under $here: images and volumes need more"
+
+# --- Configuration: .env once, secrets once --------------------------------------------
+if [ ! -f .env ]; then
+    cp .env.example .env
+    step "wrote .env from .env.example"
+fi
+set_env() { # set_env NAME VALUE: replace or append in .env
+    if grep -q "^$1=" .env; then sed -i "s|^$1=.*|$1=$2|" .env; else printf '%s=%s\n' "$1" "$2" >>.env; fi
+}
+if [ "${EXPOSE_PUBLIC:-0}" = 1 ]; then set_env STELLA_BIND 0.0.0.0; fi
+
+# The directory is 0700: only this user can read the secrets on the host. The files are 0644
+# inside it because the containers read them as uid 65532 through bind mounts.
+umask 077
+mkdir -p .secrets
+chmod 700 .secrets
+random() { head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32; }
+first_run=0
+for s in postgres-password redis-password admin-password; do
+    if [ ! -s ".secrets/$s" ]; then random >".secrets/$s"; first_run=1; fi
+done
+if [ ! -s .secrets/database-url ]; then
+    printf 'postgres://postgres:%s@stella-postgres:5432/stella\n' "$(cat .secrets/postgres-password)" >.secrets/database-url
+fi
+chmod 644 .secrets/*
+umask 022
+
+# --- Images -------------------------------------------------------------------------------
+if [ -n "$layout" ]; then
+    registry="127.0.0.1:$registry_port"
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$registry_port") 2>/dev/null; then
+        command -v docker-registry >/dev/null ||
+            die "no registry on $registry and docker-registry is not installed (apt install docker-registry), or start one there"
+        mkdir -p .registry
+        cat >.registry/config.yml <<EOF
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $here/.registry/data
+http:
+  addr: $registry
+EOF
+        nohup docker-registry serve .registry/config.yml >.registry/log 2>&1 &
+        echo $! >.registry/pid
+        for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$registry_port") 2>/dev/null && break; sleep 0.2; done
+        step "started a local registry on $registry (stop it with: kill \$(cat $here/.registry/pid))"
+    fi
+    workspace="${STELLA_WORKSPACE:-$(cd "$here/../.." && pwd)}"
+    [ -f "$workspace/Cargo.toml" ] || die "$workspace is not the StellaOps workspace: set STELLA_WORKSPACE"
+    step "pushing $layout to $registry/stella"
+    (cd "$workspace" && cargo xtask publish --to "$registry/stella" --layout "$layout") | tail -n 1
+    set_env STELLA_REGISTRY "$registry/stella"
+fi
+
+# --- Start -----------------------------------------------------------------------------------
+step "starting the stack (${compose[*]} up -d)"
+"${compose[@]}" up -d --quiet-pull
+[ "$wait_healthy" = 1 ] || exit 0
+
+# --- Wait until healthy -------------------------------------------------------------------------
+start=$(date +%s)
+while :; do
+    # docker inspect rather than `compose ps --format`, which docker-compose 1.29 lacks.
+    ids=$("${compose[@]}" ps -q)
+    status=$([ -z "$ids" ] || docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.State.ExitCode}}' $ids)
+    total=$(printf '%s\n' "$status" | grep -c . || true)
+    healthy=$(printf '%s\n' "$status" | awk -F'|' '$3 == "healthy" || ($2 == "exited" && $4 == "0") {n++} END {print n+0}')
+    failed=$(printf '%s\n' "$status" | awk -F'|' '$2 == "exited" && $4 != "0" {print $1}')
+    elapsed=$(($(date +%s) - start))
+    if [ -t 1 ]; then printf '\r    ready %s/%s (%ss)  ' "$healthy" "$total" "$elapsed"; else echo "    ready $healthy/$total (${elapsed}s)"; fi
+    [ -z "$failed" ] || { echo; die "failed: $failed (see: ${compose[*]} logs $failed)"; }
+    [ "$healthy" = "$total" ] && [ "$total" -gt 0 ] && break
+    [ "$elapsed" -lt "$timeout" ] || { echo; die "not healthy after ${timeout}s: ${compose[*]} ps"; }
+    sleep 1
+done
+[ -t 1 ] && echo
+
+# --- Where everything is -----------------------------------------------------------------------
+bind=$(grep '^STELLA_BIND=' .env | cut -d= -f2)
+host=$([ "$bind" = 0.0.0.0 ] && hostname -f 2>/dev/null || echo 127.0.0.1)
+port() { grep "^$1=" .env | cut -d= -f2; }
+step "StellaOps is running ($(($(date +%s) - start))s to healthy)"
+echo "    Console:  http://$host:$(port STELLA_CONSOLE_PORT)/"
+echo "    API:      http://$host:$(port STELLA_API_PORT)/"
+if [ "$first_run" = 1 ]; then
+    echo "    Admin:    admin / $(cat .secrets/admin-password)   (shown once; kept in $here/.secrets/admin-password)"
+fi
+echo "    Stop:     ${compose[*]} down        Backup: ./backup.sh        Reset: ./reset.sh"
