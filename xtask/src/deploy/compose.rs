@@ -100,8 +100,8 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
     writeln!(w, "  start_period: 60s\n")?;
     writeln!(w, "services:")?;
 
-    let (supports, services): (Vec<(&String, &Image)>, Vec<(&String, &Image)>) =
-        catalog.images.iter().partition(|(_, i)| i.kind == Kind::Support);
+    type Entries<'a> = Vec<(&'a String, &'a Image)>;
+    let (supports, services): (Entries, Entries) = catalog.images.iter().partition(|(_, i)| i.kind == Kind::Support);
     let database = supports.iter().any(|(n, _)| *n == "stella-postgres");
     let migrator = services.iter().find(|(_, i)| i.ports.is_empty()).map(|(n, _)| n.as_str());
     for (name, image) in &supports {
