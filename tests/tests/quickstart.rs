@@ -31,7 +31,6 @@ fn run(cmd: &mut Command) -> String {
 /// The stack of one test: its directory, project name and ports; torn down when dropped.
 struct Stack {
     dir: tempfile::TempDir,
-    project: String,
     env: Vec<(String, String)>,
 }
 
@@ -54,7 +53,7 @@ impl Stack {
             let name = line.split('=').next().unwrap();
             env.push((name.to_string(), stella_e2e::free_port().to_string()));
         }
-        Stack { dir, project, env }
+        Stack { dir, env }
     }
 
     fn path(&self) -> &Path {
