@@ -200,6 +200,73 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     assert!(!String::from_utf8_lossy(&again.stdout).contains(&admin), "the second run showed the password again");
     assert_eq!(stack.containers(), containers, "the second run replaced containers");
 
+    // backup.sh, reset.sh --yes, restore.sh: what was written before the backup is back.
+    let psql = |sql: &str| {
+        let pg = &stack.containers()["stella-postgres"];
+        run(Command::new("docker")
+            .args(["exec", "-e", &format!("PGPASSWORD={}", stack.secret("postgres-password")), pg])
+            .args([
+                "/usr/lib/postgresql/15/bin/psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "stella",
+                "-tAc",
+                sql,
+            ]))
+    };
+    let redis_cli = |args: &[&str]| {
+        let redis = &stack.containers()["stella-redis"];
+        let auth = format!("REDISCLI_AUTH={}", stack.secret("redis-password"));
+        run(Command::new("docker").args(["exec", "-e", &auth, redis, "redis-cli"]).args(args)).trim().to_string()
+    };
+    psql("CREATE TABLE backup_marker (v text); INSERT INTO backup_marker VALUES ('kept')");
+    assert_eq!(redis_cli(&["SET", "backup:marker", "kept"]), "OK");
+    let backup = run(Command::new("bash")
+        .arg(stack.path().join("backup.sh"))
+        .current_dir(stack.path())
+        .envs(stack.env.iter().map(|(k, v)| (k, v))));
+    let backup = stack.path().join(backup.trim());
+    assert!(backup.is_file(), "backup.sh wrote no file: {}", backup.display());
+    let listing = run(Command::new("tar").arg("-tzf").arg(&backup));
+    for part in ["./stella.pgdump", "./redis-data.tar", "./nats-data.tar", "./env", "./secrets/postgres-password"] {
+        assert!(listing.lines().any(|l| l == part), "{part} is not in the backup:\n{listing}");
+    }
+    run(Command::new("bash")
+        .arg(stack.path().join("reset.sh"))
+        .arg("--yes")
+        .current_dir(stack.path())
+        .envs(stack.env.iter().map(|(k, v)| (k, v))));
+    let volumes = run(Command::new("docker").args([
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", stack.env[0].1),
+    ]));
+    assert!(volumes.trim().is_empty(), "reset.sh left volumes: {volumes}");
+    let restored = output(
+        Command::new("bash")
+            .arg(stack.path().join("restore.sh"))
+            .arg("--yes")
+            .arg(&backup)
+            .current_dir(stack.path())
+            .envs(stack.env.iter().map(|(k, v)| (k, v))),
+    );
+    assert!(
+        restored.status.success(),
+        "restore.sh failed:\n{}{}",
+        String::from_utf8_lossy(&restored.stdout),
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert_eq!(psql("SELECT v FROM backup_marker").trim(), "kept");
+    assert!(psql("SELECT slug FROM stella.tenants").lines().any(|l| l == "default"));
+    assert_eq!(redis_cli(&["GET", "backup:marker"]), "kept");
+    let containers = stack.containers();
+    assert_eq!(containers.len(), built.images.len());
+
     // `stop`: every container exits 0 within its grace period.
     let start = Instant::now();
     run(&mut stack.compose(&["stop"]));

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Deletes the quickstart's data: stops the stack and removes its containers and volumes
+# (PostgreSQL, Redis, NATS, service state). .env and .secrets/ are kept, so ./quickstart.sh
+# starts again from empty volumes with the same credentials; --all removes them too.
+# It asks first, unless --yes.
+#
+#   ./reset.sh [--yes] [--all]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+yes=0
+all=0
+for a in "$@"; do
+    case "$a" in
+        --yes) yes=1 ;;
+        --all) all=1 ;;
+        -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) printf 'error: unknown option %s (see --help)\n' "$a" >&2; exit 2 ;;
+    esac
+done
+if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi
+if [ "$yes" != 1 ]; then
+    printf '\n  !!! This DELETES every volume of the StellaOps stack in %s:\n' "$here"
+    printf '  !!! the database, Redis, NATS and all service state. Back up first: ./backup.sh\n\n'
+    printf 'Type "delete" to go on: '
+    read -r answer
+    [ "$answer" = delete ] || { echo "nothing deleted"; exit 1; }
+fi
+"${compose[@]}" down -v --remove-orphans
+if [ "$all" = 1 ]; then rm -rf .secrets .env; fi
+echo "reset done: ./quickstart.sh starts a fresh stack"
