@@ -10,6 +10,7 @@
 # EXPOSE_PUBLIC=1 binds the published ports on every interface instead of 127.0.0.1.
 set -euo pipefail
 
+caller=$(pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 
@@ -18,8 +19,11 @@ registry_port="${STELLA_LOCAL_REGISTRY_PORT:-5000}"
 timeout=180
 wait_healthy=1
 
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
 usage() {
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$here/$(basename "$0")" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 
 Options:
@@ -33,7 +37,7 @@ EOF
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --layout) layout=$(cd "$2" && pwd); shift 2 ;;
+        --layout) layout=$(cd "$caller" && cd "$2" && pwd) || die "--layout $2: no such directory"; shift 2 ;;
         --registry-port) registry_port="$2"; shift 2 ;;
         --timeout) timeout="$2"; shift 2 ;;
         --no-wait) wait_healthy=0; shift ;;
@@ -42,8 +46,6 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-step() { printf '==> %s\n' "$*"; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # --- Preflight ---------------------------------------------------------------------------
 step "preflight"

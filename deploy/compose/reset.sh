@@ -14,7 +14,7 @@ for a in "$@"; do
     case "$a" in
         --yes) yes=1 ;;
         --all) all=1 ;;
-        -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,7p' "$here/$(basename "$0")" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) printf 'error: unknown option %s (see --help)\n' "$a" >&2; exit 2 ;;
     esac
 done

@@ -13,7 +13,7 @@ file=""
 for a in "$@"; do
     case "$a" in
         --yes) yes=1 ;;
-        -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,7p' "$here/$(basename "$0")" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) file="$a" ;;
     esac
 done
