@@ -372,3 +372,15 @@ fn inputs(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    /// `services/runtime/build.rs` asks git the same question for a plain `cargo build`.
+    #[test]
+    fn the_runtime_build_script_excludes_the_same_paths() {
+        let build = std::fs::read_to_string(crate::shell::root().join("services/runtime/build.rs")).unwrap();
+        for spec in super::NOT_INPUTS {
+            assert!(build.contains(&format!("\"{spec}\"")), "services/runtime/build.rs lacks {spec}");
+        }
+    }
+}
