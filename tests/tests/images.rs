@@ -46,7 +46,10 @@ fn every_service_has_an_image_for_both_platforms() {
 fn skopeo_inspects_every_image_on_both_platforms() {
     let built = built();
     let dir = layout();
+    let bins = xtask::workspace::package_binaries().unwrap();
+    let catalog = xtask::catalog::load(&stella_e2e::root().join("images.toml"), &bins).unwrap();
     for image in &built.images {
+        let stop_signal = catalog.images[&image.name].stop_signal.clone().unwrap_or_else(|| "SIGTERM".into());
         let tag = &built.tags[0];
         let reference = format!("oci:{}:{}:{tag}", dir.display(), image.name);
         for (platform, p) in &image.platforms {
@@ -58,7 +61,7 @@ fn skopeo_inspects_every_image_on_both_platforms() {
                 json(&run(Command::new("skopeo").args(["inspect", "--config", "--override-arch", arch, &reference])));
             assert_eq!(config["architecture"], arch, "{} {platform}", image.name);
             assert_eq!(config["config"]["User"], "65532:65532", "{} {platform}", image.name);
-            assert_eq!(config["config"]["StopSignal"], "SIGTERM");
+            assert_eq!(config["config"]["StopSignal"], stop_signal.as_str(), "{} {platform}", image.name);
             assert_eq!(config["created"], built.created);
             let labels = &config["config"]["Labels"];
             for key in ["title", "version", "revision", "source", "licenses", "created"] {
