@@ -26,6 +26,12 @@ if [ "$yes" != 1 ]; then
     read -r answer
     [ "$answer" = delete ] || { echo "nothing deleted"; exit 1; }
 fi
-"${compose[@]}" down -v --remove-orphans
+# docker-compose 1.29 may try to remove the network while a container's endpoint is still
+# being released ("has active endpoints"): try again briefly.
+for attempt in 1 2 3 4 5; do
+    "${compose[@]}" down -v --remove-orphans && break
+    [ "$attempt" -lt 5 ] || exit 1
+    sleep 2
+done
 if [ "$all" = 1 ]; then rm -rf .secrets .env; fi
 echo "reset done: ./quickstart.sh starts a fresh stack"

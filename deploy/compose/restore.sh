@@ -32,7 +32,13 @@ if [ "$yes" != 1 ]; then
     [ "$answer" = restore ] || die "nothing changed"
 fi
 
-"${compose[@]}" down -v --remove-orphans
+# docker-compose 1.29 may try to remove the network while a container's endpoint is still
+# being released ("has active endpoints"): try again briefly.
+for attempt in 1 2 3 4 5; do
+    "${compose[@]}" down -v --remove-orphans && break
+    [ "$attempt" -lt 5 ] || exit 1
+    sleep 2
+done
 cp "$work/env" .env
 rm -rf .secrets && cp -r "$work/secrets" .secrets && chmod 700 .secrets && chmod 644 .secrets/*
 
