@@ -148,3 +148,21 @@ pub fn wait_status(url: &str, want: u16, limit: Duration) -> Option<Duration> {
     }
     None
 }
+
+/// Runs a command to its end; panics naming the command when it cannot start.
+pub fn output(cmd: &mut Command) -> std::process::Output {
+    cmd.output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
+}
+
+/// Runs a command that must succeed and returns its standard output; on failure, panics with
+/// the command and everything it printed.
+pub fn run(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

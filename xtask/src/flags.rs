@@ -42,8 +42,8 @@ pub enum Command {
     Verify(VerifyFlags),
     /// Write the JSON Schema of images.toml (docs/images.schema.json); --check fails when it is stale.
     Schema(Schema),
-    /// Write deploy/compose (docker-compose.yml, .env.example) pinning the digests of the last
-    /// build; --check fails when the committed files differ.
+    /// Write deploy/compose and the Helm chart's generated files (deploy/helm/stella) pinning the
+    /// digests of the last build; --check fails when the committed files differ.
     Deploy(DeployFlags),
     /// Push a built layout to a registry: every image with its tags, signatures, SBOMs and
     /// provenance (OCI distribution API; blobs already there are skipped, so it resumes).

@@ -33,6 +33,8 @@ pub const TEST_PIP: &[(&str, &str)] = &[
     ("ntia-checker", "ntia-conformance-checker==6.0.0"),
     ("import:securesystemslib.dsse", "securesystemslib[crypto]==1.6.0"),
     ("import:nats.js", "nats-py==2.9.0"),
+    ("import:helm_python", "helm-python-sdk==0.2.2"),
+    ("kubernetes-validate", "kubernetes-validate==1.37.0"),
 ];
 
 fn python_has(check: &str) -> bool {

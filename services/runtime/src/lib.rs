@@ -110,7 +110,7 @@ impl Service {
         Service {
             name,
             port: Some(port),
-            settings: settings::COMMON.to_vec(),
+            settings: [settings::COMMON, settings::DEPENDENCIES].concat(),
             aggregation_only: false,
             routes: None,
             job: None,

@@ -40,6 +40,39 @@ pub const QUICKSTART_MODE: Setting = s(
     "Quickstart mode: seeded demo data and credentials. Never enable in production.",
 );
 
+/// The external dependencies besides PostgreSQL, wired by Compose and the Helm chart. They are
+/// checked at start-up (a malformed URL exits 78 like any other setting); the services that use
+/// them (issues 9 and 11) read them from here.
+pub const DEPENDENCIES: &[Setting] = &[
+    Setting {
+        name: "STELLA_REDIS_URL",
+        kind: Kind::Url { schemes: &["redis", "rediss"] },
+        default: Default::None,
+        secret: true,
+        description: "Redis URL (cache and rate limits), e.g. rediss://:password@redis:6379. Prefer STELLA_REDIS_URL_FILE.",
+    },
+    Setting {
+        name: "STELLA_QUEUE_URL",
+        kind: Kind::Url { schemes: &["nats", "tls"] },
+        default: Default::None,
+        secret: true,
+        description: "NATS URL of the job queue (JetStream), e.g. nats://user:password@nats:4222. Prefer STELLA_QUEUE_URL_FILE.",
+    },
+    s(
+        "STELLA_OBJECT_STORE_URL",
+        Kind::Url { schemes: &["s3", "file"] },
+        Default::None,
+        "Object store of exports and artifacts: s3://bucket[/prefix], or file:///var/lib/stella/objects for a volume.",
+    ),
+    s("STELLA_OBJECT_STORE_REGION", Kind::Text, Default::None, "S3 region (s3:// object stores)."),
+    s(
+        "STELLA_OBJECT_STORE_ENDPOINT",
+        Kind::Url { schemes: &["http", "https"] },
+        Default::None,
+        "S3 endpoint of a compatible store (MinIO, Ceph); unset: AWS.",
+    ),
+];
+
 /// Settings of every long-running service.
 pub const COMMON: &[Setting] = &[
     s("STELLA_LISTEN_ADDR", Kind::IpAddr, Default::Value("0.0.0.0"), "Address the HTTP server binds to."),

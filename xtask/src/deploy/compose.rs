@@ -13,14 +13,15 @@ use anyhow::{Context, bail};
 use crate::assemble::{Built, BuiltImage};
 use crate::catalog::{Catalog, Image, Kind};
 
-/// How a support image is wired into the stack: its secrets, environment and volume.
-struct Support {
-    secrets: &'static [&'static str],
-    env: &'static [(&'static str, &'static str)],
-    volume: (&'static str, &'static str),
+/// How a support image is wired into the stack: its secrets (files under /run/secrets), its
+/// environment and its data volume (name, path). The Helm chart's bundled mode uses the same table.
+pub struct Support {
+    pub secrets: &'static [&'static str],
+    pub env: &'static [(&'static str, &'static str)],
+    pub volume: (&'static str, &'static str),
 }
 
-fn support(name: &str) -> anyhow::Result<Support> {
+pub fn support(name: &str) -> anyhow::Result<Support> {
     Ok(match name {
         "stella-postgres" => Support {
             secrets: &["postgres-password"],

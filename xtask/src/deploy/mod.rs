@@ -2,10 +2,12 @@
 //! (`target/oci/images.json`), so that they pin exactly the digests that were built and cannot
 //! drift from the catalog. `--check` compares instead of writing (CI runs it).
 //!
-//! Generated: `deploy/compose/docker-compose.yml` and `deploy/compose/.env.example`. The scripts
-//! beside them (`quickstart.sh`, `backup.sh`, `reset.sh`) are written by hand and read these.
+//! Generated: `deploy/compose/docker-compose.yml` and `deploy/compose/.env.example` (the scripts
+//! beside them, `quickstart.sh`, `backup.sh`, `reset.sh`, are written by hand and read these), and
+//! the chart's generated files (see [`helm`]).
 
 pub mod compose;
+pub mod helm;
 
 use std::path::{Path, PathBuf};
 
@@ -38,10 +40,12 @@ pub fn generate(root: &Path, layout: &Path) -> anyhow::Result<Vec<(PathBuf, Stri
             );
         }
     }
-    Ok(vec![
+    let mut files = vec![
         (PathBuf::from("compose/docker-compose.yml"), compose::compose(&catalog, &built)?),
         (PathBuf::from("compose/.env.example"), compose::env_example(&catalog)?),
-    ])
+    ];
+    files.extend(helm::files(&catalog, &built)?);
+    Ok(files)
 }
 
 /// Writes (or with `check`, compares) every generated file; returns the paths.
