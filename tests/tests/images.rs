@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use stella_e2e::{Proc, free_port, wait_status};
+use stella_e2e::{Proc, free_port, run, wait_status};
 use xtask::assemble::{Built, BuiltImage};
 
 fn layout() -> PathBuf {
@@ -15,17 +15,6 @@ fn layout() -> PathBuf {
 
 fn built() -> Built {
     Built::read(&layout()).expect("the images are built (cargo xtask test builds them before the tests)")
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn json(text: &str) -> serde_json::Value {

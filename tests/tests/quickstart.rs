@@ -11,22 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use stella_e2e::{output, run};
 use xtask::assemble::Built;
-
-fn output(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = output(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The stack of one test: its directory, project name and ports; torn down when dropped.
 struct Stack {

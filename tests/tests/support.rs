@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use stella_e2e::output;
 use xtask::assemble::Built;
 
 fn layout() -> PathBuf {
@@ -44,19 +45,9 @@ fn reference(name: &str) -> String {
         .unwrap_or_else(|| panic!("no support image {name}"))
 }
 
-fn output(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
-}
-
+/// The command's standard output, trimmed; it must succeed.
 fn run(cmd: &mut Command) -> String {
-    let out = output(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    stella_e2e::run(cmd).trim().to_string()
 }
 
 /// A container and its named volume, removed when dropped.
