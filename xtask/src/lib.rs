@@ -15,7 +15,7 @@ pub mod oci;
 pub mod plan;
 pub mod progress;
 pub mod provenance;
-pub mod registry;
+pub use stella_distribution::registry;
 pub mod reproduce;
 pub mod sbom;
 pub mod schema;

@@ -90,7 +90,13 @@ fn deploy(f: flags::DeployFlags) -> anyhow::Result<()> {
 fn publish(f: flags::Publish) -> anyhow::Result<()> {
     let layout = f.layout.map(images::absolute).unwrap_or_else(images::default_out);
     let (host, prefix) = f.to.split_once('/').unwrap_or((f.to.as_str(), ""));
-    let pushed = xtask::registry::push_layout(&layout, host, prefix, f.insecure)?;
+    let options = xtask::registry::Options { insecure: f.insecure, ..Default::default() };
+    let quiet = f.json;
+    let pushed = xtask::registry::push_layout(&layout, host, prefix, options, &|line| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    })?;
     if f.json {
         println!("{}", serde_json::to_string_pretty(&pushed)?);
     } else {

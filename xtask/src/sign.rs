@@ -79,8 +79,7 @@ pub fn fingerprint(key: &SigningKey) -> String {
 }
 
 pub fn public_fingerprint(key: &VerifyingKey) -> String {
-    let der = key.to_public_key_der().expect("a P-256 key encodes");
-    crate::layer::sha256(der.as_bytes())
+    stella_distribution::signature::fingerprint(key)
 }
 
 /// cosign's simple-signing payload for `digest` of `repository`, in canonical JSON.

@@ -1,0 +1,175 @@
+//! `stella-load`: the air-gap loader shipped static (amd64, arm64) in every StellaOps bundle.
+//! It checks a bundle (signature over `checksums.txt`, then every file) before anything else,
+//! pushes its OCI layout into a private registry with digests unchanged, and writes the Compose
+//! and Helm settings that point at that registry. `load.sh` picks the binary for the host.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use stella_distribution::{checksums, registry, signature, unpack};
+
+#[derive(Parser)]
+#[command(name = "stella-load", version, about = "Verify a StellaOps bundle and load it into a registry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Trust {
+    /// The bundle's directory (unpacked).
+    #[arg(long, default_value = ".")]
+    bundle: PathBuf,
+    /// A trusted copy of the signing public key (PEM).
+    #[arg(long, conflicts_with = "fingerprint")]
+    key: Option<PathBuf>,
+    /// The signing key's fingerprint (sha256:<hex>), published out of band; the bundle's own
+    /// cosign.pub must have it.
+    #[arg(long)]
+    fingerprint: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check bundle.sig over checksums.txt, then every file; push nothing.
+    Verify(Trust),
+    /// Verify, then push every image, signature, SBOM and attestation to a registry.
+    Push {
+        #[command(flatten)]
+        trust: Trust,
+        /// The registry, HOST[:PORT].
+        #[arg(long)]
+        to: String,
+        /// Repository path under the registry (stella gives HOST/stella/stella-api).
+        #[arg(long, default_value = "stella")]
+        prefix: String,
+        /// Plain HTTP to a registry that is not on loopback.
+        #[arg(long)]
+        insecure: bool,
+        /// Blobs uploaded at once.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        /// Chunk size of large uploads, in MiB.
+        #[arg(long, default_value_t = 16)]
+        chunk_mib: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extract a bundle archive (.tar.zst) into a new directory, refusing unsafe entries.
+    Unpack { archive: PathBuf, dir: PathBuf },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stella-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The signature first (so a changed checksums.txt is caught), then every file.
+fn verify(t: &Trust) -> Result<(String, usize), String> {
+    let sums_path = t.bundle.join(checksums::FILE);
+    let sums = read(&sums_path)?;
+    let sig = read(&t.bundle.join(checksums::SIGNATURE))?;
+    let (key, origin) = match (&t.key, &t.fingerprint) {
+        (Some(k), _) => (signature::public_key(&read(k)?, &k.display().to_string()).map_err(|e| e.to_string())?, "the given key"),
+        (None, Some(f)) => {
+            let path = t.bundle.join("cosign.pub");
+            let key = signature::public_key(&read(&path)?, &path.display().to_string()).map_err(|e| e.to_string())?;
+            let got = signature::fingerprint(&key);
+            if &got != f {
+                return Err(format!("{}: its fingerprint is {got}, not the trusted {f}: this bundle was not signed by that key", path.display()));
+            }
+            (key, "the key with the trusted fingerprint")
+        }
+        (None, None) => return Err("give the signing key (--key FILE) or its fingerprint (--fingerprint sha256:...)".into()),
+    };
+    let sig_path = t.bundle.join(checksums::SIGNATURE);
+    signature::verify(&key, sums.as_bytes(), &sig, &sig_path.display().to_string()).map_err(|e| e.to_string())?;
+    let n = checksums::verify(&t.bundle, &sums).map_err(|e| e.to_string())?;
+    Ok((format!("{} by {origin} ({})", sig_path.display(), signature::fingerprint(&key)), n))
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Verify(t) => {
+            let (who, n) = verify(&t)?;
+            println!("verified: {who}; {n} files match checksums.txt");
+            Ok(())
+        }
+        Command::Unpack { archive, dir } => {
+            let n = unpack::unpack(&archive, &dir, unpack::Limits::default()).map_err(|e| e.to_string())?;
+            println!("unpacked {n} files into {}", dir.display());
+            Ok(())
+        }
+        Command::Push { trust, to, prefix, insecure, jobs, chunk_mib, json } => {
+            let (who, n) = verify(&trust)?;
+            eprintln!("verified: {who}; {n} files match checksums.txt");
+            let options = registry::Options { insecure, jobs, chunk: chunk_mib << 20, ..registry::Options::default() };
+            let quiet = json;
+            let report = registry::push_layout(&trust.bundle.join("oci"), &to, &prefix, options, &|line| {
+                if !quiet {
+                    eprintln!("{line}");
+                }
+            })
+            .map_err(|e| e.to_string())?;
+            let written = write_settings(&trust.bundle, &to, &prefix)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+                return Ok(());
+            }
+            println!(
+                "pushed to {to}/{prefix}: {} blobs uploaded ({} MiB), {} already there, {} mounted; {} manifests; {} tags; {} retries",
+                report.blobs_uploaded,
+                report.bytes_uploaded >> 20,
+                report.blobs_present,
+                report.blobs_mounted,
+                report.manifests,
+                report.tags.len(),
+                report.retries
+            );
+            println!("\nCompose:  cp {} compose/.env && (cd compose && ./quickstart.sh)", written[0].display());
+            println!(
+                "Helm:     helm install stella helm/stella -f helm/stella/values-prod.yaml -f helm/stella/values-airgap.yaml -f {}",
+                written[1].display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `loaded/compose.env` and `loaded/values-registry.yaml`: the registry the images are now in;
+/// the digests in the compose file and the chart stay the ones that were signed.
+fn write_settings(bundle: &Path, to: &str, prefix: &str) -> Result<[PathBuf; 2], String> {
+    let dir = bundle.join(checksums::LOADED);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let example = bundle.join("compose/.env.example");
+    let base = read(&example)?;
+    let registry = if prefix.is_empty() { to.to_string() } else { format!("{to}/{prefix}") };
+    let env: String = base
+        .lines()
+        .map(|l| if l.starts_with("STELLA_REGISTRY=") { format!("STELLA_REGISTRY={registry}\n") } else { format!("{l}\n") })
+        .collect();
+    let values = format!(
+        "# Written by stella-load: the registry the bundle was loaded into; digests unchanged.\nglobal:\n  imageRegistry: {}\n  imageRepositoryPrefix: {}\n",
+        serde_json::to_string(to).expect("a string serializes"),
+        serde_json::to_string(prefix).expect("a string serializes")
+    );
+    let env_path = dir.join("compose.env");
+    let values_path = dir.join("values-registry.yaml");
+    for (path, text) in [(&env_path, env), (&values_path, values)] {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok([env_path, values_path])
+}
