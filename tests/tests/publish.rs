@@ -77,7 +77,8 @@ fn publish_pushes_every_image_with_its_digests_signatures_and_sboms() {
     let built = Built::read(&layout()).expect("the images are built");
     let registry = LocalRegistry::start();
     let to_prefix = "stella";
-    let pushed = xtask::registry::push_layout(&layout(), &registry.host, to_prefix, Default::default(), &|_| {}).expect("publish");
+    let pushed = xtask::registry::push_layout(&layout(), &registry.host, to_prefix, Default::default(), &|_| {})
+        .expect("publish");
     assert!(pushed.blobs_uploaded > 0 && pushed.manifests >= built.images.len() * 3, "{pushed:?}");
 
     for image in &built.images {
@@ -140,7 +141,8 @@ fn publish_pushes_every_image_with_its_digests_signatures_and_sboms() {
     let _ = Command::new("docker").args(["rmi", &reference]).output();
 
     // Pushing again uploads nothing and names the same digests.
-    let again = xtask::registry::push_layout(&layout(), &registry.host, to_prefix, Default::default(), &|_| {}).unwrap();
+    let again =
+        xtask::registry::push_layout(&layout(), &registry.host, to_prefix, Default::default(), &|_| {}).unwrap();
     assert_eq!(again.blobs_uploaded, 0, "{again:?}");
     assert_eq!(again.tags, pushed.tags);
 }

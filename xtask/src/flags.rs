@@ -36,6 +36,9 @@ pub enum Command {
     /// The auditor's rebuild against a published images.json: `rebuild --compare images.json`
     /// reports image by image whether the rebuilt digests match (same as `reproduce --against`).
     Rebuild(Rebuild),
+    /// Write the signed, reproducible air-gap bundle stella-bundle-vX.Y.Z.tar.zst of the last
+    /// build (default into target/bundle); `bundle verify FILE` checks one without pushing.
+    Bundle(BundleFlags),
     /// Write a new signing key pair: DIR/cosign.key (PKCS#8 PEM, mode 0600) and DIR/cosign.pub.
     Keygen(Keygen),
     /// Check every blob digest and every image signature of a layout against a public key.
@@ -80,6 +83,55 @@ pub struct Publish {
     /// Print what was pushed as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BundleFlags {
+    #[command(subcommand)]
+    pub command: Option<BundleCommand>,
+    /// The build to bundle (default: target/oci).
+    #[arg(long)]
+    pub layout: Option<PathBuf>,
+    /// Output directory (default: target/bundle).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The signing key, the one that signed the images (default: $STELLA_SIGNING_KEY_FILE).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum BundleCommand {
+    /// Unpack a bundle into a temporary directory (refusing unsafe entries), then check its
+    /// signature and every file, as load.sh does before pushing.
+    Verify(BundleVerify),
+    /// Split a bundle into parts of at most --size bytes (FILE.part-000, ...) with a
+    /// FILE.parts.sha256 list; `cat FILE.part-* > FILE` joins them.
+    Split(BundleSplit),
+}
+
+#[derive(Args)]
+pub struct BundleVerify {
+    /// The bundle (.tar.zst).
+    pub file: PathBuf,
+    /// A trusted copy of the public key.
+    #[arg(long, conflicts_with = "fingerprint")]
+    pub key: Option<PathBuf>,
+    /// The trusted fingerprint (sha256:<hex>) the bundle's cosign.pub must have.
+    #[arg(long)]
+    pub fingerprint: Option<String>,
+}
+
+#[derive(Args)]
+pub struct BundleSplit {
+    /// The bundle (.tar.zst).
+    pub file: PathBuf,
+    /// Largest part, in bytes, or with a K, M or G suffix (powers of 1024).
+    #[arg(long)]
+    pub size: String,
 }
 
 #[derive(Args)]

@@ -3,6 +3,7 @@
 
 pub mod assemble;
 pub mod bench;
+pub mod bundle;
 pub mod catalog;
 pub mod compile;
 pub mod debian;

@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
         flags::Command::Rebuild(f) => {
             reproduce(flags::Reproduce { against: Some(f.compare), work: f.work, platforms: f.platforms, json: f.json })
         }
+        flags::Command::Bundle(f) => bundle(f),
         flags::Command::Keygen(f) => xtask::sign::keygen(&images::absolute(f.out)),
         flags::Command::Verify(f) => verify(f),
         flags::Command::Schema(f) => xtask::schema::run(f.check),
@@ -39,6 +40,45 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn bundle(f: flags::BundleFlags) -> anyhow::Result<()> {
+    match f.command {
+        Some(flags::BundleCommand::Verify(v)) => {
+            let trust = match (v.key, v.fingerprint) {
+                (Some(k), _) => xtask::bundle::Trust::Key(xtask::sign::read_public(&images::absolute(k))?),
+                (None, Some(fp)) => xtask::bundle::Trust::Fingerprint(fp),
+                (None, None) => {
+                    anyhow::bail!("give the trusted key (--key FILE) or its fingerprint (--fingerprint sha256:...)")
+                }
+            };
+            let v = xtask::bundle::verify(&images::absolute(v.file), &trust)?;
+            println!("verified: signed by {}; {} files match checksums.txt", v.fingerprint, v.files);
+            Ok(())
+        }
+        Some(flags::BundleCommand::Split(s)) => {
+            for part in xtask::bundle::split(&images::absolute(s.file), xtask::bundle::parse_size(&s.size)?)? {
+                println!("wrote {}", part.display());
+            }
+            Ok(())
+        }
+        None => {
+            let options = xtask::bundle::Options {
+                layout: f.layout.map(images::absolute).unwrap_or_else(images::default_out),
+                out: f.out.map(images::absolute).unwrap_or_else(xtask::bundle::default_out),
+                key: f.key.map(images::absolute),
+            };
+            let b = xtask::bundle::build(&options)?;
+            if f.json {
+                println!("{}", serde_json::to_string_pretty(&b)?);
+            } else {
+                println!("{}  {} files, {}", b.path.display(), b.files, images::human(b.size));
+                println!("sha256 {}", b.sha256);
+                println!("signed by {}", b.fingerprint);
+            }
+            Ok(())
         }
     }
 }

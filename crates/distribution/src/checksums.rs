@@ -22,7 +22,8 @@ pub fn files(dir: &Path) -> Result<Vec<String>> {
             let entry = entry.map_err(io(&abs))?;
             let name = rel.join(entry.file_name());
             let path = dir.join(&name);
-            let text = name.to_str().ok_or_else(|| invalid(path.display(), "a file name that is not UTF-8"))?.to_string();
+            let text =
+                name.to_str().ok_or_else(|| invalid(path.display(), "a file name that is not UTF-8"))?.to_string();
             let kind = entry.file_type().map_err(io(&path))?;
             if kind.is_dir() {
                 if text != LOADED {
@@ -33,7 +34,10 @@ pub fn files(dir: &Path) -> Result<Vec<String>> {
                     out.push(text);
                 }
             } else {
-                return Err(invalid(path.display(), "a link or special file; a bundle holds only files and directories"));
+                return Err(invalid(
+                    path.display(),
+                    "a link or special file; a bundle holds only files and directories",
+                ));
             }
         }
     }
@@ -84,7 +88,10 @@ pub fn verify(dir: &Path, text: &str) -> Result<usize> {
         }
         let got = sha256_file(&path)?;
         if &got != want {
-            return Err(invalid(path.display(), format!("has SHA-256 {got}, checksums.txt says {want}: the file is damaged or was changed")));
+            return Err(invalid(
+                path.display(),
+                format!("has SHA-256 {got}, checksums.txt says {want}: the file is damaged or was changed"),
+            ));
         }
     }
     Ok(listed.len())

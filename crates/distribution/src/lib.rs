@@ -6,6 +6,7 @@
 //! - [`checksums`] and [`signature`]: a bundle's `checksums.txt` and its signature;
 //! - [`unpack`]: extracting a `.tar.zst` bundle without trusting its entries.
 
+pub mod bundle;
 pub mod checksums;
 pub mod registry;
 pub mod signature;

@@ -100,14 +100,24 @@ impl Registry {
     }
 
     /// Sends a request, retrying transient failures with backoff; counts the retries.
-    fn send(&self, what: &str, retries: &Mutex<usize>, request: impl Fn() -> std::result::Result<Response, ureq::Error>) -> Result<Response> {
+    fn send(
+        &self,
+        what: &str,
+        retries: &Mutex<usize>,
+        request: impl Fn() -> std::result::Result<Response, ureq::Error>,
+    ) -> Result<Response> {
         let mut delay = self.options.backoff;
         let mut attempt = 1;
         loop {
             let outcome = request();
             let transient = match &outcome {
                 Ok(r) => r.status().is_server_error() || r.status().as_u16() == 429,
-                Err(ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound) => true,
+                Err(
+                    ureq::Error::Io(_)
+                    | ureq::Error::Timeout(_)
+                    | ureq::Error::ConnectionFailed
+                    | ureq::Error::HostNotFound,
+                ) => true,
                 Err(_) => false,
             };
             if !transient || attempt >= self.options.attempts {
@@ -173,7 +183,15 @@ impl Registry {
         }
     }
 
-    fn upload_once(&self, repo: &str, digest: &str, file: &Path, size: u64, start: &str, retries: &Mutex<usize>) -> Result<()> {
+    fn upload_once(
+        &self,
+        repo: &str,
+        digest: &str,
+        file: &Path,
+        size: u64,
+        start: &str,
+        retries: &Mutex<usize>,
+    ) -> Result<()> {
         let r = self.send(start, retries, || self.agent.post(&self.url(start)).send_empty())?;
         if r.status().as_u16() != 202 {
             return Err(self.error(start, format!("starting an upload answered {}", r.status())));
@@ -194,9 +212,14 @@ impl Registry {
                     .header("content-type", "application/octet-stream")
                     .header("content-range", &range)
                     .send(&buf[..n])
-                    .map_err(|e| self.error(&format!("/v2/{repo}/blobs/{digest}"), format!("uploading bytes {range}: {e}")))?;
+                    .map_err(|e| {
+                        self.error(&format!("/v2/{repo}/blobs/{digest}"), format!("uploading bytes {range}: {e}"))
+                    })?;
                 if r.status().as_u16() != 202 {
-                    return Err(self.error(&format!("/v2/{repo}/blobs/{digest}"), format!("uploading bytes {range} answered {}", r.status())));
+                    return Err(self.error(
+                        &format!("/v2/{repo}/blobs/{digest}"),
+                        format!("uploading bytes {range} answered {}", r.status()),
+                    ));
                 }
                 location = self.location(&r, start)?;
                 offset += n as u64;
@@ -224,14 +247,25 @@ impl Registry {
     fn created(&self, r: Response, repo: &str, digest: &str) -> Result<()> {
         if r.status().as_u16() != 201 {
             let status = r.status();
-            return Err(self.error(&format!("/v2/{repo}/blobs/{digest}"), format!("finishing the upload answered {status}: {}", body(r))));
+            return Err(self.error(
+                &format!("/v2/{repo}/blobs/{digest}"),
+                format!("finishing the upload answered {status}: {}", body(r)),
+            ));
         }
         Ok(())
     }
 
-    fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8], retries: &Mutex<usize>) -> Result<()> {
+    fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        retries: &Mutex<usize>,
+    ) -> Result<()> {
         let path = format!("/v2/{repo}/manifests/{reference}");
-        let r = self.send(&path, retries, || self.agent.put(&self.url(&path)).header("content-type", media_type).send(bytes))?;
+        let r = self
+            .send(&path, retries, || self.agent.put(&self.url(&path)).header("content-type", media_type).send(bytes))?;
         if r.status().as_u16() != 201 {
             let status = r.status();
             return Err(self.error(&path, format!("putting the manifest answered {status}: {}", body(r))));
@@ -243,7 +277,8 @@ impl Registry {
     pub fn get_manifest(&self, repo: &str, reference: &str) -> Result<Option<(String, Vec<u8>)>> {
         let path = format!("/v2/{repo}/manifests/{reference}");
         let accept = format!("{INDEX}, {MANIFEST}");
-        let r = self.send(&path, &Mutex::new(0), || self.agent.get(&self.url(&path)).header("accept", &accept).call())?;
+        let r =
+            self.send(&path, &Mutex::new(0), || self.agent.get(&self.url(&path)).header("accept", &accept).call())?;
         if r.status().as_u16() == 404 {
             return Ok(None);
         }
@@ -301,27 +336,37 @@ impl Plan {
         let index = json(&std::fs::read(&index_path).map_err(io(&index_path))?, &index_path.display().to_string())?;
         let entries = index["manifests"].as_array().ok_or_else(|| invalid(index_path.display(), "has no manifests"))?;
         let repo_of = |image: &str| if prefix.is_empty() { image.to_string() } else { format!("{prefix}/{image}") };
-        let named = |e: &serde_json::Value| e["annotations"]["org.opencontainers.image.ref.name"].as_str().map(str::to_string);
+        let named =
+            |e: &serde_json::Value| e["annotations"]["org.opencontainers.image.ref.name"].as_str().map(str::to_string);
         // Images first, then tagged artifacts (signatures, provenance), then the rest, so that
         // every unnamed artifact finds its subject's repository.
-        let mut ordered: Vec<&serde_json::Value> = entries.iter().filter(|e| e["mediaType"] == INDEX && named(e).is_some()).collect();
+        let mut ordered: Vec<&serde_json::Value> =
+            entries.iter().filter(|e| e["mediaType"] == INDEX && named(e).is_some()).collect();
         ordered.extend(entries.iter().filter(|e| e["mediaType"] != INDEX && named(e).is_some()));
         ordered.extend(entries.iter().filter(|e| named(e).is_none()));
-        let mut plan = Plan { manifests: Vec::new(), blobs: BTreeMap::new(), tags: Vec::new(), referrers: BTreeMap::new() };
+        let mut plan =
+            Plan { manifests: Vec::new(), blobs: BTreeMap::new(), tags: Vec::new(), referrers: BTreeMap::new() };
         let mut subject_repo: BTreeMap<String, String> = BTreeMap::new();
         let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
         for entry in ordered {
-            let digest = entry["digest"].as_str().ok_or_else(|| invalid(index_path.display(), "an entry without digest"))?;
+            let digest =
+                entry["digest"].as_str().ok_or_else(|| invalid(index_path.display(), "an entry without digest"))?;
             let repo = match named(entry) {
                 Some(name) => {
-                    let (image, tag) = name.split_once(':').ok_or_else(|| invalid(index_path.display(), format!("ref name {name} has no tag")))?;
+                    let (image, tag) = name
+                        .split_once(':')
+                        .ok_or_else(|| invalid(index_path.display(), format!("ref name {name} has no tag")))?;
                     plan.tags.push((repo_of(image), tag.to_string(), digest.to_string()));
                     repo_of(image)
                 }
                 None => {
                     let doc = json(&read_checked(layout, digest)?, digest)?;
-                    let subject = doc["subject"]["digest"].as_str().ok_or_else(|| invalid(digest, "an unnamed entry that is not an attachment"))?;
-                    subject_repo.get(subject).cloned().ok_or_else(|| invalid(digest, format!("its subject {subject} is not an image of the layout")))?
+                    let subject = doc["subject"]["digest"]
+                        .as_str()
+                        .ok_or_else(|| invalid(digest, "an unnamed entry that is not an attachment"))?;
+                    subject_repo.get(subject).cloned().ok_or_else(|| {
+                        invalid(digest, format!("its subject {subject} is not an image of the layout"))
+                    })?
                 }
             };
             let doc = plan.walk(layout, &repo, digest, &mut seen)?;
@@ -338,7 +383,13 @@ impl Plan {
     }
 
     /// Adds the manifest `digest` (children first) and its blobs to the plan for `repo`.
-    fn walk(&mut self, layout: &Path, repo: &str, digest: &str, seen: &mut BTreeSet<(String, String)>) -> Result<serde_json::Value> {
+    fn walk(
+        &mut self,
+        layout: &Path,
+        repo: &str,
+        digest: &str,
+        seen: &mut BTreeSet<(String, String)>,
+    ) -> Result<serde_json::Value> {
         let bytes = read_checked(layout, digest)?;
         let doc = json(&bytes, digest)?;
         if !seen.insert((repo.to_string(), digest.to_string())) {
@@ -351,7 +402,8 @@ impl Plan {
                 self.walk(layout, repo, child, seen)?;
             }
         } else {
-            let config = doc["config"]["digest"].as_str().ok_or_else(|| invalid(digest, "a manifest without config"))?;
+            let config =
+                doc["config"]["digest"].as_str().ok_or_else(|| invalid(digest, "a manifest without config"))?;
             let mut blobs = vec![config.to_string()];
             for l in doc["layers"].as_array().into_iter().flatten() {
                 blobs.push(l["digest"].as_str().ok_or_else(|| invalid(digest, "a layer without digest"))?.to_string());
@@ -378,7 +430,13 @@ impl Plan {
 /// Pushes every image of the layout at `layout` to `host`, under `prefix` (`stella` gives
 /// `<host>/stella/<image>`), with its tags and every attached artifact. `progress` is called
 /// with one line per finished blob and per phase.
-pub fn push_layout(layout: &Path, host: &str, prefix: &str, options: Options, progress: &(dyn Fn(&str) + Sync)) -> Result<Pushed> {
+pub fn push_layout(
+    layout: &Path,
+    host: &str,
+    prefix: &str,
+    options: Options,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Pushed> {
     let registry = Registry::new(host, options.clone());
     registry.ping()?;
     let plan = Plan::read(layout, prefix)?;
@@ -439,7 +497,14 @@ pub fn push_layout(layout: &Path, host: &str, prefix: &str, options: Options, pr
 
 /// One blob into every repository that needs it: uploaded once (after checking its digest),
 /// mounted into the others.
-fn push_blob(registry: &Registry, layout: &Path, digest: &str, repos: &[String], report: &Mutex<Pushed>, retries: &Mutex<usize>) -> Result<()> {
+fn push_blob(
+    registry: &Registry,
+    layout: &Path,
+    digest: &str,
+    repos: &[String],
+    report: &Mutex<Pushed>,
+    retries: &Mutex<usize>,
+) -> Result<()> {
     let mut holder: Option<&str> = None;
     for repo in repos {
         let outcome = if registry.blob_exists(repo, digest, retries)? {

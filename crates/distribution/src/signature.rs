@@ -11,7 +11,8 @@ use crate::{Result, invalid, sha256};
 
 /// Reads a PEM public key (SubjectPublicKeyInfo, as `cosign.pub`).
 pub fn public_key(pem: &str, origin: &str) -> Result<VerifyingKey> {
-    VerifyingKey::from_public_key_pem(pem).map_err(|_| invalid(origin, "not a PEM P-256 public key (SubjectPublicKeyInfo)"))
+    VerifyingKey::from_public_key_pem(pem)
+        .map_err(|_| invalid(origin, "not a PEM P-256 public key (SubjectPublicKeyInfo)"))
 }
 
 /// `sha256:<hex>` of the key's DER encoding: how notes, images.json and bundles name a key.

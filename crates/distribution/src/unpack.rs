@@ -39,7 +39,9 @@ fn safe_path(name: &str) -> Result<Option<PathBuf>> {
         match c {
             Component::Normal(part) => out.push(part),
             Component::CurDir => {}
-            Component::ParentDir => return Err(refuse(name, "has a `..` component: refusing to write outside the bundle")),
+            Component::ParentDir => {
+                return Err(refuse(name, "has a `..` component: refusing to write outside the bundle"));
+            }
             Component::RootDir | Component::Prefix(_) => {
                 return Err(refuse(name, "is an absolute path: refusing to write outside the bundle"));
             }
@@ -86,7 +88,10 @@ fn extract(archive: &Path, into: &Path, compressed: u64, limits: Limits) -> Resu
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         entries += 1;
         if entries > limits.max_entries {
-            return Err(refuse(name, format!("more than {} entries: refusing a possible archive bomb", limits.max_entries)));
+            return Err(refuse(
+                name,
+                format!("more than {} entries: refusing a possible archive bomb", limits.max_entries),
+            ));
         }
         let Some(rel) = safe_path(&name)? else { continue };
         let target = into.join(&rel);
@@ -96,14 +101,20 @@ fn extract(archive: &Path, into: &Path, compressed: u64, limits: Limits) -> Resu
             continue;
         }
         if !kind.is_file() {
-            return Err(refuse(name, format!("is a {kind:?} entry: a bundle holds only files and directories (no links or devices)")));
+            return Err(refuse(
+                name,
+                format!("is a {kind:?} entry: a bundle holds only files and directories (no links or devices)"),
+            ));
         }
         let size = entry.header().size().map_err(|e| refuse(&name, e.to_string()))?;
         bytes = bytes.saturating_add(size);
         if bytes > budget {
             return Err(refuse(
                 name,
-                format!("the archive expands beyond {budget} bytes ({}x its size or {} bytes): refusing a possible decompression bomb", limits.max_ratio, limits.max_bytes),
+                format!(
+                    "the archive expands beyond {budget} bytes ({}x its size or {} bytes): refusing a possible decompression bomb",
+                    limits.max_ratio, limits.max_bytes
+                ),
             ));
         }
         if let Some(parent) = target.parent() {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use stella_distribution::{checksums, registry, signature, unpack};
+use stella_distribution::{bundle, checksums, registry, signature, unpack};
 
 #[derive(Parser)]
 #[command(name = "stella-load", version, about = "Verify a StellaOps bundle and load it into a registry")]
@@ -77,26 +77,17 @@ fn read(path: &Path) -> Result<String, String> {
 
 /// The signature first (so a changed checksums.txt is caught), then every file.
 fn verify(t: &Trust) -> Result<(String, usize), String> {
-    let sums_path = t.bundle.join(checksums::FILE);
-    let sums = read(&sums_path)?;
-    let sig = read(&t.bundle.join(checksums::SIGNATURE))?;
-    let (key, origin) = match (&t.key, &t.fingerprint) {
-        (Some(k), _) => (signature::public_key(&read(k)?, &k.display().to_string()).map_err(|e| e.to_string())?, "the given key"),
-        (None, Some(f)) => {
-            let path = t.bundle.join("cosign.pub");
-            let key = signature::public_key(&read(&path)?, &path.display().to_string()).map_err(|e| e.to_string())?;
-            let got = signature::fingerprint(&key);
-            if &got != f {
-                return Err(format!("{}: its fingerprint is {got}, not the trusted {f}: this bundle was not signed by that key", path.display()));
-            }
-            (key, "the key with the trusted fingerprint")
+    let trust = match (&t.key, &t.fingerprint) {
+        (Some(k), _) => {
+            bundle::Trust::Key(signature::public_key(&read(k)?, &k.display().to_string()).map_err(|e| e.to_string())?)
         }
-        (None, None) => return Err("give the signing key (--key FILE) or its fingerprint (--fingerprint sha256:...)".into()),
+        (None, Some(f)) => bundle::Trust::Fingerprint(f.clone()),
+        (None, None) => {
+            return Err("give the signing key (--key FILE) or its fingerprint (--fingerprint sha256:...)".into());
+        }
     };
-    let sig_path = t.bundle.join(checksums::SIGNATURE);
-    signature::verify(&key, sums.as_bytes(), &sig, &sig_path.display().to_string()).map_err(|e| e.to_string())?;
-    let n = checksums::verify(&t.bundle, &sums).map_err(|e| e.to_string())?;
-    Ok((format!("{} by {origin} ({})", sig_path.display(), signature::fingerprint(&key)), n))
+    let v = bundle::verify(&t.bundle, &trust).map_err(|e| e.to_string())?;
+    Ok((format!("{} signed by {}", t.bundle.join(checksums::SIGNATURE).display(), v.fingerprint), v.files))
 }
 
 fn run(cli: Cli) -> Result<(), String> {
@@ -155,10 +146,16 @@ fn write_settings(bundle: &Path, to: &str, prefix: &str) -> Result<[PathBuf; 2],
     let example = bundle.join("compose/.env.example");
     let base = read(&example)?;
     let registry = if prefix.is_empty() { to.to_string() } else { format!("{to}/{prefix}") };
-    let env: String = base
-        .lines()
-        .map(|l| if l.starts_with("STELLA_REGISTRY=") { format!("STELLA_REGISTRY={registry}\n") } else { format!("{l}\n") })
-        .collect();
+    let env: String =
+        base.lines()
+            .map(|l| {
+                if l.starts_with("STELLA_REGISTRY=") {
+                    format!("STELLA_REGISTRY={registry}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
     let values = format!(
         "# Written by stella-load: the registry the bundle was loaded into; digests unchanged.\nglobal:\n  imageRegistry: {}\n  imageRepositoryPrefix: {}\n",
         serde_json::to_string(to).expect("a string serializes"),

@@ -1,0 +1,59 @@
+#!/bin/sh
+# load.sh: verify this StellaOps bundle, then load its images into a registry.
+#   ./load.sh --to HOST[:PORT] [--prefix stella] [--insecure] [--key cosign.pub | --fingerprint sha256:...]
+#   ./load.sh --verify-only [--key cosign.pub | --fingerprint sha256:...]
+# Nothing is pushed unless bundle.sig (over checksums.txt) and every file check out first.
+# A second run uploads nothing; an interrupted run resumes. Written by `cargo xtask bundle`.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+# The fingerprint of the key that signed this bundle, as built. It proves the bundle is whole,
+# not who made it: for that, pass the key or fingerprint you got from StellaOps out of band.
+EMBEDDED_FINGERPRINT="@FINGERPRINT@"
+
+usage() {
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    exit "${1:-2}"
+}
+
+to="" prefix="stella" insecure="" key="" fingerprint="" verify_only="" jobs="4"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --to) to="${2:?--to needs HOST[:PORT]}"; shift 2 ;;
+        --prefix) prefix="${2?--prefix needs a value}"; shift 2 ;;
+        --insecure) insecure="--insecure"; shift ;;
+        --key) key="${2:?--key needs a file}"; shift 2 ;;
+        --fingerprint) fingerprint="${2:?--fingerprint needs sha256:<hex>}"; shift 2 ;;
+        --jobs) jobs="${2:?--jobs needs a number}"; shift 2 ;;
+        --verify-only) verify_only=1; shift ;;
+        -h|--help) usage 0 ;;
+        *) echo "load.sh: unknown argument $1" >&2; usage ;;
+    esac
+done
+
+case "$(uname -m)" in
+    x86_64|amd64) arch=amd64 ;;
+    aarch64|arm64) arch=arm64 ;;
+    *) echo "load.sh: no loader for $(uname -m); this bundle has amd64 and arm64" >&2; exit 2 ;;
+esac
+loader="$here/bin/stella-load-$arch"
+
+if [ -n "$key" ]; then
+    trust="--key $key"
+elif [ -n "$fingerprint" ]; then
+    trust="--fingerprint $fingerprint"
+else
+    echo "load.sh: no --key or --fingerprint given: checking against the embedded fingerprint $EMBEDDED_FINGERPRINT" >&2
+    trust="--fingerprint $EMBEDDED_FINGERPRINT"
+fi
+
+if [ -n "$verify_only" ]; then
+    # shellcheck disable=SC2086
+    exec "$loader" verify --bundle "$here" $trust
+fi
+if [ -z "$to" ]; then
+    echo "load.sh: --to HOST[:PORT] is required (or --verify-only)" >&2
+    usage
+fi
+# shellcheck disable=SC2086
+exec "$loader" push --bundle "$here" $trust --to "$to" --prefix "$prefix" --jobs "$jobs" $insecure

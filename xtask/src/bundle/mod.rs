@@ -1,0 +1,301 @@
+//! `cargo xtask bundle`: the air-gap bundle `stella-bundle-vX.Y.Z.tar.zst`, one file for both
+//! architectures, signed and reproducible.
+//!
+//! Plan, then execute: every entry is collected first (the OCI layout of the last build, the
+//! committed deployment files, the install docs, the static loader for amd64 and arm64, the
+//! generated `load.sh` and README), then `checksums.txt` over all of them, its signature, and
+//! the archive. Nothing is copied into a staging directory: entries stream from their sources.
+//!
+//! Refused: a layout built from other inputs than HEAD's (rebuild), unsigned images or images
+//! signed by another key than the bundle's, deployment files that are not what `cargo xtask
+//! deploy` writes for this build.
+
+pub mod archive;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+pub use stella_distribution::bundle::{Trust, Verified};
+use stella_distribution::{checksums, signature, unpack};
+
+use crate::assemble::Built;
+use crate::bundle::archive::{Entry, Source};
+use crate::{compile, plan, shell, sign, workspace};
+
+pub struct Options {
+    /// The build to bundle (default target/oci).
+    pub layout: PathBuf,
+    /// Where the archive is written (default target/bundle).
+    pub out: PathBuf,
+    /// The signing key (the one that signed the images).
+    pub key: Option<PathBuf>,
+}
+
+/// The written bundle.
+#[derive(Debug, serde::Serialize)]
+pub struct Bundle {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    pub files: usize,
+    pub fingerprint: String,
+}
+
+pub fn default_out() -> PathBuf {
+    workspace::target_dir().join("bundle")
+}
+
+/// Files of the repository under `dir` that git tracks (never a user's `.env` or `.secrets/`).
+fn tracked(root: &Path, dir: &str) -> anyhow::Result<Vec<String>> {
+    let text = shell::output(std::process::Command::new("git").args(["ls-files", "-z", "--", dir]).current_dir(root))?;
+    let mut files: Vec<String> = text.split('\0').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    files.sort();
+    Ok(files)
+}
+
+fn executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+pub fn build(options: &Options) -> anyhow::Result<Bundle> {
+    let root = shell::root();
+    let built = Built::read(&options.layout)?;
+    let request = plan::Request::new(crate::catalog::default_path(), options.layout.clone());
+    let key_path = options.key.clone().or(request.key.clone()).with_context(|| {
+        format!("a bundle is always signed: give --key FILE or ${} (the key that signed the images)", sign::KEY_ENV)
+    })?;
+    let plan = plan::plan(&request)?;
+    if built.revision != plan.revision {
+        bail!(
+            "{} was built from revision {}, but the image inputs are at {}: run `cargo xtask images` first",
+            options.layout.display(),
+            built.revision,
+            plan.revision
+        );
+    }
+    let key = sign::read_key(&key_path)?;
+    let fingerprint = sign::fingerprint(&key);
+    if built.signed_by.as_deref() != Some(fingerprint.as_str()) {
+        bail!(
+            "the images of {} are {}; the bundle's key is {fingerprint}: build them with `cargo xtask images --key {}`",
+            options.layout.display(),
+            built.signed_by.as_deref().map(|f| format!("signed by {f}")).unwrap_or_else(|| "unsigned".into()),
+            key_path.display()
+        );
+    }
+    // The deployment files must be the ones this build gives.
+    crate::deploy::run(&crate::deploy::Options {
+        layout: options.layout.clone(),
+        out: root.join("deploy"),
+        check: true,
+    })
+    .context("the bundle ships the committed deployment files")?;
+
+    let version = format!("v{}", plan.version);
+    let top = format!("stella-bundle-{version}");
+    let mut entries = Vec::new();
+    // The OCI layout.
+    for name in ["oci-layout", "index.json", "images.json"] {
+        entries.push(Entry {
+            path: format!("oci/{name}"),
+            source: Source::File(options.layout.join(name)),
+            executable: false,
+        });
+    }
+    let blobs = options.layout.join("blobs/sha256");
+    for e in std::fs::read_dir(&blobs).with_context(|| format!("reading {}", blobs.display()))? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        entries.push(Entry {
+            path: format!("oci/blobs/sha256/{name}"),
+            source: Source::File(blobs.join(&name)),
+            executable: false,
+        });
+    }
+    // Deployment files and docs, as committed.
+    for (dir, prefix) in [("deploy/compose", "compose/"), ("deploy/helm", "helm/"), ("docs", "docs/")] {
+        for f in tracked(&root, dir)? {
+            let rel = f.trim_start_matches(dir).trim_start_matches('/');
+            let path = root.join(&f);
+            entries.push(Entry {
+                path: format!("{prefix}{rel}"),
+                executable: executable(&path),
+                source: Source::File(path),
+            });
+        }
+    }
+    // The loader, static, for each platform of the build.
+    for target in &plan.targets {
+        let arch = target.platform.rsplit('/').next().unwrap_or(&target.platform).to_string();
+        let mut cmd = shell::cargo();
+        cmd.args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            &target.triple,
+            "--package",
+            "stella-distribution",
+            "--bin",
+            "stella-load",
+        ]);
+        cmd.envs(compile::build_env(&plan, &target.triple));
+        shell::run(&mut cmd).with_context(|| format!("compiling stella-load for {}", target.platform))?;
+        let bin = workspace::target_dir().join(&target.triple).join("release/stella-load");
+        entries.push(Entry {
+            path: format!("bin/stella-load-{arch}"),
+            source: Source::Bytes(std::fs::read(&bin)?),
+            executable: true,
+        });
+    }
+    let public = {
+        use p256::pkcs8::{EncodePublicKey, LineEnding};
+        key.verifying_key().to_public_key_pem(LineEnding::LF).context("encoding the public key")?
+    };
+    entries.push(Entry { path: "cosign.pub".into(), source: Source::Bytes(public.into_bytes()), executable: false });
+    entries.push(Entry {
+        path: "load.sh".into(),
+        source: Source::Bytes(include_str!("load.sh").replace("@FINGERPRINT@", &fingerprint).into_bytes()),
+        executable: true,
+    });
+    entries.push(Entry {
+        path: "README.md".into(),
+        source: Source::Bytes(readme(&version, &built, &fingerprint).into_bytes()),
+        executable: false,
+    });
+
+    // checksums.txt over every entry, in path order, then its signature.
+    let mut sums: Vec<(String, String)> = Vec::new();
+    for e in &entries {
+        let digest = match &e.source {
+            Source::File(p) => stella_distribution::sha256_file(p)?,
+            Source::Bytes(b) => stella_distribution::sha256(b),
+        };
+        sums.push((e.path.clone(), digest));
+    }
+    sums.sort();
+    let text: String = sums.iter().map(|(p, d)| format!("{}  {p}\n", d.trim_start_matches("sha256:"))).collect();
+    // Self-check with the loader's parser: what we write is what it reads.
+    checksums::parse(&text, "checksums.txt")?;
+    let sig = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(sign::sign_bytes(&key, text.as_bytes()))
+    };
+    signature::verify(key.verifying_key(), text.as_bytes(), &sig, "bundle.sig")?;
+    let files = entries.len() + 2;
+    entries.push(Entry { path: checksums::FILE.into(), source: Source::Bytes(text.into_bytes()), executable: false });
+    entries.push(Entry {
+        path: checksums::SIGNATURE.into(),
+        source: Source::Bytes(format!("{sig}\n").into_bytes()),
+        executable: false,
+    });
+
+    std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
+    let path = options.out.join(format!("{top}.tar.zst"));
+    archive::write(&path, &top, entries, plan.epoch)?;
+    let sha256 = stella_distribution::sha256_file(&path)?;
+    let size = std::fs::metadata(&path)?.len();
+    crate::oci::write_atomic(
+        &PathBuf::from(format!("{}.sha256", path.display())),
+        format!(
+            "{}  {}\n",
+            sha256.trim_start_matches("sha256:"),
+            path.file_name().unwrap_or_default().to_string_lossy()
+        )
+        .as_bytes(),
+    )?;
+    Ok(Bundle { path, sha256, size, files, fingerprint })
+}
+
+fn readme(version: &str, built: &Built, fingerprint: &str) -> String {
+    format!(
+        "# StellaOps {version}: air-gap bundle\n\n\
+         Images of revision {revision}, for linux/amd64 and linux/arm64, each pinned by digest, signed, with SBOMs and provenance.\n\n\
+         Signing key fingerprint: `{fingerprint}`\n\
+         Compare it with the one StellaOps published out of band before trusting anything in this bundle.\n\n\
+         ## Verify, then load\n\n\
+         ```sh\n\
+         ./load.sh --verify-only --fingerprint {fingerprint}\n\
+         ./load.sh --to registry.example.internal:5000 --fingerprint {fingerprint}\n\
+         ```\n\n\
+         `load.sh` runs `bin/stella-load-<arch>`: it checks `bundle.sig` over `checksums.txt` and every file before\n\
+         anything else, then pushes every image, signature, SBOM and attestation with digests unchanged, and writes\n\
+         `loaded/compose.env` and `loaded/values-registry.yaml` pointing at that registry. A second run uploads nothing.\n\n\
+         Without running anything from the bundle, with your trusted copy of the key:\n\n\
+         ```sh\n\
+         base64 -d bundle.sig > /tmp/bundle.sig.der\n\
+         openssl dgst -sha256 -verify cosign.pub -signature /tmp/bundle.sig.der checksums.txt\n\
+         sha256sum -c checksums.txt\n\
+         ```\n\n\
+         Contents: `oci/` (one OCI layout with every image), `compose/`, `helm/stella/` (with `values-airgap.yaml`),\n\
+         `docs/` (the install guides, offline), `bin/`, `load.sh`, `cosign.pub`, `checksums.txt`, `bundle.sig`.\n\
+         See `docs/install/airgap.md`.\n",
+        revision = built.revision,
+    )
+}
+
+/// Unpacks `file` into a temporary directory (with the loader's checks) and verifies it.
+pub fn verify(file: &Path, trust: &Trust) -> anyhow::Result<Verified> {
+    let tmp = tempfile::Builder::new().prefix("stella-bundle-verify-").tempdir()?;
+    let dir = tmp.path().join("bundle");
+    unpack::unpack(file, &dir, unpack::Limits::default())?;
+    let top = single_top(&dir)?;
+    Ok(stella_distribution::bundle::verify(&top, trust)?)
+}
+
+/// The bundle's one top directory (`stella-bundle-vX.Y.Z`).
+pub fn single_top(dir: &Path) -> anyhow::Result<PathBuf> {
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    match entries.as_slice() {
+        [one] if one.is_dir() => Ok(one.clone()),
+        _ => bail!("{}: a bundle holds one top directory, stella-bundle-vX.Y.Z/", dir.display()),
+    }
+}
+
+/// `512M`, `2G`, `1048576`.
+pub fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let (digits, shift) = match text.chars().last() {
+        Some('K' | 'k') => (&text[..text.len() - 1], 10),
+        Some('M' | 'm') => (&text[..text.len() - 1], 20),
+        Some('G' | 'g') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let n: u64 =
+        digits.parse().with_context(|| format!("--size {text}: expected bytes, or a number with K, M or G"))?;
+    if n == 0 {
+        bail!("--size {text}: a part must hold at least one byte");
+    }
+    Ok(n << shift)
+}
+
+/// Splits `file` into `file.part-NNN` of at most `size` bytes and writes `file.parts.sha256`
+/// (sha256sum format: each part, then the whole file). `cat file.part-* > file` joins them.
+pub fn split(file: &Path, size: u64) -> anyhow::Result<Vec<PathBuf>> {
+    use std::io::Read;
+    let mut input = std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let mut parts = Vec::new();
+    let mut sums = String::new();
+    for i in 0.. {
+        let mut chunk = Vec::new();
+        (&mut input).take(size).read_to_end(&mut chunk)?;
+        if chunk.is_empty() && i > 0 {
+            break;
+        }
+        let part = PathBuf::from(format!("{}.part-{i:03}", file.display()));
+        crate::oci::write_atomic(&part, &chunk)?;
+        sums.push_str(&format!(
+            "{}  {name}.part-{i:03}\n",
+            stella_distribution::sha256(&chunk).trim_start_matches("sha256:")
+        ));
+        parts.push(part);
+        if (chunk.len() as u64) < size {
+            break;
+        }
+    }
+    sums.push_str(&format!("{}  {name}\n", stella_distribution::sha256_file(file)?.trim_start_matches("sha256:")));
+    let list = PathBuf::from(format!("{}.parts.sha256", file.display()));
+    crate::oci::write_atomic(&list, sums.as_bytes())?;
+    parts.push(list);
+    Ok(parts)
+}
