@@ -6,6 +6,7 @@
 //! `cargo xtask`, so a new service is covered without editing any test.
 
 pub mod pg;
+pub mod registry;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -21,10 +21,11 @@ pub fn fingerprint(key: &VerifyingKey) -> String {
     sha256(der.as_bytes())
 }
 
-/// Checks `signature` (base64 DER, surrounding whitespace ignored) over `message`.
+/// Checks `signature` (base64 DER, with at most one final newline) over `message`. Nothing else
+/// is tolerated, so that any change to the file is noticed.
 pub fn verify(key: &VerifyingKey, message: &[u8], signature: &str, origin: &str) -> Result<()> {
     let der = base64::engine::general_purpose::STANDARD
-        .decode(signature.trim())
+        .decode(signature.strip_suffix('\n').unwrap_or(signature))
         .map_err(|_| invalid(origin, "not base64"))?;
     let sig = DerSignature::try_from(der.as_slice()).map_err(|_| invalid(origin, "not a DER ECDSA signature"))?;
     key.verify(message, &sig).map_err(|_| invalid(origin, "the signature does not match checksums.txt and this key"))

@@ -1,0 +1,391 @@
+//! The air-gap bundle, end to end: `cargo xtask bundle` writes it, GNU tar and our own unpacker
+//! extract it, openssl and sha256sum check its signature and checksums, and `load.sh` loads it
+//! into a real registry (Debian's `docker-registry`), where skopeo, openssl and Docker find
+//! every image at the built digests. Then the faults: a registry that goes away mid-push, a
+//! byte changed anywhere in a sample of files, crafted archives that try to leave their
+//! directory or expand without bound.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use stella_e2e::registry::{LocalRegistry, assert_holds};
+use stella_e2e::{output, root, run};
+use xtask::assemble::Built;
+
+/// The bundle of the current build, made once for every test of this binary.
+struct Made {
+    archive: PathBuf,
+    sha256: String,
+    fingerprint: String,
+    public: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn key() -> PathBuf {
+    let key = std::env::var_os(xtask::sign::KEY_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| xtask::workspace::target_dir().join("test-signing-key/cosign.key"));
+    assert!(
+        key.exists(),
+        "{}: the bundle test needs the key that signed the images (cargo xtask test makes it)",
+        key.display()
+    );
+    key
+}
+
+fn bundle_into(out: &Path, umask: &str) -> serde_json::Value {
+    let text = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask} && exec cargo xtask bundle --json --out \"$0\" --key \"$1\""))
+        .arg(out)
+        .arg(key())
+        .current_dir(root()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn made() -> &'static Made {
+    static MADE: OnceLock<Made> = OnceLock::new();
+    MADE.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("stella-bundle-").tempdir().unwrap();
+        let report = bundle_into(dir.path(), "022");
+        let public = dir.path().join("trusted-cosign.pub");
+        std::fs::copy(key().with_file_name("cosign.pub"), &public).unwrap();
+        Made {
+            archive: PathBuf::from(report["path"].as_str().unwrap()),
+            sha256: report["sha256"].as_str().unwrap().to_string(),
+            fingerprint: report["fingerprint"].as_str().unwrap().to_string(),
+            public,
+            _dir: dir,
+        }
+    })
+}
+
+/// Extracts the bundle with GNU tar (an extractor we did not write) into a new directory.
+fn extract() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    run(Command::new("tar").args(["--zstd", "-xf"]).arg(&made().archive).arg("-C").arg(dir.path()));
+    let top = xtask::bundle::single_top(dir.path()).unwrap();
+    (dir, top)
+}
+
+fn load(bundle: &Path, args: &[&str]) -> std::process::Output {
+    output(Command::new("sh").arg(bundle.join("load.sh")).args(args))
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn the_bundle_loads_into_a_registry_with_every_digest_and_signature_and_a_second_load_uploads_nothing() {
+    let built = Built::read(&xtask::images::default_out()).unwrap();
+    let (_dir, bundle) = extract();
+    // Independent checks of what the bundle claims: openssl for the signature over
+    // checksums.txt (with the trusted key), sha256sum for every file.
+    let der = tempfile::NamedTempFile::new().unwrap();
+    let sig = std::fs::read_to_string(bundle.join("bundle.sig")).unwrap();
+    use base64::Engine;
+    std::fs::write(der.path(), base64::engine::general_purpose::STANDARD.decode(sig.trim()).unwrap()).unwrap();
+    run(Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&made().public)
+        .arg("-signature")
+        .arg(der.path())
+        .arg(bundle.join("checksums.txt")));
+    run(Command::new("sha256sum").args(["-c", "--quiet", "checksums.txt"]).current_dir(&bundle));
+    // Both architectures' loaders are static executables of the right machine.
+    for (arch, machine) in [("amd64", "x86-64"), ("arm64", "aarch64")] {
+        let file = run(Command::new("file").arg(bundle.join(format!("bin/stella-load-{arch}"))));
+        assert!(file.contains(machine) && file.contains("static"), "{file}");
+    }
+    let helm = bundle.join("helm/stella");
+    assert!(helm.join("values-airgap.yaml").exists() && helm.join("Chart.yaml").exists());
+    assert!(bundle.join("compose/docker-compose.yml").exists() && bundle.join("docs/install/helm-prod.md").exists());
+    let readme = std::fs::read_to_string(bundle.join("README.md")).unwrap();
+    assert!(readme.contains(&made().fingerprint), "the README names the key's fingerprint");
+
+    let registry = LocalRegistry::new();
+    let first = load(&bundle, &["--to", &registry.host, "--key", &made().public.display().to_string()]);
+    assert!(first.status.success(), "load.sh:\n{}", text(&first));
+    assert!(text(&first).contains("helm install") && text(&first).contains("compose"), "{}", text(&first));
+    assert_holds(&built, &registry.host, "stella", Some(&made().public));
+    // The settings it wrote point at that registry; the digests stay in the compose file.
+    let env = std::fs::read_to_string(bundle.join("loaded/compose.env")).unwrap();
+    assert!(env.lines().any(|l| l == format!("STELLA_REGISTRY={}/stella", registry.host)), "{env}");
+    let values = std::fs::read_to_string(bundle.join("loaded/values-registry.yaml")).unwrap();
+    assert!(values.contains(&format!("imageRegistry: \"{}\"", registry.host)), "{values}");
+    // A second run (with the embedded fingerprint) uploads nothing.
+    let second = load(&bundle, &["--to", &registry.host]);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        text(&second).contains("pushed to") && text(&second).contains(": 0 blobs uploaded (0 MiB)"),
+        "{}",
+        text(&second)
+    );
+    // And the compose file of the bundle, with loaded/compose.env, names those images.
+    let config = output(
+        Command::new("docker-compose")
+            .args(["--env-file", "../loaded/compose.env", "config"])
+            .current_dir(bundle.join("compose")),
+    );
+    let config = text(&config);
+    let api = built.images.iter().find(|i| i.name == "stella-api").unwrap();
+    assert!(
+        config.contains(&format!("{}/stella/stella-api:{}@{}", registry.host, built.tags[0], api.digest)),
+        "{config}"
+    );
+}
+
+#[test]
+fn a_load_interrupted_by_the_registry_going_away_completes_on_the_next_run() {
+    let built = Built::read(&xtask::images::default_out()).unwrap();
+    let (_dir, bundle) = extract();
+    let mut registry = LocalRegistry::new();
+    let trusted = made().public.display().to_string();
+    // One upload at a time, so the registry goes away in the middle of the blobs.
+    let mut child = Command::new("sh")
+        .arg(bundle.join("load.sh"))
+        .args(["--to", &registry.host, "--key", &trusted, "--jobs", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stop the registry once some blobs are in (the loader prints a line per blob).
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
+    let mut seen: Vec<String> = Vec::new();
+    for line in lines.by_ref() {
+        let stop = line.starts_with("blob 20/");
+        seen.push(line);
+        if stop {
+            break;
+        }
+    }
+    assert!(seen.last().is_some_and(|l| l.starts_with("blob 20/")), "the load ended before 20 blobs: {seen:?}");
+    registry.stop();
+    seen.extend(lines);
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "load.sh went on without its registry:\n{}", seen.join("\n"));
+    // The registry comes back with what it had; the next run completes the load.
+    registry.start();
+    let again = load(&bundle, &["--to", &registry.host, "--key", &trusted]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(!text(&again).contains(": 0 blobs uploaded"), "the second run had blobs left to upload: {}", text(&again));
+    assert_holds(&built, &registry.host, "stella", Some(&made().public));
+    let third = load(&bundle, &["--to", &registry.host, "--key", &trusted]);
+    assert!(text(&third).contains(": 0 blobs uploaded (0 MiB)"), "{}", text(&third));
+    let mut repos = registry.catalog();
+    repos.sort();
+    let mut want: Vec<String> = built.images.iter().map(|i| format!("stella/{}", i.name)).collect();
+    want.sort();
+    assert_eq!(repos, want, "nothing but the bundle's repositories");
+}
+
+#[test]
+fn every_changed_byte_in_a_sample_of_files_is_caught_before_anything_is_pushed() {
+    let (_dir, bundle) = extract();
+    let loader = bundle.join("bin/stella-load-amd64");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("oci/index.json")).unwrap()).unwrap();
+    let first_blob = index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let biggest = std::fs::read_dir(bundle.join("oci/blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let sample: Vec<PathBuf> = [
+        "checksums.txt",
+        "bundle.sig",
+        "cosign.pub",
+        "oci/index.json",
+        "oci/images.json",
+        &format!("oci/blobs/sha256/{first_blob}"),
+        "bin/stella-load-arm64",
+        "compose/docker-compose.yml",
+        "helm/stella/values.yaml",
+        "docs/install/helm-prod.md",
+        "README.md",
+    ]
+    .iter()
+    .map(|f| bundle.join(f))
+    .chain([biggest])
+    .collect();
+    let registry = LocalRegistry::new();
+    let fp = made().fingerprint.clone();
+    for file in &sample {
+        let original = std::fs::read(file).unwrap();
+        for at in [0, original.len() / 2, original.len() - 1] {
+            let mut changed = original.clone();
+            changed[at] ^= 0x01;
+            std::fs::write(file, &changed).unwrap();
+            let out = output(
+                Command::new(&loader)
+                    .args(["push", "--to", &registry.host, "--fingerprint", &fp, "--bundle"])
+                    .arg(&bundle),
+            );
+            std::fs::write(file, &original).unwrap();
+            let message = text(&out);
+            assert!(!out.status.success(), "{} changed at byte {at} was not caught", file.display());
+            let name = file.file_name().unwrap().to_string_lossy();
+            let caught = message.contains(&*name) || message.contains("bundle.sig") || message.contains("cosign.pub");
+            assert!(caught, "{} changed at byte {at}: the message names another file: {message}", file.display());
+        }
+    }
+    assert!(registry.catalog().is_empty(), "nothing was pushed: {:?}", registry.catalog());
+    // Untouched, it verifies.
+    let ok = load(&bundle, &["--verify-only", "--fingerprint", &fp]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    // A key that did not sign it is refused.
+    let other = tempfile::tempdir().unwrap();
+    xtask::sign::keygen(other.path()).unwrap();
+    let refused = load(&bundle, &["--verify-only", "--key", &other.path().join("cosign.pub").display().to_string()]);
+    assert!(!refused.status.success() && text(&refused).contains("does not match"), "{}", text(&refused));
+}
+
+/// A tar.zst with one crafted entry.
+fn crafted(dir: &Path, name: &str, build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> PathBuf {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    tar.append_data(&mut h, "stella-bundle-v0.0.0/", std::io::empty()).unwrap();
+    build(&mut tar);
+    let bytes = tar.into_inner().unwrap();
+    let path = dir.join(format!("{name}.tar.zst"));
+    std::fs::write(&path, zstd::encode_all(bytes.as_slice(), 19).unwrap()).unwrap();
+    path
+}
+
+fn raw_entry(tar: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    // Written into the header directly: the tar crate's setters refuse `..` and absolute paths,
+    // which is the point of the test.
+    let bytes = name.as_bytes();
+    h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+    if let Some(l) = link {
+        h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
+    }
+    h.set_cksum();
+    tar.append(&h, data).unwrap();
+}
+
+#[test]
+fn crafted_archives_that_leave_their_directory_or_expand_without_bound_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let loader = xtask::workspace::target_dir().join("x86_64-unknown-linux-musl/release/stella-load");
+    let loader = if loader.exists() { loader } else { extract_loader(dir.path()) };
+    let cases: Vec<(&str, PathBuf, &str)> = vec![
+        (
+            "traversal",
+            crafted(dir.path(), "traversal", |t| {
+                raw_entry(t, "stella-bundle-v0.0.0/../../escaped", tar::EntryType::Regular, None, b"x")
+            }),
+            "..",
+        ),
+        (
+            "absolute",
+            crafted(dir.path(), "absolute", |t| {
+                raw_entry(t, "/tmp/stella-absolute-escape", tar::EntryType::Regular, None, b"x")
+            }),
+            "absolute",
+        ),
+        (
+            "symlink",
+            crafted(dir.path(), "symlink", |t| {
+                raw_entry(t, "stella-bundle-v0.0.0/link", tar::EntryType::Symlink, Some("/etc/passwd"), b"")
+            }),
+            "Symlink",
+        ),
+        (
+            "hardlink",
+            crafted(dir.path(), "hardlink", |t| {
+                raw_entry(t, "stella-bundle-v0.0.0/hard", tar::EntryType::Link, Some("/etc/passwd"), b"")
+            }),
+            "Link",
+        ),
+        (
+            "device",
+            crafted(dir.path(), "device", |t| {
+                raw_entry(t, "stella-bundle-v0.0.0/dev", tar::EntryType::Char, None, b"")
+            }),
+            "Char",
+        ),
+        (
+            "bomb",
+            crafted(dir.path(), "bomb", |t| {
+                let zeros = vec![0u8; 256 << 20];
+                raw_entry(t, "stella-bundle-v0.0.0/zeros", tar::EntryType::Regular, None, &zeros)
+            }),
+            "decompression bomb",
+        ),
+    ];
+    for (what, archive, wanted) in cases {
+        let into = dir.path().join(format!("out-{what}"));
+        let out = output(Command::new(&loader).arg("unpack").arg(&archive).arg(&into));
+        let message = text(&out);
+        assert!(!out.status.success(), "{what}: unpacked: {message}");
+        assert!(message.contains(wanted), "{what}: the message should say {wanted:?}: {message}");
+        assert!(
+            !into.exists() && !Path::new(&format!("{}.partial", into.display())).exists(),
+            "{what}: left files behind"
+        );
+        // The same refusal through `cargo xtask bundle verify`.
+        let xtask = output(
+            Command::new("cargo")
+                .args(["xtask", "bundle", "verify"])
+                .arg(&archive)
+                .args(["--fingerprint", "sha256:00"])
+                .current_dir(root()),
+        );
+        assert!(!xtask.status.success() && text(&xtask).contains(wanted), "{what} via xtask: {}", text(&xtask));
+    }
+    assert!(
+        !dir.path().join("escaped").exists() && !Path::new("/tmp/stella-absolute-escape").exists(),
+        "nothing written outside"
+    );
+}
+
+fn extract_loader(dir: &Path) -> PathBuf {
+    let out = dir.join("b");
+    std::fs::create_dir_all(&out).unwrap();
+    run(Command::new("tar").args(["--zstd", "-xf"]).arg(&made().archive).arg("-C").arg(&out));
+    xtask::bundle::single_top(&out).unwrap().join("bin/stella-load-amd64")
+}
+
+#[test]
+fn the_bundle_is_the_same_file_whoever_builds_it_and_verifies_through_xtask() {
+    // A second bundle of the same build, with another umask and output directory, is the same
+    // file byte for byte (two clones build the same layout: see the reproducibility test).
+    let other = tempfile::tempdir().unwrap();
+    let report = bundle_into(other.path(), "077");
+    assert_eq!(report["sha256"].as_str().unwrap(), made().sha256, "the bundle is reproducible");
+    let verified = run(Command::new("cargo")
+        .args(["xtask", "bundle", "verify"])
+        .arg(&made().archive)
+        .args(["--fingerprint", &made().fingerprint])
+        .current_dir(root()));
+    assert!(verified.contains("verified"), "{verified}");
+    // Split into parts and joined by `cat`, it is the same file.
+    let parts = run(Command::new("cargo")
+        .args(["xtask", "bundle", "split"])
+        .arg(PathBuf::from(report["path"].as_str().unwrap()))
+        .args(["--size", "50M"])
+        .current_dir(root()));
+    assert!(parts.lines().count() >= 4, "{parts}");
+    let joined = other.path().join("joined.tar.zst");
+    run(Command::new("sh").arg("-c").arg(format!(
+        "cat {0}.part-* > {1}",
+        report["path"].as_str().unwrap(),
+        joined.display()
+    )));
+    assert_eq!(stella_e2e::registry::sha256_file(&joined), made().sha256);
+    run(Command::new("sha256sum")
+        .args(["-c", "--quiet"])
+        .arg(format!("{}.parts.sha256", report["path"].as_str().unwrap()))
+        .current_dir(other.path()));
+}
