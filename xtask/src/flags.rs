@@ -259,6 +259,9 @@ pub enum Suite {
     Services,
     /// Assembly against tar | gzip, the no-op rebuild, umoci side by side, image sizes.
     Images,
+    /// Bundle creation against tar | zstd, bundle size against the unique blobs, load.sh
+    /// against skopeo copy --all (needs $STELLA_SIGNING_KEY_FILE, the key of the build).
+    Bundle,
 }
 
 impl Select {

@@ -16,6 +16,7 @@ fn main() -> std::process::ExitCode {
         flags::Command::Bench(f) => match f.suite {
             flags::Suite::Services => bench::services::run(&bench::Options { json: f.json, runs: f.runs }),
             flags::Suite::Images => bench::images::run(&bench::Options { json: f.json, runs: f.runs }),
+            flags::Suite::Bundle => bench::bundle::run(&bench::Options { json: f.json, runs: f.runs }),
         },
         flags::Command::Images(f) => {
             images::run(&images::Options { request: f.select.request(), json: f.json, load: f.load })

@@ -24,7 +24,7 @@ pub const BUILD_PACKAGES: &[&str] = &["musl-tools", "gcc-aarch64-linux-gnu", "li
 /// Debian packages the tests run: a real PostgreSQL, the independent OCI checkers, qemu for
 /// arm64 binaries.
 pub const TEST_PACKAGES: &[&str] =
-    &["postgresql", "skopeo", "umoci", "oci-image-tool", "qemu-user-static", "docker-registry", "git"];
+    &["postgresql", "skopeo", "umoci", "oci-image-tool", "qemu-user-static", "docker-registry", "git", "zstd", "file"];
 
 /// Python tools the tests run, by the command (or `import:<module>`) they provide and the
 /// pinned package.

@@ -44,11 +44,21 @@ pub struct Options {
     pub attempts: u32,
     /// The first retry's delay; doubled each time (at most 8 s).
     pub backoff: Duration,
+    /// The caller has checked every blob of the layout against its digest (the loader does,
+    /// through checksums.txt), so blobs are not hashed again before upload.
+    pub blobs_checked: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { insecure: false, jobs: 4, chunk: 16 << 20, attempts: 6, backoff: Duration::from_millis(250) }
+        Options {
+            insecure: false,
+            jobs: 4,
+            chunk: 16 << 20,
+            attempts: 6,
+            backoff: Duration::from_millis(250),
+            blobs_checked: false,
+        }
     }
 }
 
@@ -440,59 +450,123 @@ pub fn push_layout(
     let registry = Registry::new(host, options.clone());
     registry.ping()?;
     let plan = Plan::read(layout, prefix)?;
+    let jobs = options.jobs.max(1);
     let retries = Mutex::new(0usize);
     let report = Mutex::new(Pushed::default());
     let total = plan.blobs.len();
     let done = Mutex::new(0usize);
-    let queue = Mutex::new(plan.blobs.iter().collect::<Vec<_>>().into_iter());
+    let blobs: Vec<(&String, &Vec<String>)> = plan.blobs.iter().collect();
+    parallel(jobs, &blobs, |(digest, repos)| {
+        push_blob(&registry, layout, digest, repos, &report, &retries)?;
+        let mut n = done.lock().expect("not poisoned");
+        *n += 1;
+        progress(&format!("blob {}/{total} {}", *n, &digest[..19]));
+        Ok(())
+    })?;
+    // Manifests in waves: those without child manifests first, then the indexes over them, so
+    // that no manifest reaches the registry before what it references; each wave in parallel.
+    progress(&format!("manifests: {}", plan.manifests.len()));
+    let mut depth: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (repo, digest, media, bytes) in &plan.manifests {
+        let d = if media == INDEX {
+            let doc = json(bytes, digest)?;
+            1 + doc["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["digest"].as_str())
+                .map(|c| depth.get(&(repo.as_str(), c)).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        depth.insert((repo.as_str(), digest.as_str()), d);
+    }
+    // Attachments (signatures, SBOMs, provenance: manifests with a subject) after the images,
+    // for registries that look their subject up.
+    let attached: BTreeSet<(&str, &str)> = plan
+        .referrers
+        .values()
+        .flatten()
+        .filter_map(|d| d["digest"].as_str())
+        .flat_map(|d| plan.manifests.iter().filter(move |m| m.1 == d).map(|m| (m.0.as_str(), m.1.as_str())))
+        .collect();
+    let deepest = depth.values().copied().max().unwrap_or(0);
+    for (subject, level) in [false, true].into_iter().flat_map(|a| (0..=deepest).map(move |l| (a, l))) {
+        let wave: Vec<&(String, String, String, Vec<u8>)> = plan
+            .manifests
+            .iter()
+            .filter(|(r, d, _, _)| {
+                let key = (r.as_str(), d.as_str());
+                depth[&key] == level && attached.contains(&key) == subject
+            })
+            .collect();
+        parallel(jobs, &wave, |(repo, digest, media, bytes)| {
+            registry.put_manifest(repo, digest, media, bytes, &retries)?;
+            report.lock().expect("not poisoned").manifests += 1;
+            Ok(())
+        })?;
+    }
+    let by_digest: BTreeMap<(&str, &str), (&str, &[u8])> =
+        plan.manifests.iter().map(|(r, d, m, b)| ((r.as_str(), d.as_str()), (m.as_str(), b.as_slice()))).collect();
+    // Tags, then the referrers tag schema: `<repo>:sha256-<hex>` is an index of the subject's
+    // referrers, for registries without the referrers API.
+    let mut tags: Vec<(String, String, String, Vec<u8>)> = Vec::new();
+    for (repo, tag, digest) in &plan.tags {
+        let (media, bytes) = by_digest[&(repo.as_str(), digest.as_str())];
+        tags.push((repo.clone(), tag.clone(), media.to_string(), bytes.to_vec()));
+    }
+    for ((repo, subject), list) in &plan.referrers {
+        let mut list = list.clone();
+        list.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+        let fallback = serde_json::json!({ "schemaVersion": 2, "mediaType": INDEX, "manifests": list });
+        tags.push((
+            repo.clone(),
+            subject.replace(':', "-"),
+            INDEX.to_string(),
+            serde_json::to_vec(&fallback).expect("JSON serializes"),
+        ));
+    }
+    parallel(jobs, &tags, |(repo, tag, media, bytes)| {
+        registry.put_manifest(repo, tag, media, bytes, &retries)?;
+        report.lock().expect("not poisoned").tags.insert(format!("{host}/{repo}:{tag}"), sha256(bytes));
+        Ok(())
+    })?;
+    let mut report = report.into_inner().expect("not poisoned");
+    report.retries = retries.into_inner().expect("not poisoned");
+    Ok(report)
+}
+
+/// Runs `f` over `items` on `jobs` threads; stops at the first error and returns it.
+fn parallel<T: Sync>(jobs: usize, items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
+    let next = Mutex::new(0usize);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|s| {
-        for _ in 0..options.jobs.max(1) {
+        for _ in 0..jobs.min(items.len()).max(1) {
             s.spawn(|| {
                 loop {
                     if failure.lock().expect("not poisoned").is_some() {
                         return;
                     }
-                    let Some((digest, repos)) = queue.lock().expect("not poisoned").next() else { return };
-                    if let Err(e) = push_blob(&registry, layout, digest, repos, &report, &retries) {
+                    let i = {
+                        let mut n = next.lock().expect("not poisoned");
+                        *n += 1;
+                        *n - 1
+                    };
+                    let Some(item) = items.get(i) else { return };
+                    if let Err(e) = f(item) {
                         failure.lock().expect("not poisoned").get_or_insert(e);
                         return;
                     }
-                    let mut n = done.lock().expect("not poisoned");
-                    *n += 1;
-                    progress(&format!("blob {}/{total} {}", *n, &digest[..19]));
                 }
             });
         }
     });
-    if let Some(e) = failure.into_inner().expect("not poisoned") {
-        return Err(e);
+    match failure.into_inner().expect("not poisoned") {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    let mut report = report.into_inner().expect("not poisoned");
-    progress(&format!("manifests: {}", plan.manifests.len()));
-    for (repo, digest, media, bytes) in &plan.manifests {
-        registry.put_manifest(repo, digest, media, bytes, &retries)?;
-        report.manifests += 1;
-    }
-    let by_digest: BTreeMap<(&str, &str), (&str, &[u8])> =
-        plan.manifests.iter().map(|(r, d, m, b)| ((r.as_str(), d.as_str()), (m.as_str(), b.as_slice()))).collect();
-    for (repo, tag, digest) in &plan.tags {
-        let (media, bytes) = by_digest[&(repo.as_str(), digest.as_str())];
-        registry.put_manifest(repo, tag, media, bytes, &retries)?;
-        report.tags.insert(format!("{host}/{repo}:{tag}"), digest.clone());
-    }
-    // The referrers tag schema: `<repo>:sha256-<hex>` is an index of the subject's referrers.
-    for ((repo, subject), list) in &plan.referrers {
-        let mut list = list.clone();
-        list.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
-        let tag = subject.replace(':', "-");
-        let fallback = serde_json::json!({ "schemaVersion": 2, "mediaType": INDEX, "manifests": list });
-        let bytes = serde_json::to_vec(&fallback).expect("JSON serializes");
-        registry.put_manifest(repo, &tag, INDEX, &bytes, &retries)?;
-        report.tags.insert(format!("{host}/{repo}:{tag}"), sha256(&bytes));
-    }
-    report.retries = retries.into_inner().expect("not poisoned");
-    Ok(report)
 }
 
 /// One blob into every repository that needs it: uploaded once (after checking its digest),
@@ -515,7 +589,7 @@ fn push_blob(
             1
         } else {
             let path = blob_path(layout, digest)?;
-            if sha256_file(&path)? != digest {
+            if !registry.options.blobs_checked && sha256_file(&path)? != digest {
                 return Err(invalid(path.display(), "the blob does not match its digest; the layout is damaged"));
             }
             let size = std::fs::metadata(&path).map_err(io(&path))?.len();

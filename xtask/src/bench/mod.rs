@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: figures measured in one run, each beside a baseline measured in the same
 //! run on the same machine, so ratios stay meaningful when the machine is busy or different.
 
+pub mod bundle;
 pub mod images;
 pub mod services;
 

@@ -105,7 +105,14 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Push { trust, to, prefix, insecure, jobs, chunk_mib, json } => {
             let (who, n) = verify(&trust)?;
             eprintln!("verified: {who}; {n} files match checksums.txt");
-            let options = registry::Options { insecure, jobs, chunk: chunk_mib << 20, ..registry::Options::default() };
+            // Every blob was just checked against checksums.txt.
+            let options = registry::Options {
+                insecure,
+                jobs,
+                chunk: chunk_mib << 20,
+                blobs_checked: true,
+                ..registry::Options::default()
+            };
             let quiet = json;
             let report = registry::push_layout(&trust.bundle.join("oci"), &to, &prefix, options, &|line| {
                 if !quiet {
