@@ -21,17 +21,22 @@ pub struct LocalRegistry {
 
 impl LocalRegistry {
     pub fn new() -> LocalRegistry {
+        LocalRegistry::with_tls(None)
+    }
+
+    /// Serving HTTPS with this certificate and key (PEM files) when given.
+    pub fn with_tls(tls: Option<(&Path, &Path)>) -> LocalRegistry {
         let dir = tempfile::tempdir().unwrap();
         let port = crate::free_port();
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((cert, key)) = tls {
+            text.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+        }
+        std::fs::write(&config, text).unwrap();
         let mut r = LocalRegistry { child: None, host: format!("127.0.0.1:{port}"), config, _dir: dir };
         r.start();
         r
@@ -46,10 +51,11 @@ impl LocalRegistry {
             .spawn()
             .expect("docker-registry");
         self.child = Some(child);
-        assert!(
-            crate::wait_status(&format!("http://{}/v2/", self.host), 200, Duration::from_secs(20)).is_some(),
-            "the registry did not start"
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&self.host).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn stop(&mut self) {

@@ -47,6 +47,9 @@ pub struct Options {
     /// The caller has checked every blob of the layout against its digest (the loader does,
     /// through checksums.txt), so blobs are not hashed again before upload.
     pub blobs_checked: bool,
+    /// PEM file of the CA certificates the registry's TLS certificate is checked against (a
+    /// site's own CA); implies HTTPS, even on loopback. None: Mozilla's roots (webpki-roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             attempts: 6,
             backoff: Duration::from_millis(250),
             blobs_checked: false,
+            ca_file: None,
         }
     }
 }
@@ -88,17 +92,33 @@ type Response = ureq::http::Response<ureq::Body>;
 
 impl Registry {
     /// `host` is `host[:port]`; loopback hosts are spoken to over plain HTTP (as Docker does),
-    /// others over HTTPS unless `options.insecure`.
-    pub fn new(host: &str, options: Options) -> Registry {
+    /// others over HTTPS (rustls) unless `options.insecure`; a CA file means HTTPS everywhere.
+    pub fn new(host: &str, options: Options) -> Result<Registry> {
         let loopback = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
-        let scheme = if loopback || options.insecure { "http" } else { "https" };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let tls = options.ca_file.is_some() || !(loopback || options.insecure);
+        let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(600)))
             .timeout_connect(Some(Duration::from_secs(10)))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        Registry { base: format!("{scheme}://{host}"), agent, options }
+            .http_status_as_error(false);
+        if let Some(ca) = &options.ca_file {
+            let pem = std::fs::read(ca).map_err(io(ca))?;
+            let mut certs = Vec::new();
+            for item in ureq::tls::parse_pem(&pem) {
+                match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c.to_owned()),
+                    Ok(_) => {}
+                    Err(e) => return Err(invalid(ca.display(), format!("not a PEM certificate file: {e}"))),
+                }
+            }
+            if certs.is_empty() {
+                return Err(invalid(ca.display(), "holds no PEM certificate"));
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&certs)).build(),
+            );
+        }
+        let agent: ureq::Agent = config.build().into();
+        Ok(Registry { base: format!("{}://{host}", if tls { "https" } else { "http" }), agent, options })
     }
 
     fn url(&self, path: &str) -> String {
@@ -447,7 +467,7 @@ pub fn push_layout(
     options: Options,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Pushed> {
-    let registry = Registry::new(host, options.clone());
+    let registry = Registry::new(host, options.clone())?;
     registry.ping()?;
     let plan = Plan::read(layout, prefix)?;
     let jobs = options.jobs.max(1);

@@ -47,6 +47,9 @@ enum Command {
         /// Plain HTTP to a registry that is not on loopback.
         #[arg(long)]
         insecure: bool,
+        /// CA certificates (PEM) the registry's TLS certificate must chain to; implies HTTPS.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         /// Blobs uploaded at once.
         #[arg(long, default_value_t = 4)]
         jobs: usize,
@@ -102,7 +105,7 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("unpacked {n} files into {}", dir.display());
             Ok(())
         }
-        Command::Push { trust, to, prefix, insecure, jobs, chunk_mib, json } => {
+        Command::Push { trust, to, prefix, insecure, ca_file, jobs, chunk_mib, json } => {
             let (who, n) = verify(&trust)?;
             eprintln!("verified: {who}; {n} files match checksums.txt");
             // Every blob was just checked against checksums.txt.
@@ -111,6 +114,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 jobs,
                 chunk: chunk_mib << 20,
                 blobs_checked: true,
+                ca_file,
                 ..registry::Options::default()
             };
             let quiet = json;
