@@ -2,7 +2,7 @@
 //!
 //! `cargo xtask images` sets `STELLA_GIT_COMMIT` and `SOURCE_DATE_EPOCH` from the plan; a plain
 //! `cargo build` asks git the same question the plan does (the last commit that changed an input
-//! of the images: everything but `deploy/`, `docs/`, CI files and Markdown), and falls back to
+//! of the images: everything but `deploy/`, `docs/`, `tests/`, CI files and Markdown), and falls back to
 //! `unknown` and 0 outside a checkout.
 
 use std::process::Command;
@@ -13,8 +13,16 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 /// Keep in step with `xtask::plan::NOT_INPUTS`.
-const INPUTS: &[&str] =
-    &["--", ".", ":(exclude)deploy", ":(exclude)docs", ":(exclude).github", ":(exclude).ci", ":(exclude)*.md"];
+const INPUTS: &[&str] = &[
+    "--",
+    ".",
+    ":(exclude)deploy",
+    ":(exclude)docs",
+    ":(exclude).github",
+    ":(exclude).ci",
+    ":(exclude)*.md",
+    ":(exclude)tests",
+];
 
 fn last_input_commit(format: &str) -> Option<String> {
     let mut args = vec!["log", "-1", format];

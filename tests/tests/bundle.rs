@@ -431,11 +431,14 @@ fn the_loader_pushes_over_tls_to_a_registry_with_the_sites_own_ca() {
     let loaded = push(&ca);
     assert!(loaded.status.success(), "{}", text(&loaded));
     let api = built.images.iter().find(|i| i.name == "stella-api").unwrap();
+    // skopeo checks the registry's certificate against the same CA.
+    let trust = certs.path().join("trust");
+    std::fs::create_dir(&trust).unwrap();
+    std::fs::copy(&ca, trust.join("ca.crt")).unwrap();
     let inspect = stella_e2e::registry::skopeo(&[
         "inspect",
         "--cert-dir",
-        &certs.path().display().to_string(),
-        "--tls-verify=false",
+        &trust.display().to_string(),
         &format!("docker://{}/stella/stella-api:{}", registry.host, built.tags[0]),
     ]);
     assert!(inspect.contains(&api.digest), "{inspect}");

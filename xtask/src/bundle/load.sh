@@ -1,6 +1,6 @@
 #!/bin/sh
 # load.sh: verify this StellaOps bundle, then load its images into a registry.
-#   ./load.sh --to HOST[:PORT] [--prefix stella] [--insecure] [--key cosign.pub | --fingerprint sha256:...]
+#   ./load.sh --to HOST[:PORT] [--prefix stella] [--insecure | --ca-file CA.pem] [--key cosign.pub | --fingerprint sha256:...]
 #   ./load.sh --verify-only [--key cosign.pub | --fingerprint sha256:...]
 # Nothing is pushed unless bundle.sig (over checksums.txt) and every file check out first.
 # A second run uploads nothing; an interrupted run resumes. Written by `cargo xtask bundle`.
@@ -16,12 +16,13 @@ usage() {
     exit "${1:-2}"
 }
 
-to="" prefix="stella" insecure="" key="" fingerprint="" verify_only="" jobs="4"
+to="" prefix="stella" insecure="" ca="" key="" fingerprint="" verify_only="" jobs="4"
 while [ $# -gt 0 ]; do
     case "$1" in
         --to) to="${2:?--to needs HOST[:PORT]}"; shift 2 ;;
         --prefix) prefix="${2?--prefix needs a value}"; shift 2 ;;
-        --insecure) insecure="--insecure"; shift ;;
+        --insecure) insecure=1; shift ;;
+        --ca-file) ca="${2:?--ca-file needs a PEM file}"; shift 2 ;;
         --key) key="${2:?--key needs a file}"; shift 2 ;;
         --fingerprint) fingerprint="${2:?--fingerprint needs sha256:<hex>}"; shift 2 ;;
         --jobs) jobs="${2:?--jobs needs a number}"; shift 2 ;;
@@ -38,22 +39,23 @@ case "$(uname -m)" in
 esac
 loader="$here/bin/stella-load-$arch"
 
+# The loader's arguments, built with `set --` so that paths with spaces stay whole.
 if [ -n "$key" ]; then
-    trust="--key $key"
+    set -- --key "$key"
 elif [ -n "$fingerprint" ]; then
-    trust="--fingerprint $fingerprint"
+    set -- --fingerprint "$fingerprint"
 else
     echo "load.sh: no --key or --fingerprint given: checking against the embedded fingerprint $EMBEDDED_FINGERPRINT" >&2
-    trust="--fingerprint $EMBEDDED_FINGERPRINT"
+    set -- --fingerprint "$EMBEDDED_FINGERPRINT"
 fi
 
 if [ -n "$verify_only" ]; then
-    # shellcheck disable=SC2086
-    exec "$loader" verify --bundle "$here" $trust
+    exec "$loader" verify --bundle "$here" "$@"
 fi
 if [ -z "$to" ]; then
     echo "load.sh: --to HOST[:PORT] is required (or --verify-only)" >&2
     usage
 fi
-# shellcheck disable=SC2086
-exec "$loader" push --bundle "$here" $trust --to "$to" --prefix "$prefix" --jobs "$jobs" $insecure
+[ -n "$insecure" ] && set -- "$@" --insecure
+[ -n "$ca" ] && set -- "$@" --ca-file "$ca"
+exec "$loader" push --bundle "$here" --to "$to" --prefix "$prefix" --jobs "$jobs" "$@"
