@@ -26,6 +26,11 @@ impl LocalRegistry {
 
     /// Serving HTTPS with this certificate and key (PEM files) when given.
     pub fn with_tls(tls: Option<(&Path, &Path)>) -> LocalRegistry {
+        LocalRegistry::with(tls, None)
+    }
+
+    /// With TLS, and with Basic authentication against this htpasswd file (bcrypt), when given.
+    pub fn with(tls: Option<(&Path, &Path)>, htpasswd: Option<&Path>) -> LocalRegistry {
         let dir = tempfile::tempdir().unwrap();
         let port = crate::free_port();
         let config = dir.path().join("config.yml");
@@ -35,6 +40,9 @@ impl LocalRegistry {
         );
         if let Some((cert, key)) = tls {
             text.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+        }
+        if let Some(file) = htpasswd {
+            text.push_str(&format!("auth:\n  htpasswd:\n    realm: stella-test\n    path: {}\n", file.display()));
         }
         std::fs::write(&config, text).unwrap();
         let mut r = LocalRegistry { child: None, host: format!("127.0.0.1:{port}"), config, _dir: dir };

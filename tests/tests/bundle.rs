@@ -115,8 +115,11 @@ fn the_bundle_loads_into_a_registry_with_every_digest_and_signature_and_a_second
     assert!(env.lines().any(|l| l == format!("STELLA_REGISTRY={}/stella", registry.host)), "{env}");
     let values = std::fs::read_to_string(bundle.join("loaded/values-registry.yaml")).unwrap();
     assert!(values.contains(&format!("imageRegistry: \"{}\"", registry.host)), "{values}");
-    // A second run (with the embedded fingerprint) uploads nothing.
-    let second = load(&bundle, &["--to", &registry.host]);
+    // Without a key or fingerprint from elsewhere, load.sh refuses to push...
+    let untrusted = load(&bundle, &["--to", &registry.host]);
+    assert!(!untrusted.status.success() && text(&untrusted).contains("--trust-embedded"), "{}", text(&untrusted));
+    // ...unless told to accept the bundle's own fingerprint; the second run uploads nothing.
+    let second = load(&bundle, &["--to", &registry.host, "--trust-embedded"]);
     assert!(second.status.success(), "{}", text(&second));
     assert!(
         text(&second).contains("pushed to") && text(&second).contains(": 0 blobs uploaded (0 MiB)"),
@@ -236,6 +239,13 @@ fn every_changed_byte_in_a_sample_of_files_is_caught_before_anything_is_pushed()
     // Untouched, it verifies.
     let ok = load(&bundle, &["--verify-only", "--fingerprint", &fp]);
     assert!(ok.status.success(), "{}", text(&ok));
+    // loaded/ is not signed: anything there but the loader's own files is refused (a link
+    // there would make the loader write wherever it points).
+    std::fs::create_dir_all(bundle.join("loaded")).unwrap();
+    std::os::unix::fs::symlink("/tmp/stella-loaded-escape", bundle.join("loaded/compose.env")).unwrap();
+    let linked = load(&bundle, &["--verify-only", "--fingerprint", &fp]);
+    assert!(!linked.status.success() && text(&linked).contains("loaded/compose.env"), "{}", text(&linked));
+    std::fs::remove_dir_all(bundle.join("loaded")).unwrap();
     // A key that did not sign it is refused.
     let other = tempfile::tempdir().unwrap();
     xtask::sign::keygen(other.path()).unwrap();

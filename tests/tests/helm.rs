@@ -393,6 +393,8 @@ fn bad_values_are_refused_with_a_message_that_names_them() {
         ("networkPolicy:\n  enabled: false\n", true, &["networkPolicy", "enabled"]),
         ("conseiller:\n  config:\n    STELLA_DISABLE_MERGE: \"false\"\n", false, &["STELLA_DISABLE_MERGE"]),
         ("api:\n  config:\n    STELLA_ADMIN_PASSWORD: \"hunter2\"\n", false, &["STELLA_ADMIN_PASSWORD"]),
+        ("api:\n  config:\n    STELLA_LOG_LEVEL: \"debug\"\n", false, &["STELLA_LOG_LEVEL"]),
+        ("networkPolicy:\n  dnsNamespace: \"\"\n", false, &["dnsNamespace"]),
         ("api:\n  image:\n    digest: \"\"\n", false, &["digest"]),
         ("mode: external\ndatabase:\n  existingSecret: \"\"\n", false, &["existingSecret"]),
         ("policy:\n  image:\n    tag: v9.4.0\n", false, &["policy.image.tag", "version-skew"]),

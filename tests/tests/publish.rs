@@ -30,4 +30,66 @@ fn publish_pushes_every_image_with_its_digests_signatures_and_sboms() {
         xtask::registry::push_layout(&layout(), &registry.host, to_prefix, Default::default(), &|_| {}).unwrap();
     assert_eq!(again.blobs_uploaded, 0, "{again:?}");
     assert_eq!(again.tags, pushed.tags);
+
+    // Something the site attached since (here: one more entry in a referrers index) survives a
+    // later push of the same images: attachments are merged, never dropped.
+    let image = &built.images[0];
+    let (platform, p) = image.platforms.iter().next().unwrap();
+    let tag = p.manifest.replace(':', "-");
+    let url = format!("http://{}/v2/{to_prefix}/{}/manifests/{tag}", registry.host, image.name);
+    let mut index: serde_json::Value = serde_json::from_str(&stella_e2e::get(&url).unwrap().1).unwrap();
+    let site_entry = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": image.platforms.values().last().unwrap().manifest,
+        "size": 1,
+        "artifactType": "application/vnd.example.site-approval"
+    });
+    index["manifests"].as_array_mut().unwrap().push(site_entry);
+    let put = std::process::Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H", "content-type: application/vnd.oci.image.index.v1+json", "--data-binary"])
+        .arg(serde_json::to_string(&index).unwrap())
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    xtask::registry::push_layout(&layout(), &registry.host, to_prefix, Default::default(), &|_| {}).unwrap();
+    let after = stella_e2e::get(&url).unwrap().1;
+    assert!(
+        after.contains("application/vnd.example.site-approval"),
+        "{} {platform}: the site's entry was dropped",
+        image.name
+    );
+    assert!(after.contains(xtask::sbom::MEDIA_TYPE), "ours is still there");
+}
+
+#[test]
+fn publish_authenticates_to_a_registry_that_asks_for_credentials() {
+    let built = Built::read(&layout()).expect("the images are built");
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    stella_e2e::run(std::process::Command::new("htpasswd").args(["-Bbc"]).arg(&htpasswd).args(["ci", "s3cret"]));
+    let registry = LocalRegistry::with(None, Some(&htpasswd));
+    let options = |password: Option<&str>| xtask::registry::Options {
+        credentials: password
+            .map(|p| stella_distribution::auth::Credentials { username: "ci".into(), password: p.into() }),
+        ..Default::default()
+    };
+    let refused =
+        xtask::registry::push_layout(&layout(), &registry.host, "stella", options(None), &|_| {}).unwrap_err();
+    assert!(refused.to_string().contains("STELLA_REGISTRY_USERNAME"), "{refused}");
+    let wrong =
+        xtask::registry::push_layout(&layout(), &registry.host, "stella", options(Some("wrong")), &|_| {}).unwrap_err();
+    assert!(wrong.to_string().contains("401"), "{wrong}");
+    let pushed =
+        xtask::registry::push_layout(&layout(), &registry.host, "stella", options(Some("s3cret")), &|_| {}).unwrap();
+    assert!(pushed.blobs_uploaded > 0, "{pushed:?}");
+    let api = built.images.iter().find(|i| i.name == "stella-api").unwrap();
+    let inspect = stella_e2e::registry::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        "ci:s3cret",
+        &format!("docker://{}/stella/stella-api:{}", registry.host, built.tags[0]),
+    ]);
+    assert!(inspect.contains(&api.digest), "{inspect}");
 }

@@ -131,7 +131,8 @@ fn deploy(f: flags::DeployFlags) -> anyhow::Result<()> {
 fn publish(f: flags::Publish) -> anyhow::Result<()> {
     let layout = f.layout.map(images::absolute).unwrap_or_else(images::default_out);
     let (host, prefix) = f.to.split_once('/').unwrap_or((f.to.as_str(), ""));
-    let options = xtask::registry::Options { insecure: f.insecure, ..Default::default() };
+    let credentials = stella_distribution::auth::Credentials::from_env().map_err(anyhow::Error::msg)?;
+    let options = xtask::registry::Options { insecure: f.insecure, credentials, ..Default::default() };
     let quiet = f.json;
     let pushed = xtask::registry::push_layout(&layout, host, prefix, options, &|line| {
         if !quiet {

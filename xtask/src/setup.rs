@@ -23,8 +23,18 @@ pub const BUILD_PACKAGES: &[&str] = &["musl-tools", "gcc-aarch64-linux-gnu", "li
 
 /// Debian packages the tests run: a real PostgreSQL, the independent OCI checkers, qemu for
 /// arm64 binaries.
-pub const TEST_PACKAGES: &[&str] =
-    &["postgresql", "skopeo", "umoci", "oci-image-tool", "qemu-user-static", "docker-registry", "git", "zstd", "file"];
+pub const TEST_PACKAGES: &[&str] = &[
+    "postgresql",
+    "skopeo",
+    "umoci",
+    "oci-image-tool",
+    "qemu-user-static",
+    "docker-registry",
+    "git",
+    "zstd",
+    "file",
+    "apache2-utils",
+];
 
 /// Python tools the tests run, by the command (or `import:<module>`) they provide and the
 /// pinned package.
@@ -35,6 +45,8 @@ pub const TEST_PIP: &[(&str, &str)] = &[
     ("import:nats.js", "nats-py==2.9.0"),
     ("import:helm_python", "helm-python-sdk==0.2.2"),
     ("kubernetes-validate", "kubernetes-validate==1.37.0"),
+    ("zizmor", "zizmor==1.32.0"),
+    ("check-jsonschema", "check-jsonschema==0.39.0"),
 ];
 
 fn python_has(check: &str) -> bool {
@@ -63,20 +75,26 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if options.dry_run {
         return Ok(());
     }
+    // As root, apt-get directly; otherwise through sudo when it needs no password (CI runners).
     // SAFETY: geteuid has no preconditions and no side effects.
-    if unsafe { libc::geteuid() } != 0 {
+    let root = unsafe { libc::geteuid() } == 0;
+    let sudo = !root && Command::new("sudo").args(["-n", "true"]).output().is_ok_and(|o| o.status.success());
+    if !root && !sudo {
         bail!(
-            "these packages are missing and setup is not running as root: sudo apt-get install {}",
+            "these packages are missing and setup is neither root nor allowed sudo without a password: sudo apt-get install {}",
             missing.join(" ")
         );
     }
-    shell::run(Command::new("apt-get").args(["update", "-q"]))?;
-    shell::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    let apt = || {
+        let mut cmd = Command::new(if root { "apt-get" } else { "sudo" });
+        if !root {
+            cmd.args(["-n", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
+        }
+        cmd.env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    shell::run(apt().args(["update", "-q"]))?;
+    shell::run(apt().args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))
 }
 
 fn installed(package: &str) -> bool {

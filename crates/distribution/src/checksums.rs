@@ -10,6 +10,8 @@ pub const FILE: &str = "checksums.txt";
 pub const SIGNATURE: &str = "bundle.sig";
 /// Where `stella-load` writes what it produced after a load; not part of the bundle.
 pub const LOADED: &str = "loaded";
+/// The only files `loaded/` may hold (and their temporary names while being written).
+pub const LOADED_FILES: &[&str] = &["compose.env", "values-registry.yaml"];
 
 /// Every regular file under `dir` (relative, `/`-separated, sorted), except the checksum file,
 /// its signature and `loaded/`. Links and other special files are errors: a bundle has none.
@@ -26,7 +28,9 @@ pub fn files(dir: &Path) -> Result<Vec<String>> {
                 name.to_str().ok_or_else(|| invalid(path.display(), "a file name that is not UTF-8"))?.to_string();
             let kind = entry.file_type().map_err(io(&path))?;
             if kind.is_dir() {
-                if text != LOADED {
+                if text == LOADED {
+                    check_loaded(&path)?;
+                } else {
                     stack.push(name);
                 }
             } else if kind.is_file() {
@@ -43,6 +47,24 @@ pub fn files(dir: &Path) -> Result<Vec<String>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// `loaded/` is not signed, so it may hold only the loader's own regular files: a link there
+/// would make the loader write wherever it points.
+fn check_loaded(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let regular = entry.file_type().map_err(io(&path))?.is_file();
+        if !regular || !LOADED_FILES.contains(&name.as_str()) {
+            return Err(invalid(
+                path.display(),
+                "is not a file stella-load writes: loaded/ may hold only compose.env and values-registry.yaml (remove it)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The text of `checksums.txt` for the files of `dir`.

@@ -6,8 +6,10 @@
 //! - [`checksums`] and [`signature`]: a bundle's `checksums.txt` and its signature;
 //! - [`unpack`]: extracting a `.tar.zst` bundle without trusting its entries.
 
+pub mod auth;
 pub mod bundle;
 pub mod checksums;
+pub mod push;
 pub mod registry;
 pub mod signature;
 pub mod unpack;

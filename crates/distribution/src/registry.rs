@@ -1,7 +1,8 @@
-//! Pushing an OCI image layout to a registry (the OCI distribution API): every image index with
-//! its platform manifests, configs and layers, every signature, SBOM and provenance artifact,
-//! and every tag the layout names, digests unchanged. `cargo xtask publish`, the quickstart and
-//! the air-gap loader use it.
+//! The registry client (the OCI distribution API) that pushes image layouts ([`crate::push`]):
+//! every image index with its platform manifests, configs and layers, every signature, SBOM and
+//! provenance artifact, and every tag the layout names, digests unchanged. `cargo xtask
+//! publish`, the quickstart and the air-gap loader use it. Registries that ask for credentials
+//! get them through [`crate::auth`] (Basic, or Bearer tokens from their token service).
 //!
 //! Hand-written over `ureq` (blocking, no async runtime): a push needs six requests (`HEAD`,
 //! upload start, `PATCH` of a chunk, `PUT` to finish, cross-repository mount, `PUT` of a
@@ -18,7 +19,7 @@
 //! the artifacts: signatures and provenance by their cosign tags (`sha256-<hex>.sig`/`.att`),
 //! SBOMs through the referrers tag schema (`sha256-<hex>`, an index of the subject's referrers).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::{Error, Result, invalid, io, sha256, sha256_file};
+use crate::{Error, Result, invalid, io};
 
 pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -50,6 +51,8 @@ pub struct Options {
     /// PEM file of the CA certificates the registry's TLS certificate is checked against (a
     /// site's own CA); implies HTTPS, even on loopback. None: Mozilla's roots (webpki-roots).
     pub ca_file: Option<PathBuf>,
+    /// For registries that ask for them (Basic, or Bearer tokens from their token service).
+    pub credentials: Option<crate::auth::Credentials>,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
             backoff: Duration::from_millis(250),
             blobs_checked: false,
             ca_file: None,
+            credentials: None,
         }
     }
 }
@@ -71,7 +75,9 @@ pub struct Registry {
     /// `http://127.0.0.1:5000` or `https://registry.example.org`.
     base: String,
     agent: ureq::Agent,
-    options: Options,
+    pub(crate) options: Options,
+    /// `Authorization` values by repository ("" for the registry itself), once a challenge was met.
+    authorization: Mutex<BTreeMap<String, String>>,
 }
 
 /// What a push did.
@@ -94,7 +100,12 @@ impl Registry {
     /// `host` is `host[:port]`; loopback hosts are spoken to over plain HTTP (as Docker does),
     /// others over HTTPS (rustls) unless `options.insecure`; a CA file means HTTPS everywhere.
     pub fn new(host: &str, options: Options) -> Result<Registry> {
-        let loopback = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+        // The host without its port, compared exactly: `localhost.corp.example` is not loopback.
+        let name = match host.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or_default(),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        };
+        let loopback = name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
         let tls = options.ca_file.is_some() || !(loopback || options.insecure);
         let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(600)))
@@ -118,7 +129,12 @@ impl Registry {
             );
         }
         let agent: ureq::Agent = config.build().into();
-        Ok(Registry { base: format!("{}://{host}", if tls { "https" } else { "http" }), agent, options })
+        Ok(Registry {
+            base: format!("{}://{host}", if tls { "https" } else { "http" }),
+            agent,
+            options,
+            authorization: Mutex::new(BTreeMap::new()),
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -129,17 +145,88 @@ impl Registry {
         Error::Registry { url: format!("{}{what}", self.base), message: message.into() }
     }
 
-    /// Sends a request, retrying transient failures with backoff; counts the retries.
+    /// The `Authorization` value known for the repository of `path` (`/v2/<repo>/...`).
+    fn authorization_for(&self, path: &str) -> Option<String> {
+        self.authorization.lock().expect("not poisoned").get(&repository_of(path)).cloned()
+    }
+
+    /// Answers the challenge of a 401 for `path`: Basic with the credentials, Bearer with a
+    /// token from the realm for the challenge's service and scope.
+    fn authenticate(&self, path: &str, r: &Response) -> Result<()> {
+        let header = r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let challenge = crate::auth::parse_challenge(header)
+            .ok_or_else(|| self.error(path, "answered 401 without a WWW-Authenticate challenge"))?;
+        let needs = || {
+            self.error(
+                path,
+                "the registry asks for credentials: set STELLA_REGISTRY_USERNAME and STELLA_REGISTRY_PASSWORD (or _FILE)",
+            )
+        };
+        let value = match challenge.scheme.as_str() {
+            "basic" => self.options.credentials.as_ref().ok_or_else(needs)?.basic(),
+            "bearer" => {
+                let realm = challenge
+                    .params
+                    .get("realm")
+                    .ok_or_else(|| self.error(path, "a Bearer challenge without realm"))?;
+                let mut url = realm.clone();
+                let mut sep = if url.contains('?') { '&' } else { '?' };
+                for key in ["service", "scope"] {
+                    if let Some(v) = challenge.params.get(key) {
+                        url.push_str(&format!("{sep}{key}={}", crate::auth::escape(v)));
+                        sep = '&';
+                    }
+                }
+                let mut request = self.agent.get(&url);
+                if let Some(c) = &self.options.credentials {
+                    request = request.header("authorization", &c.basic());
+                }
+                let mut answer = request.call().map_err(|e| self.error(path, format!("token service {realm}: {e}")))?;
+                if answer.status().as_u16() == 401 {
+                    return Err(needs());
+                }
+                if !answer.status().is_success() {
+                    return Err(self.error(path, format!("token service {realm} answered {}", answer.status())));
+                }
+                let text = answer
+                    .body_mut()
+                    .read_to_string()
+                    .map_err(|e| self.error(path, format!("token service {realm}: {e}")))?;
+                let body: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| self.error(path, format!("token service {realm}: not JSON: {e}")))?;
+                let token = body["token"]
+                    .as_str()
+                    .or(body["access_token"].as_str())
+                    .ok_or_else(|| self.error(path, format!("token service {realm} gave no token")))?;
+                format!("Bearer {token}")
+            }
+            other => return Err(self.error(path, format!("answered 401 with an unsupported scheme {other:?}"))),
+        };
+        self.authorization.lock().expect("not poisoned").insert(repository_of(path), value);
+        Ok(())
+    }
+
+    /// Sends a request, retrying transient failures with backoff (counted in `retries`), and
+    /// answering one authentication challenge. `request` gets the `Authorization` value to send.
     fn send(
         &self,
         what: &str,
         retries: &Mutex<usize>,
-        request: impl Fn() -> std::result::Result<Response, ureq::Error>,
+        request: impl Fn(Option<&str>) -> std::result::Result<Response, ureq::Error>,
     ) -> Result<Response> {
         let mut delay = self.options.backoff;
         let mut attempt = 1;
+        let mut challenged = false;
         loop {
-            let outcome = request();
+            let outcome = request(self.authorization_for(what).as_deref());
+            if let Ok(r) = &outcome
+                && r.status().as_u16() == 401
+                && !challenged
+            {
+                challenged = true;
+                self.authenticate(what, r)?;
+                continue;
+            }
             let transient = match &outcome {
                 Ok(r) => r.status().is_server_error() || r.status().as_u16() == 429,
                 Err(
@@ -152,6 +239,9 @@ impl Registry {
             };
             if !transient || attempt >= self.options.attempts {
                 return match outcome {
+                    Ok(r) if r.status().as_u16() == 401 => {
+                        Err(self.error(what, "answered 401 Unauthorized with the credentials given"))
+                    }
                     Ok(r) => Ok(r),
                     Err(e) => Err(self.error(what, format!("{e} (after {attempt} attempt(s))"))),
                 };
@@ -165,23 +255,23 @@ impl Registry {
 
     /// Whether the registry answers the API version check.
     pub fn ping(&self) -> Result<()> {
-        let r = self.send("/v2/", &Mutex::new(0), || self.agent.get(&self.url("/v2/")).call())?;
+        let r = self.send("/v2/", &Mutex::new(0), |a| with(self.agent.get(&self.url("/v2/")), a).call())?;
         match r.status().as_u16() {
             200 | 401 => Ok(()),
             s => Err(self.error("/v2/", format!("answered {s}: is it an OCI registry?"))),
         }
     }
 
-    fn blob_exists(&self, repo: &str, digest: &str, retries: &Mutex<usize>) -> Result<bool> {
+    pub(crate) fn blob_exists(&self, repo: &str, digest: &str, retries: &Mutex<usize>) -> Result<bool> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let r = self.send(&path, retries, || self.agent.head(&self.url(&path)).call())?;
+        let r = self.send(&path, retries, |a| with(self.agent.head(&self.url(&path)), a).call())?;
         Ok(r.status().is_success())
     }
 
     /// Asks the registry to link a blob it holds in `from` into `repo`; false if it would not.
-    fn mount(&self, repo: &str, digest: &str, from: &str, retries: &Mutex<usize>) -> Result<bool> {
+    pub(crate) fn mount(&self, repo: &str, digest: &str, from: &str, retries: &Mutex<usize>) -> Result<bool> {
         let path = format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
-        let r = self.send(&path, retries, || self.agent.post(&self.url(&path)).send_empty())?;
+        let r = self.send(&path, retries, |a| with(self.agent.post(&self.url(&path)), a).send_empty())?;
         Ok(r.status().as_u16() == 201)
     }
 
@@ -197,7 +287,14 @@ impl Registry {
 
     /// Uploads the blob in `file` (whose digest was checked): in one `PUT` when it is small, in
     /// `PATCH` chunks otherwise. A failed upload session is started again from the beginning.
-    fn upload(&self, repo: &str, digest: &str, file: &Path, size: u64, retries: &Mutex<usize>) -> Result<()> {
+    pub(crate) fn upload(
+        &self,
+        repo: &str,
+        digest: &str,
+        file: &Path,
+        size: u64,
+        retries: &Mutex<usize>,
+    ) -> Result<()> {
         let start = format!("/v2/{repo}/blobs/uploads/");
         let mut attempt = 0;
         loop {
@@ -222,7 +319,7 @@ impl Registry {
         start: &str,
         retries: &Mutex<usize>,
     ) -> Result<()> {
-        let r = self.send(start, retries, || self.agent.post(&self.url(start)).send_empty())?;
+        let r = self.send(start, retries, |a| with(self.agent.post(&self.url(start)), a).send_empty())?;
         if r.status().as_u16() != 202 {
             return Err(self.error(start, format!("starting an upload answered {}", r.status())));
         }
@@ -236,9 +333,7 @@ impl Registry {
                 let n = ((size - offset).min(chunk)) as usize;
                 f.read_exact(&mut buf[..n]).map_err(io(file))?;
                 let range = format!("{}-{}", offset, offset + n as u64 - 1);
-                let r = self
-                    .agent
-                    .patch(&location)
+                let r = with(self.agent.patch(&location), self.authorization_for(start).as_deref())
                     .header("content-type", "application/octet-stream")
                     .header("content-range", &range)
                     .send(&buf[..n])
@@ -255,22 +350,22 @@ impl Registry {
                 offset += n as u64;
             }
             let sep = if location.contains('?') { '&' } else { '?' };
-            let r = self
-                .agent
-                .put(&format!("{location}{sep}digest={digest}"))
-                .send_empty()
-                .map_err(|e| self.error(&format!("/v2/{repo}/blobs/{digest}"), e.to_string()))?;
+            let r = with(
+                self.agent.put(&format!("{location}{sep}digest={digest}")),
+                self.authorization_for(start).as_deref(),
+            )
+            .send_empty()
+            .map_err(|e| self.error(&format!("/v2/{repo}/blobs/{digest}"), e.to_string()))?;
             return self.created(r, repo, digest);
         }
         let mut bytes = Vec::with_capacity(size as usize);
         f.read_to_end(&mut bytes).map_err(io(file))?;
         let sep = if location.contains('?') { '&' } else { '?' };
-        let r = self
-            .agent
-            .put(&format!("{location}{sep}digest={digest}"))
-            .header("content-type", "application/octet-stream")
-            .send(&bytes[..])
-            .map_err(|e| self.error(&format!("/v2/{repo}/blobs/{digest}"), e.to_string()))?;
+        let r =
+            with(self.agent.put(&format!("{location}{sep}digest={digest}")), self.authorization_for(start).as_deref())
+                .header("content-type", "application/octet-stream")
+                .send(&bytes[..])
+                .map_err(|e| self.error(&format!("/v2/{repo}/blobs/{digest}"), e.to_string()))?;
         self.created(r, repo, digest)
     }
 
@@ -285,7 +380,7 @@ impl Registry {
         Ok(())
     }
 
-    fn put_manifest(
+    pub(crate) fn put_manifest(
         &self,
         repo: &str,
         reference: &str,
@@ -294,8 +389,9 @@ impl Registry {
         retries: &Mutex<usize>,
     ) -> Result<()> {
         let path = format!("/v2/{repo}/manifests/{reference}");
-        let r = self
-            .send(&path, retries, || self.agent.put(&self.url(&path)).header("content-type", media_type).send(bytes))?;
+        let r = self.send(&path, retries, |a| {
+            with(self.agent.put(&self.url(&path)), a).header("content-type", media_type).send(bytes)
+        })?;
         if r.status().as_u16() != 201 {
             let status = r.status();
             return Err(self.error(&path, format!("putting the manifest answered {status}: {}", body(r))));
@@ -307,8 +403,9 @@ impl Registry {
     pub fn get_manifest(&self, repo: &str, reference: &str) -> Result<Option<(String, Vec<u8>)>> {
         let path = format!("/v2/{repo}/manifests/{reference}");
         let accept = format!("{INDEX}, {MANIFEST}");
-        let r =
-            self.send(&path, &Mutex::new(0), || self.agent.get(&self.url(&path)).header("accept", &accept).call())?;
+        let r = self.send(&path, &Mutex::new(0), |a| {
+            with(self.agent.get(&self.url(&path)), a).header("accept", &accept).call()
+        })?;
         if r.status().as_u16() == 404 {
             return Ok(None);
         }
@@ -322,308 +419,29 @@ impl Registry {
     }
 }
 
+/// Adds the `Authorization` header when there is one.
+fn with<B>(request: ureq::RequestBuilder<B>, authorization: Option<&str>) -> ureq::RequestBuilder<B> {
+    match authorization {
+        Some(a) => request.header("authorization", a),
+        None => request,
+    }
+}
+
+/// `stella/stella-api` of `/v2/stella/stella-api/blobs/...`; "" for other paths.
+fn repository_of(path: &str) -> String {
+    let rest = path.strip_prefix("/v2/").unwrap_or("");
+    for marker in ["/blobs/", "/manifests/", "/tags/"] {
+        if let Some(i) = rest.find(marker) {
+            return rest[..i].to_string();
+        }
+    }
+    String::new()
+}
+
 fn body(r: Response) -> String {
     let mut text = String::new();
     let _ = r.into_body().into_reader().take(2000).read_to_string(&mut text);
     text
 }
 
-/// The layout as a push plan: manifests by repository (children before parents), the blobs
-/// each repository needs, the tags, and the referrers of each subject.
-struct Plan {
-    /// (repository, manifest digest, media type, bytes), in push order.
-    manifests: Vec<(String, String, String, Vec<u8>)>,
-    /// blob digest → the repositories that need it (in first-use order).
-    blobs: BTreeMap<String, Vec<String>>,
-    /// (repository, tag, manifest digest)
-    tags: Vec<(String, String, String)>,
-    referrers: BTreeMap<(String, String), Vec<serde_json::Value>>,
-}
-
-fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf> {
-    let hex = digest.strip_prefix("sha256:").filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-    let hex = hex.ok_or_else(|| invalid(layout.display(), format!("{digest} is not a sha256 digest")))?;
-    Ok(layout.join("blobs/sha256").join(hex))
-}
-
-/// A manifest's bytes, checked against their digest.
-fn read_checked(layout: &Path, digest: &str) -> Result<Vec<u8>> {
-    let path = blob_path(layout, digest)?;
-    let bytes = std::fs::read(&path).map_err(io(&path))?;
-    if sha256(&bytes) != digest {
-        return Err(invalid(path.display(), "the blob does not match its digest; the layout is damaged"));
-    }
-    Ok(bytes)
-}
-
-fn json(bytes: &[u8], origin: &str) -> Result<serde_json::Value> {
-    serde_json::from_slice(bytes).map_err(|e| invalid(origin, format!("not JSON: {e}")))
-}
-
-impl Plan {
-    fn read(layout: &Path, prefix: &str) -> Result<Plan> {
-        let index_path = layout.join("index.json");
-        let index = json(&std::fs::read(&index_path).map_err(io(&index_path))?, &index_path.display().to_string())?;
-        let entries = index["manifests"].as_array().ok_or_else(|| invalid(index_path.display(), "has no manifests"))?;
-        let repo_of = |image: &str| if prefix.is_empty() { image.to_string() } else { format!("{prefix}/{image}") };
-        let named =
-            |e: &serde_json::Value| e["annotations"]["org.opencontainers.image.ref.name"].as_str().map(str::to_string);
-        // Images first, then tagged artifacts (signatures, provenance), then the rest, so that
-        // every unnamed artifact finds its subject's repository.
-        let mut ordered: Vec<&serde_json::Value> =
-            entries.iter().filter(|e| e["mediaType"] == INDEX && named(e).is_some()).collect();
-        ordered.extend(entries.iter().filter(|e| e["mediaType"] != INDEX && named(e).is_some()));
-        ordered.extend(entries.iter().filter(|e| named(e).is_none()));
-        let mut plan =
-            Plan { manifests: Vec::new(), blobs: BTreeMap::new(), tags: Vec::new(), referrers: BTreeMap::new() };
-        let mut subject_repo: BTreeMap<String, String> = BTreeMap::new();
-        let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
-        for entry in ordered {
-            let digest =
-                entry["digest"].as_str().ok_or_else(|| invalid(index_path.display(), "an entry without digest"))?;
-            let repo = match named(entry) {
-                Some(name) => {
-                    let (image, tag) = name
-                        .split_once(':')
-                        .ok_or_else(|| invalid(index_path.display(), format!("ref name {name} has no tag")))?;
-                    plan.tags.push((repo_of(image), tag.to_string(), digest.to_string()));
-                    repo_of(image)
-                }
-                None => {
-                    let doc = json(&read_checked(layout, digest)?, digest)?;
-                    let subject = doc["subject"]["digest"]
-                        .as_str()
-                        .ok_or_else(|| invalid(digest, "an unnamed entry that is not an attachment"))?;
-                    subject_repo.get(subject).cloned().ok_or_else(|| {
-                        invalid(digest, format!("its subject {subject} is not an image of the layout"))
-                    })?
-                }
-            };
-            let doc = plan.walk(layout, &repo, digest, &mut seen)?;
-            if doc["mediaType"] == INDEX && named(entry).is_some() {
-                subject_repo.insert(digest.to_string(), repo.clone());
-                for m in doc["manifests"].as_array().into_iter().flatten() {
-                    if let Some(d) = m["digest"].as_str() {
-                        subject_repo.insert(d.to_string(), repo.clone());
-                    }
-                }
-            }
-        }
-        Ok(plan)
-    }
-
-    /// Adds the manifest `digest` (children first) and its blobs to the plan for `repo`.
-    fn walk(
-        &mut self,
-        layout: &Path,
-        repo: &str,
-        digest: &str,
-        seen: &mut BTreeSet<(String, String)>,
-    ) -> Result<serde_json::Value> {
-        let bytes = read_checked(layout, digest)?;
-        let doc = json(&bytes, digest)?;
-        if !seen.insert((repo.to_string(), digest.to_string())) {
-            return Ok(doc);
-        }
-        let media = doc["mediaType"].as_str().unwrap_or(MANIFEST).to_string();
-        if media == INDEX {
-            for m in doc["manifests"].as_array().into_iter().flatten() {
-                let child = m["digest"].as_str().ok_or_else(|| invalid(digest, "an index entry without digest"))?;
-                self.walk(layout, repo, child, seen)?;
-            }
-        } else {
-            let config =
-                doc["config"]["digest"].as_str().ok_or_else(|| invalid(digest, "a manifest without config"))?;
-            let mut blobs = vec![config.to_string()];
-            for l in doc["layers"].as_array().into_iter().flatten() {
-                blobs.push(l["digest"].as_str().ok_or_else(|| invalid(digest, "a layer without digest"))?.to_string());
-            }
-            for b in blobs {
-                let repos = self.blobs.entry(b).or_default();
-                if !repos.iter().any(|r| r == repo) {
-                    repos.push(repo.to_string());
-                }
-            }
-        }
-        if let Some(subject) = doc["subject"]["digest"].as_str() {
-            let mut descriptor = serde_json::json!({ "mediaType": media, "digest": digest, "size": bytes.len() });
-            if let Some(t) = doc["artifactType"].as_str().or(doc["config"]["mediaType"].as_str()) {
-                descriptor["artifactType"] = t.into();
-            }
-            self.referrers.entry((repo.to_string(), subject.to_string())).or_default().push(descriptor);
-        }
-        self.manifests.push((repo.to_string(), digest.to_string(), media, bytes));
-        Ok(doc)
-    }
-}
-
-/// Pushes every image of the layout at `layout` to `host`, under `prefix` (`stella` gives
-/// `<host>/stella/<image>`), with its tags and every attached artifact. `progress` is called
-/// with one line per finished blob and per phase.
-pub fn push_layout(
-    layout: &Path,
-    host: &str,
-    prefix: &str,
-    options: Options,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<Pushed> {
-    let registry = Registry::new(host, options.clone())?;
-    registry.ping()?;
-    let plan = Plan::read(layout, prefix)?;
-    let jobs = options.jobs.max(1);
-    let retries = Mutex::new(0usize);
-    let report = Mutex::new(Pushed::default());
-    let total = plan.blobs.len();
-    let done = Mutex::new(0usize);
-    let blobs: Vec<(&String, &Vec<String>)> = plan.blobs.iter().collect();
-    parallel(jobs, &blobs, |(digest, repos)| {
-        push_blob(&registry, layout, digest, repos, &report, &retries)?;
-        let mut n = done.lock().expect("not poisoned");
-        *n += 1;
-        progress(&format!("blob {}/{total} {}", *n, &digest[..19]));
-        Ok(())
-    })?;
-    // Manifests in waves: those without child manifests first, then the indexes over them, so
-    // that no manifest reaches the registry before what it references; each wave in parallel.
-    progress(&format!("manifests: {}", plan.manifests.len()));
-    let mut depth: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    for (repo, digest, media, bytes) in &plan.manifests {
-        let d = if media == INDEX {
-            let doc = json(bytes, digest)?;
-            1 + doc["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m["digest"].as_str())
-                .map(|c| depth.get(&(repo.as_str(), c)).copied().unwrap_or(0))
-                .max()
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        depth.insert((repo.as_str(), digest.as_str()), d);
-    }
-    // Attachments (signatures, SBOMs, provenance: manifests with a subject) after the images,
-    // for registries that look their subject up.
-    let attached: BTreeSet<(&str, &str)> = plan
-        .referrers
-        .values()
-        .flatten()
-        .filter_map(|d| d["digest"].as_str())
-        .flat_map(|d| plan.manifests.iter().filter(move |m| m.1 == d).map(|m| (m.0.as_str(), m.1.as_str())))
-        .collect();
-    let deepest = depth.values().copied().max().unwrap_or(0);
-    for (subject, level) in [false, true].into_iter().flat_map(|a| (0..=deepest).map(move |l| (a, l))) {
-        let wave: Vec<&(String, String, String, Vec<u8>)> = plan
-            .manifests
-            .iter()
-            .filter(|(r, d, _, _)| {
-                let key = (r.as_str(), d.as_str());
-                depth[&key] == level && attached.contains(&key) == subject
-            })
-            .collect();
-        parallel(jobs, &wave, |(repo, digest, media, bytes)| {
-            registry.put_manifest(repo, digest, media, bytes, &retries)?;
-            report.lock().expect("not poisoned").manifests += 1;
-            Ok(())
-        })?;
-    }
-    let by_digest: BTreeMap<(&str, &str), (&str, &[u8])> =
-        plan.manifests.iter().map(|(r, d, m, b)| ((r.as_str(), d.as_str()), (m.as_str(), b.as_slice()))).collect();
-    // Tags, then the referrers tag schema: `<repo>:sha256-<hex>` is an index of the subject's
-    // referrers, for registries without the referrers API.
-    let mut tags: Vec<(String, String, String, Vec<u8>)> = Vec::new();
-    for (repo, tag, digest) in &plan.tags {
-        let (media, bytes) = by_digest[&(repo.as_str(), digest.as_str())];
-        tags.push((repo.clone(), tag.clone(), media.to_string(), bytes.to_vec()));
-    }
-    for ((repo, subject), list) in &plan.referrers {
-        let mut list = list.clone();
-        list.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
-        let fallback = serde_json::json!({ "schemaVersion": 2, "mediaType": INDEX, "manifests": list });
-        tags.push((
-            repo.clone(),
-            subject.replace(':', "-"),
-            INDEX.to_string(),
-            serde_json::to_vec(&fallback).expect("JSON serializes"),
-        ));
-    }
-    parallel(jobs, &tags, |(repo, tag, media, bytes)| {
-        registry.put_manifest(repo, tag, media, bytes, &retries)?;
-        report.lock().expect("not poisoned").tags.insert(format!("{host}/{repo}:{tag}"), sha256(bytes));
-        Ok(())
-    })?;
-    let mut report = report.into_inner().expect("not poisoned");
-    report.retries = retries.into_inner().expect("not poisoned");
-    Ok(report)
-}
-
-/// Runs `f` over `items` on `jobs` threads; stops at the first error and returns it.
-fn parallel<T: Sync>(jobs: usize, items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
-    let next = Mutex::new(0usize);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..jobs.min(items.len()).max(1) {
-            s.spawn(|| {
-                loop {
-                    if failure.lock().expect("not poisoned").is_some() {
-                        return;
-                    }
-                    let i = {
-                        let mut n = next.lock().expect("not poisoned");
-                        *n += 1;
-                        *n - 1
-                    };
-                    let Some(item) = items.get(i) else { return };
-                    if let Err(e) = f(item) {
-                        failure.lock().expect("not poisoned").get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    match failure.into_inner().expect("not poisoned") {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// One blob into every repository that needs it: uploaded once (after checking its digest),
-/// mounted into the others.
-fn push_blob(
-    registry: &Registry,
-    layout: &Path,
-    digest: &str,
-    repos: &[String],
-    report: &Mutex<Pushed>,
-    retries: &Mutex<usize>,
-) -> Result<()> {
-    let mut holder: Option<&str> = None;
-    for repo in repos {
-        let outcome = if registry.blob_exists(repo, digest, retries)? {
-            0
-        } else if let Some(from) = holder
-            && registry.mount(repo, digest, from, retries)?
-        {
-            1
-        } else {
-            let path = blob_path(layout, digest)?;
-            if !registry.options.blobs_checked && sha256_file(&path)? != digest {
-                return Err(invalid(path.display(), "the blob does not match its digest; the layout is damaged"));
-            }
-            let size = std::fs::metadata(&path).map_err(io(&path))?.len();
-            registry.upload(repo, digest, &path, size, retries)?;
-            report.lock().expect("not poisoned").bytes_uploaded += size;
-            2
-        };
-        let mut r = report.lock().expect("not poisoned");
-        match outcome {
-            0 => r.blobs_present += 1,
-            1 => r.blobs_mounted += 1,
-            _ => r.blobs_uploaded += 1,
-        }
-        holder = Some(repo);
-    }
-    Ok(())
-}
+pub use crate::push::push_layout;

@@ -79,8 +79,12 @@ fn extract(archive: &Path, into: &Path, compressed: u64, limits: Limits) -> Resu
     let file = std::fs::File::open(archive).map_err(io(archive))?;
     let decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file))
         .map_err(|e| refuse(archive.display().to_string(), format!("not a zstd archive: {e}")))?;
-    let mut tar = tar::Archive::new(decoder);
     let budget = limits.max_bytes.min(compressed.saturating_mul(limits.max_ratio).max(1 << 20));
+    // The whole decompressed stream is bounded, headers included: the tar reader holds GNU
+    // long names and PAX headers in memory, so a bound on file contents alone would not stop a
+    // header that claims gigabytes. Headers and padding get 1 MiB per thousand entries.
+    let slack = 1 << 20 | (limits.max_entries / 1000 + 1) << 20;
+    let mut tar = tar::Archive::new(Bounded { inner: decoder, left: budget.saturating_add(slack), budget });
     let (mut bytes, mut entries, mut files) = (0u64, 0u64, 0u64);
     let origin = archive.display().to_string();
     for entry in tar.entries().map_err(|e| refuse(&origin, format!("not a tar archive: {e}")))? {
@@ -106,7 +110,8 @@ fn extract(archive: &Path, into: &Path, compressed: u64, limits: Limits) -> Resu
                 format!("is a {kind:?} entry: a bundle holds only files and directories (no links or devices)"),
             ));
         }
-        let size = entry.header().size().map_err(|e| refuse(&name, e.to_string()))?;
+        // The size as a reader of PAX headers sees it (GNU tar honours a PAX `size` too).
+        let size = entry.size();
         bytes = bytes.saturating_add(size);
         if bytes > budget {
             return Err(refuse(
@@ -141,6 +146,26 @@ fn extract(archive: &Path, into: &Path, compressed: u64, limits: Limits) -> Resu
         files += 1;
     }
     Ok(files)
+}
+
+/// A reader that fails once more than its budget has been read.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    budget: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            std::io::Error::other(format!(
+                "the archive expands beyond {} bytes: refusing a possible decompression bomb",
+                self.budget
+            ))
+        })?;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

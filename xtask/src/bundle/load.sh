@@ -2,21 +2,24 @@
 # load.sh: verify this StellaOps bundle, then load its images into a registry.
 #   ./load.sh --to HOST[:PORT] [--prefix stella] [--insecure | --ca-file CA.pem] [--key cosign.pub | --fingerprint sha256:...]
 #   ./load.sh --verify-only [--key cosign.pub | --fingerprint sha256:...]
+# The key or fingerprint must come from StellaOps by another channel than this bundle; only
+# --trust-embedded accepts the fingerprint the bundle carries (proof of integrity, not origin).
 # Nothing is pushed unless bundle.sig (over checksums.txt) and every file check out first.
 # A second run uploads nothing; an interrupted run resumes. Written by `cargo xtask bundle`.
+# Credentials, when the registry asks: STELLA_REGISTRY_USERNAME, STELLA_REGISTRY_PASSWORD(_FILE).
 set -eu
 
-here=$(cd "$(dirname "$0")" && pwd)
+here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 # The fingerprint of the key that signed this bundle, as built. It proves the bundle is whole,
 # not who made it: for that, pass the key or fingerprint you got from StellaOps out of band.
 EMBEDDED_FINGERPRINT="@FINGERPRINT@"
 
 usage() {
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-2}"
 }
 
-to="" prefix="stella" insecure="" ca="" key="" fingerprint="" verify_only="" jobs="4"
+to="" prefix="stella" insecure="" ca="" key="" fingerprint="" verify_only="" jobs="4" embedded=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --to) to="${2:?--to needs HOST[:PORT]}"; shift 2 ;;
@@ -27,6 +30,7 @@ while [ $# -gt 0 ]; do
         --fingerprint) fingerprint="${2:?--fingerprint needs sha256:<hex>}"; shift 2 ;;
         --jobs) jobs="${2:?--jobs needs a number}"; shift 2 ;;
         --verify-only) verify_only=1; shift ;;
+        --trust-embedded) embedded=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "load.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -44,9 +48,13 @@ if [ -n "$key" ]; then
     set -- --key "$key"
 elif [ -n "$fingerprint" ]; then
     set -- --fingerprint "$fingerprint"
-else
-    echo "load.sh: no --key or --fingerprint given: checking against the embedded fingerprint $EMBEDDED_FINGERPRINT" >&2
+elif [ -n "$embedded" ] || [ -n "$verify_only" ]; then
+    echo "load.sh: checking against the fingerprint this bundle carries, $EMBEDDED_FINGERPRINT: this proves the bundle is whole, not who made it" >&2
     set -- --fingerprint "$EMBEDDED_FINGERPRINT"
+else
+    echo "load.sh: give the signing key (--key FILE) or its fingerprint (--fingerprint sha256:...) as StellaOps published them;" >&2
+    echo "         --trust-embedded accepts the fingerprint inside this bundle, which proves integrity only" >&2
+    exit 2
 fi
 
 if [ -n "$verify_only" ]; then

@@ -84,6 +84,15 @@ pub fn build(options: &Options) -> anyhow::Result<Bundle> {
             key_path.display()
         );
     }
+    // The bundle ships deploy/ and docs/ as committed: refuse uncommitted changes there.
+    let dirty = shell::output(
+        std::process::Command::new("git").args(["status", "--porcelain", "--", "deploy", "docs"]).current_dir(&root),
+    )?;
+    if !dirty.trim().is_empty() {
+        bail!(
+            "deploy/ or docs/ has uncommitted changes, which the bundle would ship unsigned by any commit:\n{dirty}  help: commit or stash them first"
+        );
+    }
     // The deployment files must be the ones this build gives.
     crate::deploy::run(&crate::deploy::Options {
         layout: options.layout.clone(),
@@ -211,12 +220,13 @@ fn readme(version: &str, built: &Built, fingerprint: &str) -> String {
     format!(
         "# StellaOps {version}: air-gap bundle\n\n\
          Images of revision {revision}, for linux/amd64 and linux/arm64, each pinned by digest, signed, with SBOMs and provenance.\n\n\
-         Signing key fingerprint: `{fingerprint}`\n\
-         Compare it with the one StellaOps published out of band before trusting anything in this bundle.\n\n\
+         This bundle says it was signed by the key `{fingerprint}`. That line is part of the bundle: trust it only\n\
+         once it matches the fingerprint StellaOps published through another channel, and pass that one (or your\n\
+         trusted copy of the public key) to load.sh:\n\n\
          ## Verify, then load\n\n\
          ```sh\n\
-         ./load.sh --verify-only --fingerprint {fingerprint}\n\
-         ./load.sh --to registry.example.internal:5000 --fingerprint {fingerprint}\n\
+         ./load.sh --verify-only --fingerprint <the published fingerprint>\n\
+         ./load.sh --to registry.example.internal:5000 --key /path/to/trusted/cosign.pub\n\
          ```\n\n\
          `load.sh` runs `bin/stella-load-<arch>`: it checks `bundle.sig` over `checksums.txt` and every file before\n\
          anything else, then pushes every image, signature, SBOM and attestation with digests unchanged, and writes\n\
@@ -224,8 +234,11 @@ fn readme(version: &str, built: &Built, fingerprint: &str) -> String {
          Without running anything from the bundle, with your trusted copy of the key:\n\n\
          ```sh\n\
          base64 -d bundle.sig > /tmp/bundle.sig.der\n\
-         openssl dgst -sha256 -verify cosign.pub -signature /tmp/bundle.sig.der checksums.txt\n\
+         openssl dgst -sha256 -verify /path/to/trusted/cosign.pub -signature /tmp/bundle.sig.der checksums.txt\n\
          sha256sum -c checksums.txt\n\
+         # and no file that checksums.txt does not list:\n\
+         find . -type f ! -name checksums.txt ! -name bundle.sig ! -path './loaded/*' | sed 's|^\\./||' | sort > /tmp/present\n\
+         cut -c67- checksums.txt | sort | diff - /tmp/present\n\
          ```\n\n\
          Contents: `oci/` (one OCI layout with every image), `compose/`, `helm/stella/` (with `values-airgap.yaml`),\n\
          `docs/` (the install guides, offline), `bin/`, `load.sh`, `cosign.pub`, `checksums.txt`, `bundle.sig`.\n\

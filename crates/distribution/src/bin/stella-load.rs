@@ -47,6 +47,8 @@ enum Command {
         /// Plain HTTP to a registry that is not on loopback.
         #[arg(long)]
         insecure: bool,
+        /// Credentials, when the registry asks for them, come from STELLA_REGISTRY_USERNAME and
+        /// STELLA_REGISTRY_PASSWORD (or STELLA_REGISTRY_PASSWORD_FILE), never from the command line.
         /// CA certificates (PEM) the registry's TLS certificate must chain to; implies HTTPS.
         #[arg(long)]
         ca_file: Option<PathBuf>,
@@ -115,6 +117,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 chunk: chunk_mib << 20,
                 blobs_checked: true,
                 ca_file,
+                credentials: stella_distribution::auth::Credentials::from_env()?,
                 ..registry::Options::default()
             };
             let quiet = json;
@@ -175,8 +178,15 @@ fn write_settings(bundle: &Path, to: &str, prefix: &str) -> Result<[PathBuf; 2],
     let env_path = dir.join("compose.env");
     let values_path = dir.join("values-registry.yaml");
     for (path, text) in [(&env_path, env), (&values_path, values)] {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        // A new temporary file (never one that exists, never through a link), then a rename.
+        let tmp =
+            dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok([env_path, values_path])

@@ -83,7 +83,8 @@ pub fn camel(s: &str) -> String {
 
 const DIGEST: &str = "^sha256:[0-9a-f]{64}$";
 
-/// Settings the chart sets itself or that hold secrets: never accepted in a component's `config`.
+/// Settings the chart sets itself (from other values), that hold secrets, or that no deployment
+/// may change: never accepted in a component's `config`.
 pub const RESERVED: &[&str] = &[
     "STELLA_DATABASE_URL",
     "STELLA_REDIS_URL",
@@ -91,7 +92,16 @@ pub const RESERVED: &[&str] = &[
     "STELLA_DISABLE_MERGE",
     "STELLA_QUICKSTART_MODE",
     "STELLA_PORT",
+    "STELLA_LISTEN_ADDR",
     "STELLA_LOG_FORMAT",
+    "STELLA_LOG_LEVEL",
+    "STELLA_DATABASE_POOL_SIZE",
+    "STELLA_OBJECT_STORE_URL",
+    "STELLA_OBJECT_STORE_REGION",
+    "STELLA_OBJECT_STORE_ENDPOINT",
+    "STELLA_DIAGNOSTICS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_RESOURCE_ATTRIBUTES",
 ];
 
 fn image(description: &str, built: &BuiltImage, tag: &str) -> Node {
@@ -318,8 +328,9 @@ pub fn tree(catalog: &Catalog, built: &Built) -> anyhow::Result<Node> {
     let mut bundled = vec![(
         "existingSecret".to_string(),
         string(
-            "Secret with postgres-password, redis-password, database-url and redis-url; empty: the chart \
-             creates one with random passwords and keeps it across upgrades.",
+            "Secret with postgres-password, redis-password, database-url, redis-url and queue-url; empty: the \
+             chart creates one with random passwords and keeps it across upgrades (with `helm install/upgrade`; \
+             GitOps tools that render with `helm template` cannot look it up: give one).",
             "",
         ),
     )];
@@ -470,7 +481,7 @@ fn ingress() -> Node {
 }
 
 fn network_policy() -> Node {
-    let namespace = |d: &str, v: &str| pattern(d, v, "^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$");
+    let namespace = |d: &str, v: &str| pattern(d, v, "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$");
     map(
         "NetworkPolicies: everything denied, then only the ports each component needs.",
         vec![
@@ -482,7 +493,14 @@ fn network_policy() -> Node {
                     "ingress-nginx",
                 ),
             ),
-            ("monitoringNamespace", namespace("Namespace allowed to scrape /metrics; empty: none.", "monitoring")),
+            (
+                "monitoringNamespace",
+                pattern(
+                    "Namespace allowed to scrape /metrics; empty: none.",
+                    "monitoring",
+                    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+                ),
+            ),
             ("dnsNamespace", namespace("Namespace of the cluster DNS, allowed on port 53.", "kube-system")),
             (
                 "egress",
