@@ -37,7 +37,14 @@ fn publish_pushes_every_image_with_its_digests_signatures_and_sboms() {
     let (platform, p) = image.platforms.iter().next().unwrap();
     let tag = p.manifest.replace(':', "-");
     let url = format!("http://{}/v2/{to_prefix}/{}/manifests/{tag}", registry.host, image.name);
-    let mut index: serde_json::Value = serde_json::from_str(&stella_e2e::get(&url).unwrap().1).unwrap();
+    let fetch = || {
+        stella_e2e::run(
+            std::process::Command::new("curl")
+                .args(["-sf", "-H", "accept: application/vnd.oci.image.index.v1+json"])
+                .arg(&url),
+        )
+    };
+    let mut index: serde_json::Value = serde_json::from_str(&fetch()).unwrap();
     let site_entry = serde_json::json!({
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "digest": image.platforms.values().last().unwrap().manifest,
@@ -53,7 +60,7 @@ fn publish_pushes_every_image_with_its_digests_signatures_and_sboms() {
         .unwrap();
     assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
     xtask::registry::push_layout(&layout(), &registry.host, to_prefix, Default::default(), &|_| {}).unwrap();
-    let after = stella_e2e::get(&url).unwrap().1;
+    let after = fetch();
     assert!(
         after.contains("application/vnd.example.site-approval"),
         "{} {platform}: the site's entry was dropped",
