@@ -31,6 +31,22 @@ impl LocalRegistry {
 
     /// With TLS, and with Basic authentication against this htpasswd file (bcrypt), when given.
     pub fn with(tls: Option<(&Path, &Path)>, htpasswd: Option<&Path>) -> LocalRegistry {
+        let auth =
+            htpasswd.map(|file| format!("auth:\n  htpasswd:\n    realm: stella-test\n    path: {}\n", file.display()));
+        LocalRegistry::configured(tls, auth)
+    }
+
+    /// With Bearer token authentication: tokens from `realm`, for `service`, issued by
+    /// `issuer` and signed by a key whose certificate is in `rootcertbundle`.
+    pub fn with_token_auth(realm: &str, service: &str, issuer: &str, rootcertbundle: &Path) -> LocalRegistry {
+        let auth = format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+            rootcertbundle.display()
+        );
+        LocalRegistry::configured(None, Some(auth))
+    }
+
+    fn configured(tls: Option<(&Path, &Path)>, auth: Option<String>) -> LocalRegistry {
         let dir = tempfile::tempdir().unwrap();
         let port = crate::free_port();
         let config = dir.path().join("config.yml");
@@ -41,8 +57,8 @@ impl LocalRegistry {
         if let Some((cert, key)) = tls {
             text.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
         }
-        if let Some(file) = htpasswd {
-            text.push_str(&format!("auth:\n  htpasswd:\n    realm: stella-test\n    path: {}\n", file.display()));
+        if let Some(auth) = auth {
+            text.push_str(&auth);
         }
         std::fs::write(&config, text).unwrap();
         let mut r = LocalRegistry { child: None, host: format!("127.0.0.1:{port}"), config, _dir: dir };

@@ -100,3 +100,49 @@ fn publish_authenticates_to_a_registry_that_asks_for_credentials() {
     ]);
     assert!(inspect.contains(&api.digest), "{inspect}");
 }
+
+#[test]
+fn publish_gets_bearer_tokens_from_the_registrys_token_service() {
+    let built = Built::read(&layout()).expect("the images are built");
+    let dir = tempfile::tempdir().unwrap();
+    let sh =
+        |script: &str| stella_e2e::run(std::process::Command::new("sh").arg("-c").arg(script).current_dir(dir.path()));
+    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=stella-token-issuer \
+        -keyout token.key -out token.pem 2>/dev/null");
+    let port = stella_e2e::free_port();
+    let mut server = std::process::Command::new("python3")
+        .arg(stella_e2e::root().join("tests/fixtures/token_server.py"))
+        .arg(port.to_string())
+        .arg(dir.path().join("token.key"))
+        .arg(dir.path().join("token.pem"))
+        .args(["stella-test-issuer", "ci:t0ken"])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed().as_secs() < 20, "the token service did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let realm = format!("http://127.0.0.1:{port}/token");
+    let registry = LocalRegistry::with_token_auth(
+        &realm,
+        "stella-test-registry",
+        "stella-test-issuer",
+        &dir.path().join("token.pem"),
+    );
+    let options = |password: &str| xtask::registry::Options {
+        credentials: Some(stella_distribution::auth::Credentials { username: "ci".into(), password: password.into() }),
+        ..Default::default()
+    };
+    let refused = xtask::registry::push_layout(&layout(), &registry.host, "stella", options("wrong"), &|_| {});
+    let pushed = xtask::registry::push_layout(&layout(), &registry.host, "stella", options("t0ken"), &|_| {});
+    let _ = server.kill();
+    let _ = server.wait();
+    let refused = refused.unwrap_err().to_string();
+    assert!(refused.contains("credentials") || refused.contains("401"), "{refused}");
+    let pushed = pushed.unwrap();
+    assert!(pushed.blobs_uploaded > 0 && pushed.tags.len() >= built.images.len(), "{pushed:?}");
+    // Shared layers went into the second repository by cross-repository mount, which needs a
+    // token for both repositories.
+    assert!(pushed.blobs_mounted > 0, "{pushed:?}");
+}
