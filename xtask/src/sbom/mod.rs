@@ -258,28 +258,38 @@ pub fn document(
         .filter_map(|p| p.license.as_ref())
         .flat_map(|l| l.extracted.iter().map(|(id, text)| (id.as_str(), text.as_str())))
         .collect();
-    let mut doc = json!({
-        "spdxVersion": "SPDX-2.3",
-        "dataLicense": "CC0-1.0",
-        "SPDXID": "SPDXRef-DOCUMENT",
-        "name": format!("{} {platform}", image.name),
-        "creationInfo": {
-            "created": plan.created,
-            "creators": [format!("Tool: stella-xtask-{}", env!("CARGO_PKG_VERSION")), format!("Organization: {vendor}")],
-        },
-        "packages": packages,
-        "files": files,
-        "relationships": relationships,
-    });
+    let mut doc = header(plan, &vendor, format!("{} {platform}", image.name));
+    doc["packages"] = json!(packages);
+    doc["files"] = json!(files);
+    doc["relationships"] = json!(relationships);
     if !extracted.is_empty() {
         doc["hasExtractedLicensingInfos"] = extracted
             .iter()
             .map(|(id, text)| json!({ "licenseId": id, "name": id.trim_start_matches("LicenseRef-"), "extractedText": text }))
             .collect();
     }
+    finish(doc, &format!("{}/{}", image.name, platform.replace('/', "-")))
+}
+
+/// What every SPDX document here starts with: version, data license, name, creation info.
+fn header(plan: &Plan, vendor: &str, name: String) -> Value {
+    json!({
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": name,
+        "creationInfo": {
+            "created": plan.created,
+            "creators": [format!("Tool: stella-xtask-{}", env!("CARGO_PKG_VERSION")), format!("Organization: {vendor}")],
+        },
+    })
+}
+
+/// Adds the namespace, derived from the content (so it is unique and reproducible), and
+/// encodes the document.
+fn finish(mut doc: Value, path: &str) -> Vec<u8> {
     let content = crate::layer::sha256(&encode(&doc));
-    doc["documentNamespace"] =
-        json!(format!("https://stella-ops.org/spdx/{}/{}/{}", image.name, platform.replace('/', "-"), &content[7..]));
+    doc["documentNamespace"] = json!(format!("https://stella-ops.org/spdx/{path}/{}", &content[7..]));
     encode(&doc)
 }
 
@@ -323,22 +333,12 @@ pub fn index_document(plan: &Plan, image: &ImagePlan, index: &str, manifests: &[
             json!({ "spdxElementId": "SPDXRef-Index", "relationshipType": "CONTAINS", "relatedSpdxElement": id }),
         );
     }
-    let mut doc = json!({
-        "spdxVersion": "SPDX-2.3",
-        "dataLicense": "CC0-1.0",
-        "SPDXID": "SPDXRef-DOCUMENT",
-        "name": format!("{} index", image.name),
-        "creationInfo": {
-            "created": plan.created,
-            "creators": [format!("Tool: stella-xtask-{}", env!("CARGO_PKG_VERSION")), format!("Organization: {vendor}")],
-        },
-        "packages": packages,
-        "relationships": relationships,
-    });
-    let content = crate::layer::sha256(&encode(&doc));
-    doc["documentNamespace"] = json!(format!("https://stella-ops.org/spdx/{}/index/{}", image.name, &content[7..]));
-    encode(&doc)
+    let mut doc = header(plan, &vendor, format!("{} index", image.name));
+    doc["packages"] = json!(packages);
+    doc["relationships"] = json!(relationships);
+    finish(doc, &format!("{}/index", image.name))
 }
+
 /// Compact JSON, keys sorted (serde_json's map is ordered by key), every control character
 /// escaped: the same document always gives the same bytes, and any JSON parser reads them.
 pub fn encode(doc: &Value) -> Vec<u8> {
