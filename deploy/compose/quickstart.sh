@@ -88,6 +88,13 @@ done
 if [ ! -s .secrets/database-url ]; then
     printf 'postgres://postgres:%s@stella-postgres:5432/stella\n' "$(cat .secrets/postgres-password)" >.secrets/database-url
 fi
+# The URLs of Redis and NATS, as every service reads them (the Helm chart mounts the same files).
+if [ ! -s .secrets/redis-url ]; then
+    printf 'redis://:%s@stella-redis:6379\n' "$(cat .secrets/redis-password)" >.secrets/redis-url
+fi
+if [ ! -s .secrets/queue-url ]; then
+    printf 'nats://stella-nats:4222\n' >.secrets/queue-url
+fi
 chmod 644 .secrets/*
 umask 022
 

@@ -46,6 +46,8 @@ pub const SECRETS: &[(&str, &str)] = &[
     ("postgres-password", "PostgreSQL superuser password (stella-postgres initialises its volume with it)"),
     ("database-url", "postgres://postgres:<password>@stella-postgres:5432/stella, read by every service"),
     ("redis-password", "Redis password (requirepass)"),
+    ("redis-url", "redis://:<password>@stella-redis:6379, read by every service"),
+    ("queue-url", "nats://stella-nats:4222, read by every service"),
 ];
 
 /// The volume of the services' own state (the export center's local object store).
@@ -142,10 +144,20 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
             writeln!(w, "      STELLA_DATABASE_URL_FILE: \"/run/secrets/database-url\"")?;
         }
         if !job {
+            // The same dependency settings as the Helm chart gives every component.
+            writeln!(w, "      STELLA_REDIS_URL_FILE: \"/run/secrets/redis-url\"")?;
+            writeln!(w, "      STELLA_QUEUE_URL_FILE: \"/run/secrets/queue-url\"")?;
+            writeln!(w, "      STELLA_OBJECT_STORE_URL: \"file:///var/lib/stella/objects\"")?;
+        }
+        if !job {
             writeln!(w, "      OTEL_EXPORTER_OTLP_ENDPOINT: \"${{OTEL_EXPORTER_OTLP_ENDPOINT:-}}\"")?;
         }
-        if database {
+        if job && database {
             writeln!(w, "    secrets: [\"database-url\"]")?;
+        } else if database {
+            writeln!(w, "    secrets: [\"database-url\", \"redis-url\", \"queue-url\"]")?;
+        } else if !job {
+            writeln!(w, "    secrets: [\"redis-url\", \"queue-url\"]")?;
         }
         if *name == "stella-export" {
             writeln!(w, "    volumes: [{}]", q(&format!("{STATE_VOLUME}:/var/lib/stella")))?;
