@@ -5,6 +5,7 @@
 //! by the binaries themselves (`describe --json`), through the same library code as
 //! `cargo xtask`, so a new service is covered without editing any test.
 
+pub mod http;
 pub mod pg;
 pub mod registry;
 

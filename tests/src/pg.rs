@@ -120,6 +120,11 @@ impl Postgres {
 
     /// Runs SQL as the `stella` user and returns psql's unaligned output.
     pub fn query(&self, sql: &str) -> String {
+        self.try_query(sql).unwrap_or_else(|e| panic!("psql {sql}: {e}"))
+    }
+
+    /// Like [`Postgres::query`], but a failing statement is an `Err` with psql's message.
+    pub fn try_query(&self, sql: &str) -> Result<String, String> {
         let out = Command::new("psql")
             .args([
                 "-h",
@@ -131,11 +136,13 @@ impl Postgres {
                 "-d",
                 "stella",
             ])
-            .args(["-Atqc", sql])
+            .args(["-v", "ON_ERROR_STOP=1", "-Atqc", sql])
             .output()
             .expect("running psql");
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     pub fn socket_dir(&self) -> &Path {

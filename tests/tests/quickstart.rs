@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use stella_e2e::http::call;
 use stella_e2e::{output, run};
 use xtask::assemble::Built;
 
@@ -178,6 +179,25 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
         "SELECT slug FROM stella.tenants ORDER BY slug",
     ]));
     assert!(tenants.lines().any(|l| l == "default"), "seed tenant missing: {tenants}");
+    // ... and visible through the API with the admin's first-login credentials: the demo scans'
+    // findings, and the advisory linkset where two sources disagree, both originals linked.
+    let api = format!("http://127.0.0.1:{}", stack.port("STELLA_API_PORT"));
+    let conseiller = format!("http://127.0.0.1:{}", stack.port("STELLA_CONSEILLER_PORT"));
+    let login = |password: &str| {
+        let body = serde_json::json!({"username": "admin", "password": password}).to_string();
+        let r = call("POST", &format!("{api}/api/v1/auth/login"), None, Some(body.as_bytes()), &[]);
+        assert_eq!(r.status, 201, "login: {}", r.text());
+        r.json()["token"].as_str().unwrap().to_string()
+    };
+    let token = login(&admin);
+    let findings = call("GET", &format!("{api}/api/v1/findings"), Some(&token), None, &[]).json();
+    assert_eq!(findings["total"], 4, "seeded findings: {findings}");
+    let linkset = call("GET", &format!("{conseiller}/api/v1/advisories/linksets/CVE-2020-26235"), Some(&token), None, &[]);
+    assert_eq!(linkset.json()["links"].as_array().map(Vec::len), Some(2), "{}", linkset.text());
+    // A scan imported now must survive backup, reset and restore.
+    let sbom = br#"{"bomFormat":"CycloneDX","specVersion":"1.5","components":[{"purl":"pkg:npm/lodash@4.17.15"}]}"#;
+    let imported = call("POST", &format!("{api}/api/v1/scans?name=before-backup"), Some(&token), Some(sbom), &[]);
+    assert_eq!(imported.status, 201, "{}", imported.text());
 
     // A second run keeps the secrets and the running containers.
     let (again, _) = stack.quickstart(registry_port);
@@ -249,6 +269,15 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     );
     assert_eq!(psql("SELECT v FROM backup_marker").trim(), "kept");
     assert!(psql("SELECT slug FROM stella.tenants").lines().any(|l| l == "default"));
+    assert!(
+        stella_e2e::wait_status(&format!("{api}/health/readiness"), 200, Duration::from_secs(60)).is_some(),
+        "the API is not ready after the restore"
+    );
+    let token = login(&admin);
+    let scans = call("GET", &format!("{api}/api/v1/scans"), Some(&token), None, &[]).json();
+    let names: Vec<&str> = scans.as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
+    assert!(names.contains(&"before-backup") && names.contains(&"demo-web"), "after the restore: {names:?}");
+    assert_eq!(call("GET", &format!("{api}/api/v1/findings"), Some(&token), None, &[]).json()["total"], 5);
     assert_eq!(redis_cli(&["GET", "backup:marker"]), "kept");
     let containers = stack.containers();
     assert_eq!(containers.len(), built.images.len());

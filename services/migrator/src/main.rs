@@ -1,5 +1,6 @@
 //! `stella-migrator`: the one-shot job that applies database migrations and, with `--seed`,
-//! loads the quickstart seed data; it exits 0 when the schema is current.
+//! creates the default tenant and its admin (when `STELLA_ADMIN_PASSWORD` is set) and in
+//! quickstart mode loads the demonstration data (`stella_core::seed`); it exits 0 when done.
 //!
 //! Migrations are embedded at compile time and applied by sqlx's migrator, which takes a
 //! PostgreSQL advisory lock (two migrators started at once cannot race), records a checksum per
@@ -26,6 +27,15 @@ fn migrator() -> sqlx::migrate::Migrator {
     m
 }
 
+const ADMIN_PASSWORD: Setting = Setting {
+    name: "STELLA_ADMIN_PASSWORD",
+    kind: Kind::Text,
+    default: Default::None,
+    secret: true,
+    description: "With --seed: the password of the `admin` user of the default tenant, set when the user is created \
+                  (an existing admin keeps its password). Required in quickstart mode. Prefer STELLA_ADMIN_PASSWORD_FILE.",
+};
+
 const WAIT: Setting = Setting {
     name: "STELLA_MIGRATOR_WAIT",
     kind: Kind::Duration,
@@ -44,11 +54,15 @@ fn main() -> std::process::ExitCode {
         let after = applied(&pool).await?;
         info!(applied = after - before, total = after, "database schema is current");
         if args.seed {
-            seed(&pool).await.context("loading seed data")?;
+            let quickstart = ctx.config.bool("STELLA_QUICKSTART_MODE");
+            stella_core::seed::run(&pool, ctx.config.text(ADMIN_PASSWORD.name), quickstart)
+                .await
+                .context("loading seed data")?;
         }
         Ok(())
     })
     .setting(WAIT)
+    .setting(ADMIN_PASSWORD)
     .main()
 }
 
@@ -85,17 +99,4 @@ async fn applied(pool: &PgPool) -> anyhow::Result<i64> {
     // Schema-qualified like the history itself: unqualified, it resolved only for a login named
     // `stella` (search_path's "$user"), and the quickstart logs in as `postgres`.
     Ok(sqlx::query_scalar("SELECT count(*) FROM stella._sqlx_migrations WHERE success").fetch_one(pool).await?)
-}
-
-/// The quickstart seed: idempotent, so running it again changes nothing.
-async fn seed(pool: &PgPool) -> anyhow::Result<()> {
-    let inserted = sqlx::query(
-        "INSERT INTO stella.tenants (slug, display_name) VALUES ('default', 'Default tenant') \
-         ON CONFLICT (slug) DO NOTHING",
-    )
-    .execute(pool)
-    .await?
-    .rows_affected();
-    info!(tenants_created = inserted, "seed data loaded");
-    Ok(())
 }

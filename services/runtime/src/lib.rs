@@ -102,7 +102,12 @@ pub struct Service {
     aggregation_only: bool,
     routes: Option<RoutesFn>,
     job: Option<JobFn>,
+    checks: Vec<(&'static str, Check)>,
 }
+
+/// A service's own check of one setting's value, beyond its kind: the error says what is
+/// expected, and the service exits 78 like for any other bad value.
+pub type Check = fn(&str) -> Result<(), String>;
 
 impl Service {
     /// A long-running HTTP service on its documented default port.
@@ -114,6 +119,7 @@ impl Service {
             aggregation_only: false,
             routes: None,
             job: None,
+            checks: Vec::new(),
         }
     }
 
@@ -130,11 +136,19 @@ impl Service {
             aggregation_only: false,
             routes: None,
             job: Some(Box::new(move |ctx, args| Box::pin(job(ctx, args)))),
+            checks: Vec::new(),
         }
     }
 
     /// Adds a service-specific setting.
     pub fn setting(mut self, setting: Setting) -> Service {
+        self.settings.push(setting);
+        self
+    }
+
+    /// Adds a service-specific setting whose value `check` validates at start-up.
+    pub fn checked_setting(mut self, setting: Setting, check: Check) -> Service {
+        self.checks.push((setting.name, check));
         self.settings.push(setting);
         self
     }
@@ -218,6 +232,15 @@ impl Service {
                     self.name
                 ),
             });
+        }
+        for (name, check) in &self.checks {
+            if let Some(value) = config.text(name) {
+                check(value).map_err(|expected| config::ConfigError::Invalid {
+                    name: name.to_string(),
+                    value: format!("{value:?}"),
+                    expected,
+                })?;
+            }
         }
         if let Some(url) = config.text("STELLA_DATABASE_URL") {
             if let Err(e) = sqlx::postgres::PgConnectOptions::from_str(url) {

@@ -48,6 +48,7 @@ pub const SECRETS: &[(&str, &str)] = &[
     ("redis-password", "Redis password (requirepass)"),
     ("redis-url", "redis://:<password>@stella-redis:6379, read by every service"),
     ("queue-url", "nats://stella-nats:4222, read by every service"),
+    ("admin-password", "password of the `admin` user of the default tenant, set when stella-migrator first creates it"),
 ];
 
 /// The volume of the services' own state (the export center's local object store).
@@ -133,7 +134,11 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
         writeln!(w, "    <<: *hardening")?;
         writeln!(w, "    image: {}", q(&reference(built, tag)))?;
         if job {
-            writeln!(w, "    # A one-shot job: migrations, then the quickstart seed; the services start after it.")?;
+            writeln!(
+                w,
+                "    # A one-shot job: migrations, then the admin account and (in quickstart mode) the demo data;"
+            )?;
+            writeln!(w, "    # the services start after it.")?;
             writeln!(w, "    restart: \"no\"")?;
             writeln!(w, "    command: [\"--seed\"]")?;
         }
@@ -152,8 +157,12 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
         if !job {
             writeln!(w, "      OTEL_EXPORTER_OTLP_ENDPOINT: \"${{OTEL_EXPORTER_OTLP_ENDPOINT:-}}\"")?;
         }
+        if job {
+            // The admin's first password; an existing admin keeps its own (stella_core::seed).
+            writeln!(w, "      STELLA_ADMIN_PASSWORD_FILE: \"/run/secrets/admin-password\"")?;
+        }
         if job && database {
-            writeln!(w, "    secrets: [\"database-url\"]")?;
+            writeln!(w, "    secrets: [\"database-url\", \"admin-password\"]")?;
         } else if database {
             writeln!(w, "    secrets: [\"database-url\", \"redis-url\", \"queue-url\"]")?;
         } else if !job {

@@ -566,6 +566,18 @@ fn migrator(built: &BuiltImage, tag: &str) -> Node {
             ("backoffLimit", integer("Retries of a failed migration before the release fails.", 2, 0, 10)),
             ("activeDeadlineSeconds", integer("Time the migration may take.", 600, 30, 86400)),
             (
+                "admin",
+                map(
+                    "The first administrator. With a Secret named here the migrator creates the `admin` user of the \
+                     `default` tenant with that password, once (an existing admin keeps its password). Empty: no \
+                     account is created; the chart has no default credentials.",
+                    vec![
+                        ("existingSecret", string("Secret holding the first admin's password (12 characters or more).", "")),
+                        ("secretKey", pattern("Key of that Secret.", "admin-password", "^[-._a-zA-Z0-9]+$")),
+                    ],
+                ),
+            ),
+            (
                 "breakGlass",
                 map(
                     "A suspended CronJob an operator starts by hand (kubectl create job --from=cronjob/...).",

@@ -1,0 +1,85 @@
+//! The one error type of the core, and how each variant answers over HTTP.
+//!
+//! Bad input is a 4xx whose message names the document and the problem; database failures are
+//! logged in full and answered with a generic 500, so no SQL or connection detail leaks.
+
+use stella_runtime::axum::Json;
+use stella_runtime::axum::http::StatusCode;
+use stella_runtime::axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request or document is malformed: `what` names it, `problem` says what is wrong.
+    #[error("{what}: {problem}")]
+    BadInput { what: String, problem: String },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("database: {0}")]
+    Database(#[from] stella_runtime::sqlx::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn bad(what: impl Into<String>, problem: impl Into<String>) -> Error {
+        Error::BadInput { what: what.into(), problem: problem.into() }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadInput { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Database(stella_runtime::sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Error::BadInput { .. } => "bad_input",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::Unavailable(_) => "unavailable",
+            Error::Database(_) | Error::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            Error::Database(e) => {
+                stella_runtime::tracing::error!(error = %e, "database error");
+                "the database failed to answer; see the service log".to_string()
+            }
+            Error::Internal(e) => {
+                stella_runtime::tracing::error!(error = %e, "internal error");
+                "internal error; see the service log".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut response =
+            (status, Json(serde_json::json!({"error": self.code(), "message": message}))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert("www-authenticate", "Bearer realm=\"stella\"".parse().expect("static header"));
+        }
+        response
+    }
+}

@@ -1,0 +1,68 @@
+//! The StellaOps core: the domain logic behind the service images, on PostgreSQL.
+//!
+//! Each service binary wires one part of it into the shared runtime:
+//! - [`authority`] (in `stella-api`): tenants, users, API tokens and the [`authority::Caller`]
+//!   every protected route extracts;
+//! - [`aggregation`] (in `stella-conseiller` and `stella-excitator`): source documents stored
+//!   exactly as received and grouped into linksets that point at each original. There is no
+//!   merge: nothing here writes a record that combines two documents;
+//! - [`scans`] (in `stella-api`): SBOM import, matching against advisories, VEX application,
+//!   findings and the Vulnerability Explorer query;
+//! - [`policy`] (in `stella-policy`): versioned policies and the verdict worker;
+//! - [`ledger`] (in `stella-ledger` and every writer): the append-only, hash-chained event log;
+//! - [`seed`] (in `stella-migrator --seed`): the quickstart data, loaded through the same paths.
+//!
+//! The parsers ([`osv`], [`openvex`], [`sbom`]) and the version logic ([`version`], [`purl`])
+//! are pure and unit-tested; everything that touches the database is tested against a real
+//! PostgreSQL in `tests/tests/core.rs`.
+
+pub mod aggregation;
+pub mod authority;
+pub mod ledger;
+pub mod openvex;
+pub mod osv;
+pub mod policy;
+pub mod purl;
+pub mod routes;
+pub mod sbom;
+pub mod scans;
+pub mod seed;
+pub mod sources;
+pub mod version;
+
+mod error;
+
+pub use error::Error;
+use stella_runtime::sqlx::PgPool;
+
+/// What every core route handler shares: the database pool, when configured.
+#[derive(Clone)]
+pub struct Core {
+    db: Option<PgPool>,
+}
+
+impl Core {
+    pub fn new(ctx: &stella_runtime::Context) -> Core {
+        Core { db: ctx.db.clone() }
+    }
+
+    pub fn from_pool(db: PgPool) -> Core {
+        Core { db: Some(db) }
+    }
+
+    /// The pool, or 503 naming the missing setting: the contract routes of a service run
+    /// without a database, its domain routes cannot.
+    pub fn db(&self) -> Result<&PgPool, Error> {
+        self.db.as_ref().ok_or_else(|| {
+            Error::Unavailable(
+                "this service needs PostgreSQL: set STELLA_DATABASE_URL or STELLA_DATABASE_URL_FILE".into(),
+            )
+        })
+    }
+}
+
+/// The SHA-256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
