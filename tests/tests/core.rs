@@ -482,3 +482,129 @@ fn scans_findings_verdicts_and_the_ledger() {
     assert_eq!(verdicts[0]["outcome"], "fail");
     assert!(Path::new(&stella_e2e::root().join("services/core/seed/README.md")).exists());
 }
+
+/// A source at an http:// URL that is down at first: the fetch is retried with backoff within a
+/// poll, and the document is stored once the server answers.
+#[test]
+fn url_sources_are_fetched_with_retries() {
+    let mut stack = Stack::new(Some(&admin_only()));
+    let served = tempfile::tempdir().unwrap();
+    let doc = osv("GHSA-cccc-cccc-cccc", "CVE-2099-0003", "LOW", "2.0.0");
+    std::fs::write(served.path().join("advisory.json"), &doc).unwrap();
+    let port = free_port();
+    let source = format!("remote=http://127.0.0.1:{port}/advisory.json");
+    stack.start("api", &[]);
+    stack.start(
+        "conseiller",
+        &[("STELLA_SOURCES", source), ("STELLA_SOURCES_INTERVAL", "1h".into()), ("STELLA_SOURCES_ATTEMPTS", "6".into())],
+    );
+    // Nothing listens yet: the first attempts fail. The server comes up within the backoff.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut server = std::process::Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+        .current_dir(served.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    let token = stack.admin_token();
+    let linkset = eventually("the URL source ingested after retries", Duration::from_secs(30), || {
+        let r = stack.get("conseiller", "/api/v1/advisories/linksets/CVE-2099-0003", &token);
+        (r.status == 200).then(|| r.json())
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(linkset["links"][0]["source"], "remote");
+    assert_eq!(linkset["links"][0]["locator"], format!("http://127.0.0.1:{port}/advisory.json"));
+    let raw = stack.get("conseiller", linkset["links"][0]["raw"].as_str().unwrap(), &token);
+    assert_eq!(raw.body, doc.as_bytes());
+    assert_eq!(stack.pg.query("SELECT count(*) FROM stella.source_documents"), "1");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Runs `requests` across `threads` threads; returns the sorted latencies and the wall time.
+fn load(threads: usize, requests: usize, f: impl Fn(usize) + Sync) -> (Vec<Duration>, Duration) {
+    let start = Instant::now();
+    let mut latencies: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let f = &f;
+                s.spawn(move || {
+                    (t..requests)
+                        .step_by(threads)
+                        .map(|i| {
+                            let begin = Instant::now();
+                            f(i);
+                            begin.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    latencies.sort();
+    (latencies, start.elapsed())
+}
+
+/// A bounded load test on loopback: concurrent SBOM imports and findings queries against the
+/// API on a real PostgreSQL, every answer checked; p50, p99 and throughput printed beside a
+/// baseline measured in the same run (`GET /version`, which touches no database). No timing is
+/// asserted: figures go to the closing notes, not into pass or fail.
+#[test]
+fn load_sbom_imports_and_findings_queries() {
+    let mut stack = Stack::new(Some(&quickstart()));
+    stack.start("api", &[("STELLA_DATABASE_POOL_SIZE", "8".into())]);
+    let token = stack.admin_token();
+    const THREADS: usize = 4;
+    const IMPORTS: usize = 120;
+    const QUERIES: usize = 600;
+    // Each SBOM: 40 components, two of which match seeded advisories.
+    let sbom = |i: usize| {
+        let mut components: Vec<Value> = (0..38)
+            .map(|c| serde_json::json!({"type": "library", "name": format!("lib{c}"), "purl": format!("pkg:npm/lib{c}@1.{i}.{c}")}))
+            .collect();
+        components.push(serde_json::json!({"type": "library", "name": "lodash", "purl": format!("pkg:npm/lodash@4.17.{}", i % 20)}));
+        components.push(serde_json::json!({"type": "library", "name": "log4j-core",
+            "purl": format!("pkg:maven/org.apache.logging.log4j/log4j-core@2.{}.0", i % 15)}));
+        serde_json::json!({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": components}).to_string()
+    };
+    let url = stack.url("api", "/api/v1/scans");
+    let (imports, imports_wall) = load(THREADS, IMPORTS, |i| {
+        let r = call("POST", &format!("{url}?name=load-{i}"), Some(&token), Some(sbom(i).as_bytes()), &[]);
+        assert_eq!(r.status, 201, "import {i}: {}", r.text());
+        assert_eq!(r.json()["findings"]["total"], 2, "import {i}: {}", r.text());
+    });
+    let findings = stack.url("api", "/api/v1/findings");
+    let filters = ["severity=critical", "status=affected&limit=20", "package=lodash&offset=40", "advisory=CVE-2021-44228", ""];
+    let (queries, queries_wall) = load(THREADS, QUERIES, |i| {
+        let r = call("GET", &format!("{findings}?{}", filters[i % filters.len()]), Some(&token), None, &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.json()["total"].as_i64().unwrap() > 0);
+    });
+    let version = stack.url("api", "/version");
+    let (baseline, baseline_wall) = load(THREADS, QUERIES, |_| {
+        assert_eq!(call("GET", &version, None, None, &[]).status, 200);
+    });
+    assert_eq!(stack.pg.query("SELECT count(*) FROM stella.scans WHERE name LIKE 'load-%'"), IMPORTS.to_string());
+    let verify = call("GET", &format!("http://127.0.0.1:{}/api/v1/findings?limit=1", stack.services["api"].1), Some(&token), None, &[]);
+    assert_eq!(verify.json()["total"], 4 + 2 * IMPORTS as i64);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let row = |what: &str, l: &[Duration], wall: Duration| {
+        println!(
+            "{what:<32} {:>5} requests  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>7.1} req/s  (p50 {:.1}x baseline)",
+            l.len(),
+            ms(percentile(l, 0.5)),
+            ms(percentile(l, 0.99)),
+            l.len() as f64 / wall.as_secs_f64(),
+            percentile(l, 0.5).as_secs_f64() / percentile(&baseline, 0.5).as_secs_f64()
+        );
+    };
+    println!("load test, {THREADS} client threads on loopback, API pool of 8 connections:");
+    row("baseline GET /version", &baseline, baseline_wall);
+    row("POST /api/v1/scans (40 components)", &imports, imports_wall);
+    row("GET /api/v1/findings (filters)", &queries, queries_wall);
+}
