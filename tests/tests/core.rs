@@ -496,7 +496,11 @@ fn url_sources_are_fetched_with_retries() {
     stack.start("api", &[]);
     stack.start(
         "conseiller",
-        &[("STELLA_SOURCES", source), ("STELLA_SOURCES_INTERVAL", "1h".into()), ("STELLA_SOURCES_ATTEMPTS", "6".into())],
+        &[
+            ("STELLA_SOURCES", source),
+            ("STELLA_SOURCES_INTERVAL", "1h".into()),
+            ("STELLA_SOURCES_ATTEMPTS", "6".into()),
+        ],
     );
     // Nothing listens yet: the first attempts fail. The server comes up within the backoff.
     std::thread::sleep(Duration::from_millis(1500));
@@ -567,7 +571,9 @@ fn load_sbom_imports_and_findings_queries() {
         let mut components: Vec<Value> = (0..38)
             .map(|c| serde_json::json!({"type": "library", "name": format!("lib{c}"), "purl": format!("pkg:npm/lib{c}@1.{i}.{c}")}))
             .collect();
-        components.push(serde_json::json!({"type": "library", "name": "lodash", "purl": format!("pkg:npm/lodash@4.17.{}", i % 20)}));
+        components.push(
+            serde_json::json!({"type": "library", "name": "lodash", "purl": format!("pkg:npm/lodash@4.17.{}", i % 20)}),
+        );
         components.push(serde_json::json!({"type": "library", "name": "log4j-core",
             "purl": format!("pkg:maven/org.apache.logging.log4j/log4j-core@2.{}.0", i % 15)}));
         serde_json::json!({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": components}).to_string()
@@ -579,7 +585,8 @@ fn load_sbom_imports_and_findings_queries() {
         assert_eq!(r.json()["findings"]["total"], 2, "import {i}: {}", r.text());
     });
     let findings = stack.url("api", "/api/v1/findings");
-    let filters = ["severity=critical", "status=affected&limit=20", "package=lodash&offset=40", "advisory=CVE-2021-44228", ""];
+    let filters =
+        ["severity=critical", "status=affected&limit=20", "package=lodash&offset=40", "advisory=CVE-2021-44228", ""];
     let (queries, queries_wall) = load(THREADS, QUERIES, |i| {
         let r = call("GET", &format!("{findings}?{}", filters[i % filters.len()]), Some(&token), None, &[]);
         assert_eq!(r.status, 200, "{}", r.text());
@@ -590,7 +597,13 @@ fn load_sbom_imports_and_findings_queries() {
         assert_eq!(call("GET", &version, None, None, &[]).status, 200);
     });
     assert_eq!(stack.pg.query("SELECT count(*) FROM stella.scans WHERE name LIKE 'load-%'"), IMPORTS.to_string());
-    let verify = call("GET", &format!("http://127.0.0.1:{}/api/v1/findings?limit=1", stack.services["api"].1), Some(&token), None, &[]);
+    let verify = call(
+        "GET",
+        &format!("http://127.0.0.1:{}/api/v1/findings?limit=1", stack.services["api"].1),
+        Some(&token),
+        None,
+        &[],
+    );
     assert_eq!(verify.json()["total"], 4 + 2 * IMPORTS as i64);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let row = |what: &str, l: &[Duration], wall: Duration| {

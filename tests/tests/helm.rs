@@ -337,7 +337,11 @@ fn check_scenario(
     let admin_secret = values["migrator"]["admin"]["existingSecret"].as_str().unwrap_or_default();
     let env: Vec<&str> = migrator["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(env.contains(&"STELLA_ADMIN_PASSWORD_FILE"), !admin_secret.is_empty(), "{name}");
-    assert_eq!(migrator["args"].as_array().is_some_and(|a| a.contains(&"--seed".into())), !admin_secret.is_empty(), "{name}");
+    assert_eq!(
+        migrator["args"].as_array().is_some_and(|a| a.contains(&"--seed".into())),
+        !admin_secret.is_empty(),
+        "{name}"
+    );
     if !admin_secret.is_empty() {
         let volumes = job["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
         assert!(volumes.iter().any(|v| v["secret"]["secretName"] == admin_secret), "{name}");

@@ -192,7 +192,8 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     let token = login(&admin);
     let findings = call("GET", &format!("{api}/api/v1/findings"), Some(&token), None, &[]).json();
     assert_eq!(findings["total"], 4, "seeded findings: {findings}");
-    let linkset = call("GET", &format!("{conseiller}/api/v1/advisories/linksets/CVE-2020-26235"), Some(&token), None, &[]);
+    let linkset =
+        call("GET", &format!("{conseiller}/api/v1/advisories/linksets/CVE-2020-26235"), Some(&token), None, &[]);
     assert_eq!(linkset.json()["links"].as_array().map(Vec::len), Some(2), "{}", linkset.text());
     // A scan imported now must survive backup, reset and restore.
     let sbom = br#"{"bomFormat":"CycloneDX","specVersion":"1.5","components":[{"purl":"pkg:npm/lodash@4.17.15"}]}"#;

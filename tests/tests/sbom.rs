@@ -114,13 +114,21 @@ fn the_sbom_lists_exactly_what_cargo_tree_lists() {
     for (platform, p) in &image.platforms {
         let triple = xtask::catalog::Platform::parse(platform).unwrap().triple;
         let doc = json(&attached[&p.manifest]);
-        let build_only: BTreeSet<&str> = doc["relationships"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["relationshipType"] == "BUILD_DEPENDENCY_OF")
-            .map(|r| r["spdxElementId"].as_str().unwrap())
-            .collect();
+        // Linked crates are those some linked element DEPENDS_ON; a crate may also be a build
+        // dependency of another (libc of jobserver, for a build script), which does not make it
+        // build-only.
+        let related = |kind: &str, end: &str| -> BTreeSet<&str> {
+            doc["relationships"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["relationshipType"] == kind)
+                .map(|r| r[end].as_str().unwrap())
+                .collect()
+        };
+        let depended_on = related("DEPENDS_ON", "relatedSpdxElement");
+        let build_only: BTreeSet<&str> =
+            related("BUILD_DEPENDENCY_OF", "spdxElementId").difference(&depended_on).copied().collect();
         let mut linked = BTreeSet::new();
         for pkg in doc["packages"].as_array().unwrap() {
             let id = pkg["SPDXID"].as_str().unwrap();

@@ -8,7 +8,7 @@
 
 use xtask::plan::{Pin, Request};
 
-const GOLDEN: &str = "sha256:d2c684ba6c75169d6a0a3f4e108e55cd89446b295cbed017712d26a3cbda34cf";
+const GOLDEN: &str = "sha256:01435fb7189e17e167ad5fc5fa06426f17dc3ec66f8384706487914eaa92d98c";
 
 fn build(out: &std::path::Path) -> (Vec<u8>, xtask::assemble::Built) {
     let fixtures = xtask::shell::root().join("tests/fixtures/golden");

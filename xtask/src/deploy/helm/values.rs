@@ -572,7 +572,10 @@ fn migrator(built: &BuiltImage, tag: &str) -> Node {
                      `default` tenant with that password, once (an existing admin keeps its password). Empty: no \
                      account is created; the chart has no default credentials.",
                     vec![
-                        ("existingSecret", string("Secret holding the first admin's password (12 characters or more).", "")),
+                        (
+                            "existingSecret",
+                            string("Secret holding the first admin's password (12 characters or more).", ""),
+                        ),
                         ("secretKey", pattern("Key of that Secret.", "admin-password", "^[-._a-zA-Z0-9]+$")),
                     ],
                 ),
