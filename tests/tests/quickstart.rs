@@ -298,8 +298,12 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
 #[test]
 fn the_committed_compose_file_is_current_valid_and_pinned_by_digest() {
     let layout = xtask::images::default_out();
-    let options =
-        xtask::deploy::Options { layout: layout.clone(), out: stella_e2e::root().join("deploy"), check: true };
+    let options = xtask::deploy::Options {
+        layout: layout.clone(),
+        out: stella_e2e::root().join("deploy"),
+        docs: None,
+        check: true,
+    };
     xtask::deploy::run(&options).expect("deploy/compose is current (run `cargo xtask deploy` and commit)");
     let built = Built::read(&layout).unwrap();
     let dir = tempfile::tempdir().unwrap();

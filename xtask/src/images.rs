@@ -23,6 +23,8 @@ pub fn default_out() -> PathBuf {
 /// Plans, builds and assembles; returns the record written to `<out>/images.json`.
 pub fn build(request: &Request, quiet: bool) -> anyhow::Result<(Plan, Built)> {
     let plan = plan::plan(request)?;
+    // Two builds into one layout would share its staging directory: the second waits.
+    let _lock = lock(&plan.out, quiet)?;
     if plan.dirty && !quiet {
         eprintln!(
             "warning: the working tree has uncommitted changes; revision {} does not describe them",
@@ -37,6 +39,23 @@ pub fn build(request: &Request, quiet: bool) -> anyhow::Result<(Plan, Built)> {
     let binaries = compile::compile(&plan)?;
     let built = assemble::assemble(&plan, &binaries, quiet)?;
     Ok((plan, built))
+}
+
+/// An exclusive lock on `<out>.lock`, held until the guard drops (the OS releases it if the
+/// process dies, so a crashed build never leaves a stale lock).
+fn lock(out: &std::path::Path, quiet: bool) -> anyhow::Result<std::fs::File> {
+    let path = out.with_extension("lock");
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    if file.try_lock().is_err() {
+        if !quiet {
+            eprintln!("waiting for another build that writes {} (lock {})", out.display(), path.display());
+        }
+        file.lock().with_context(|| format!("locking {}", path.display()))?;
+    }
+    Ok(file)
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
@@ -101,4 +120,18 @@ pub fn human(bytes: u64) -> String {
 /// Relative paths are taken from the current directory, as a user expects.
 pub fn absolute(path: PathBuf) -> PathBuf {
     if path.is_absolute() { path } else { std::env::current_dir().unwrap_or_else(|_| shell::root()).join(path) }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    #[test]
+    fn a_second_build_of_the_same_layout_waits_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("oci");
+        let held = super::lock(&out, true).unwrap();
+        let other = std::fs::File::create(out.with_extension("lock")).unwrap();
+        assert!(other.try_lock().is_err(), "the lock is not exclusive");
+        drop(held);
+        assert!(other.try_lock().is_ok(), "the lock outlived its guard");
+    }
 }

@@ -116,6 +116,7 @@ fn deploy(f: flags::DeployFlags) -> anyhow::Result<()> {
     let options = xtask::deploy::Options {
         layout: f.layout.map(images::absolute).unwrap_or_else(images::default_out),
         out: f.out.map(images::absolute).unwrap_or_else(|| xtask::shell::root().join("deploy")),
+        docs: None,
         check: f.check,
     };
     let written = xtask::deploy::run(&options)?;

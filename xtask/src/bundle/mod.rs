@@ -97,6 +97,7 @@ pub fn build(options: &Options) -> anyhow::Result<Bundle> {
     crate::deploy::run(&crate::deploy::Options {
         layout: options.layout.clone(),
         out: root.join("deploy"),
+        docs: None,
         check: true,
     })
     .context("the bundle ships the committed deployment files")?;

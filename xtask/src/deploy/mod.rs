@@ -4,10 +4,12 @@
 //!
 //! Generated: `deploy/compose/docker-compose.yml` and `deploy/compose/.env.example` (the scripts
 //! beside them, `quickstart.sh`, `backup.sh`, `reset.sh`, are written by hand and read these), and
-//! the chart's generated files (see [`helm`]).
+//! the chart's generated files (see [`helm`]), and under `docs/` the configuration reference
+//! (see [`reference`]).
 
 pub mod compose;
 pub mod helm;
+pub mod reference;
 
 use std::path::{Path, PathBuf};
 
@@ -20,11 +22,20 @@ pub struct Options {
     pub layout: PathBuf,
     /// Where `compose/` is written (default deploy/ at the workspace root).
     pub out: PathBuf,
+    /// Where the generated pages are written (default docs/ at the workspace root).
+    pub docs: Option<PathBuf>,
     pub check: bool,
 }
 
+/// Where a generated file goes: under the deployment directory or under docs/.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Root {
+    Deploy,
+    Docs,
+}
+
 /// The files `deploy` owns, relative to the output directory, with their content.
-pub fn generate(root: &Path, layout: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+pub fn generate(root: &Path, layout: &Path) -> anyhow::Result<Vec<(Root, PathBuf, String)>> {
     let catalog = crate::catalog::load(&root.join("images.toml"), &crate::workspace::package_binaries()?)?;
     let built = Built::read(layout)?;
     for (name, image) in &catalog.images {
@@ -45,16 +56,23 @@ pub fn generate(root: &Path, layout: &Path) -> anyhow::Result<Vec<(PathBuf, Stri
         (PathBuf::from("compose/.env.example"), compose::env_example(&catalog)?),
     ];
     files.extend(helm::files(&catalog, &built)?);
+    let mut files: Vec<(Root, PathBuf, String)> = files.into_iter().map(|(p, c)| (Root::Deploy, p, c)).collect();
+    files.push((Root::Docs, PathBuf::from(reference::PATH), reference::page(&catalog, &built)?));
     Ok(files)
 }
 
 /// Writes (or with `check`, compares) every generated file; returns the paths.
 pub fn run(options: &Options) -> anyhow::Result<Vec<PathBuf>> {
-    let files = generate(&crate::shell::root(), &options.layout)?;
+    let root = crate::shell::root();
+    let files = generate(&root, &options.layout)?;
+    let docs = options.docs.clone().unwrap_or_else(|| root.join("docs"));
     let mut stale = Vec::new();
     let mut written = Vec::new();
-    for (rel, content) in &files {
-        let path = options.out.join(rel);
+    for (base, rel, content) in &files {
+        let path = match base {
+            Root::Deploy => options.out.join(rel),
+            Root::Docs => docs.join(rel),
+        };
         if options.check {
             if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
                 stale.push(path.display().to_string());
