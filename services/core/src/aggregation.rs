@@ -311,3 +311,29 @@ pub async fn rejections(db: &PgPool, kind: Kind, page: Page) -> Result<Value, Er
             .collect(),
     ))
 }
+
+/// The declaration of an aggregator binary (Conseiller or Excitator): aggregation only, the
+/// source settings, the routes of `kind`, and the source poller started with them. One function
+/// for both, so neither can miss a setting or a guard the other has.
+pub fn service(name: &'static str, port: u16, kind: Kind) -> stella_runtime::Service {
+    let mut service = stella_runtime::Service::server(name, port)
+        .aggregation_only()
+        .checked_setting(crate::sources::SOURCES, crate::sources::check);
+    for s in crate::sources::SETTINGS {
+        service = service.setting(*s);
+    }
+    // Route builders are plain functions (no captures), one per kind. They run once, inside the
+    // runtime, before the server starts: the place to start the poller.
+    fn advisories(ctx: &stella_runtime::Context) -> stella_runtime::axum::Router {
+        crate::sources::spawn(ctx, Kind::Advisory);
+        crate::routes::aggregation(crate::Core::new(ctx), Kind::Advisory)
+    }
+    fn vex(ctx: &stella_runtime::Context) -> stella_runtime::axum::Router {
+        crate::sources::spawn(ctx, Kind::Vex);
+        crate::routes::aggregation(crate::Core::new(ctx), Kind::Vex)
+    }
+    service.routes(match kind {
+        Kind::Advisory => advisories,
+        Kind::Vex => vex,
+    })
+}

@@ -269,35 +269,36 @@ pub async fn findings(db: &PgPool, caller: &Caller, filters: &Filters, page: Pag
     {
         return Err(Error::bad("status", format!("`{s}` is not one of {}", crate::openvex::STATUSES.join(", "))));
     }
-    const WHERE: &str = "WHERE f.tenant_id = $1 AND ($2::TEXT IS NULL OR f.severity = $2) AND ($3::TEXT IS NULL OR f.status = $3)
-           AND ($4::TEXT IS NULL OR f.purl ILIKE '%' || $4 || '%') AND ($5::TEXT IS NULL OR f.linkset = $5 OR $5 = ANY (f.aliases))
-           AND ($6::BIGINT IS NULL OR f.scan_id = $6)";
-    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM stella.findings f {WHERE}")))
-        .bind(caller.tenant_id)
-        .bind(&filters.severity)
-        .bind(&filters.status)
-        .bind(&filters.package)
-        .bind(&filters.advisory)
-        .bind(filters.scan)
-        .fetch_one(db)
-        .await?;
+    // One filter clause for the count and the page: a macro, so both queries stay static strings
+    // and bind the same parameters in the same order.
+    macro_rules! filtered {
+        () => {
+            "FROM stella.findings f
+             WHERE f.tenant_id = $1 AND ($2::TEXT IS NULL OR f.severity = $2) AND ($3::TEXT IS NULL OR f.status = $3)
+               AND ($4::TEXT IS NULL OR f.purl ILIKE '%' || $4 || '%') AND ($5::TEXT IS NULL OR f.linkset = $5 OR $5 = ANY (f.aliases))
+               AND ($6::BIGINT IS NULL OR f.scan_id = $6)"
+        };
+        ($query:expr) => {
+            $query
+                .bind(caller.tenant_id)
+                .bind(&filters.severity)
+                .bind(&filters.status)
+                .bind(&filters.package)
+                .bind(&filters.advisory)
+                .bind(filters.scan)
+        };
+    }
+    let total: i64 = filtered!(sqlx::query_scalar(concat!("SELECT count(*) ", filtered!()))).fetch_one(db).await?;
     type Row = (i64, i64, String, String, String, String, Vec<String>, String, String, Vec<i64>, Value, Option<String>);
-    // The only text spliced in is the constant WHERE above; every value is a bind parameter.
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<Row> = filtered!(sqlx::query_as(concat!(
         "SELECT f.id, f.scan_id, f.purl, f.package, f.version, f.linkset, f.aliases, f.severity, f.status,
                 f.advisory_documents, f.vex,
-                (SELECT v.outcome FROM stella.verdicts v WHERE v.scan_id = f.scan_id ORDER BY v.policy_version DESC LIMIT 1)
-         FROM stella.findings f {WHERE}
-         ORDER BY CASE f.severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 ELSE 0 END DESC,
+                (SELECT v.outcome FROM stella.verdicts v WHERE v.scan_id = f.scan_id ORDER BY v.policy_version DESC LIMIT 1) ",
+        filtered!(),
+        " ORDER BY CASE f.severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 ELSE 0 END DESC,
                   f.id
          LIMIT $7 OFFSET $8"
     )))
-    .bind(caller.tenant_id)
-    .bind(&filters.severity)
-    .bind(&filters.status)
-    .bind(&filters.package)
-    .bind(&filters.advisory)
-    .bind(filters.scan)
     .bind(page.limit)
     .bind(page.offset)
     .fetch_all(db)

@@ -1,23 +1,8 @@
 //! `stella-excitator`: VEX aggregator (Vexer) on port 8085, aggregation only.
 //!
-//! Polls the configured OpenVEX sources, stores every document as received and serves linksets that
-//! link to the originals (`stella_core::aggregation`). There is no merge path.
-
-use stella_core::aggregation::Kind;
-use stella_core::sources;
+//! Polls the configured OpenVEX sources, stores every document as received and serves linksets
+//! that link to the originals (`stella_core::aggregation`). There is no merge path.
 
 fn main() -> std::process::ExitCode {
-    let mut service = stella_runtime::Service::server("excitator", 8085)
-        .aggregation_only()
-        .checked_setting(sources::SOURCES, sources::check);
-    for s in sources::SETTINGS {
-        service = service.setting(*s);
-    }
-    service
-        .routes(|ctx| {
-            // The route builder runs once, inside the runtime, before the server starts.
-            sources::spawn(ctx, Kind::Vex);
-            stella_core::routes::aggregation(stella_core::Core::new(ctx), Kind::Vex)
-        })
-        .main()
+    stella_core::aggregation::service("excitator", 8085, stella_core::aggregation::Kind::Vex).main()
 }
