@@ -361,9 +361,12 @@ fn scans_findings_verdicts_and_the_ledger() {
     let (code, log) = stack.migrate(Some(&quickstart()));
     assert_eq!(code, 0, "second seed: {log}");
     assert!(
-        log.contains("\"documents_stored\":0") && log.contains("\"scans_imported\":0"),
+        log.contains("\"documents_stored\":0")
+            && log.contains("\"scans_imported\":0")
+            && log.contains("\"packs_registered\":0"),
         "re-seeding added data: {log}"
     );
+    assert_eq!(stack.pg.query("SELECT name || ' ' || version FROM stella.task_packs"), "stack-health 1.0.0");
     stack.start("api", &[]);
     stack.start("policy", &[("STELLA_POLICY_INTERVAL", "200ms".into())]);
     stack.start("ledger", &[]);
@@ -620,4 +623,87 @@ fn load_sbom_imports_and_findings_queries() {
     row("baseline GET /version", &baseline, baseline_wall);
     row("POST /api/v1/scans (40 components)", &imports, imports_wall);
     row("GET /api/v1/findings (filters)", &queries, queries_wall);
+}
+
+/// A loopback listener that answers every connection with `200 OK` and counts them.
+struct Listener {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Listener {
+    fn start() -> Listener {
+        use std::io::{Read as _, Write as _};
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in socket.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Listener { port, accepted }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Task packs: registration is validated and immutable per version; in offline mode a step to a
+/// host outside the allow-list fails with the egress error and opens no connection (the listener
+/// sees nothing); with the host allowed, the same pack succeeds.
+#[test]
+fn offline_mode_blocks_egress_before_connecting() {
+    let mut stack = Stack::new(Some(&admin_only()));
+    stack.start("api", &[]);
+    let offline = [("STELLA_OFFLINE", "true".to_string()), ("STELLA_TASKS_INTERVAL", "100ms".to_string())];
+    stack.start("task-runner", &offline);
+    let token = stack.admin_token();
+    let listener = Listener::start();
+    let pack = format!(
+        r#"{{"apiVersion": "stella-ops.org/v1", "kind": "TaskPack", "name": "mirror-check", "version": "1.0.0",
+            "steps": [{{"id": "pause", "type": "wait", "seconds": 0}},
+                      {{"id": "fetch", "type": "http", "url": "http://127.0.0.1:{}/osv/index.json"}}]}}"#,
+        listener.port
+    );
+    let packs = stack.url("task-runner", "/api/v1/packs");
+    assert_eq!(call("POST", &packs, Some(&token), Some(pack.as_bytes()), &[]).status, 201);
+    assert_eq!(call("POST", &packs, Some(&token), Some(pack.as_bytes()), &[]).status, 200, "the same pack again");
+    let changed = pack.replace("\"seconds\": 0", "\"seconds\": 1");
+    let r = call("POST", &packs, Some(&token), Some(changed.as_bytes()), &[]);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("new version"), "{}", r.text());
+    let r = call("POST", &packs, Some(&token), Some(pack.replace("\"wait\"", "\"sleep\"").as_bytes()), &[]);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("unknown variant `sleep`"), "{}", r.text());
+
+    let run_until_done = |stack: &Stack| -> Value {
+        let start = call("POST", &stack.url("task-runner", "/api/v1/packs/mirror-check/runs"), Some(&token), None, &[]);
+        assert_eq!(start.status, 202, "{}", start.text());
+        let id = start.json()["id"].as_i64().unwrap();
+        eventually("the run finishes", Duration::from_secs(20), || {
+            let run = stack.get("task-runner", &format!("/api/v1/runs/{id}"), &token).json();
+            ["succeeded", "failed"].contains(&run["status"].as_str().unwrap()).then_some(run)
+        })
+    };
+    let run = run_until_done(&stack);
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["reason"], "step fetch: egress blocked: 127.0.0.1 is not allowed in offline mode", "{run}");
+    assert_eq!(run["steps"][0]["status"], "succeeded");
+    assert_eq!(run["steps"][1]["status"], "failed");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(listener.connections(), 0, "offline mode opened a connection");
+
+    // The same pack with the host allowed: the step connects and the run succeeds.
+    stack.start("task-runner", &[offline[0].clone(), offline[1].clone(), ("STELLA_EGRESS_ALLOW", "127.0.0.1".into())]);
+    let run = run_until_done(&stack);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(listener.connections(), 1);
+    assert!(run["steps"][1]["detail"].as_str().unwrap().ends_with(": 200"), "{run}");
 }

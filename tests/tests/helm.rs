@@ -332,6 +332,13 @@ fn check_scenario(
         job["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap().contains("/stella-migrator:"),
         "{name}"
     );
+    // The air-gap values turn on the task runner's offline mode.
+    if name == "airgap" {
+        let offline = kind(docs, "ConfigMap").into_iter().any(|c| {
+            c["metadata"]["name"].as_str().unwrap().contains("task-runner") && c["data"]["STELLA_OFFLINE"] == "true"
+        });
+        assert!(offline, "{name}: the task runner is not in offline mode");
+    }
     // The first admin: only from a Secret the operator names; otherwise no account and no --seed.
     let migrator = &job["spec"]["template"]["spec"]["containers"][0];
     let admin_secret = values["migrator"]["admin"]["existingSecret"].as_str().unwrap_or_default();

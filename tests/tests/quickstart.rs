@@ -195,6 +195,20 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     let linkset =
         call("GET", &format!("{conseiller}/api/v1/advisories/linksets/CVE-2020-26235"), Some(&token), None, &[]);
     assert_eq!(linkset.json()["links"].as_array().map(Vec::len), Some(2), "{}", linkset.text());
+    // The seeded task pack runs inside the stack: the task runner reaches every service it names.
+    let runner = format!("http://127.0.0.1:{}", stack.port("STELLA_TASK_RUNNER_PORT"));
+    let started = call("POST", &format!("{runner}/api/v1/packs/stack-health/runs"), Some(&token), None, &[]);
+    assert_eq!(started.status, 202, "{}", started.text());
+    let run_url = format!("{runner}/api/v1/runs/{}", started.json()["id"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pack_run = loop {
+        let r = call("GET", &run_url, Some(&token), None, &[]).json();
+        if r["status"] == "succeeded" || r["status"] == "failed" || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(pack_run["status"], "succeeded", "the stack-health pack: {pack_run}");
     // A scan imported now must survive backup, reset and restore.
     let sbom = br#"{"bomFormat":"CycloneDX","specVersion":"1.5","components":[{"purl":"pkg:npm/lodash@4.17.15"}]}"#;
     let imported = call("POST", &format!("{api}/api/v1/scans?name=before-backup"), Some(&token), Some(sbom), &[]);

@@ -21,6 +21,7 @@ pub mod authority;
 pub mod ledger;
 pub mod openvex;
 pub mod osv;
+pub mod packs;
 pub mod policy;
 pub mod purl;
 pub mod routes;
@@ -28,6 +29,7 @@ pub mod sbom;
 pub mod scans;
 pub mod seed;
 pub mod sources;
+pub mod taskrunner;
 pub mod version;
 
 mod error;

@@ -13,7 +13,7 @@ use stella_runtime::axum::{Json, Router};
 
 use crate::aggregation::{self, Kind, Outcome, Page};
 use crate::authority::{self, Caller};
-use crate::{Core, Error, ledger, policy, scans};
+use crate::{Core, Error, ledger, policy, scans, taskrunner};
 
 /// Largest SBOM or source document accepted by upload.
 const UPLOAD_LIMIT: usize = 32 << 20;
@@ -266,4 +266,40 @@ async fn events(
 
 async fn verify(State(core): State<Core>, _: Caller) -> Result<Json<ledger::Verification>, Error> {
     Ok(Json(ledger::verify(core.db()?).await?))
+}
+
+/// `stella-task-runner`: task packs and their runs.
+pub fn task_runner(core: Core) -> Router {
+    Router::new()
+        .route("/api/v1/packs", get(list_packs).post(register_pack))
+        .route("/api/v1/packs/{name}/runs", post(start_run))
+        .route("/api/v1/runs/{id}", get(get_run))
+        .with_state(core)
+}
+
+async fn register_pack(State(core): State<Core>, caller: Caller, body: Bytes) -> Result<impl IntoResponse, Error> {
+    let (created, pack) = taskrunner::register(core.db()?, &caller, &body).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(pack)))
+}
+
+async fn list_packs(State(core): State<Core>, caller: Caller) -> Result<Json<Value>, Error> {
+    Ok(Json(taskrunner::list(core.db()?, &caller).await?))
+}
+
+#[derive(Deserialize)]
+struct PackVersion {
+    version: Option<String>,
+}
+
+async fn start_run(
+    State(core): State<Core>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(v): Query<PackVersion>,
+) -> Result<impl IntoResponse, Error> {
+    Ok((StatusCode::ACCEPTED, Json(taskrunner::start(core.db()?, &caller, &name, v.version.as_deref()).await?)))
+}
+
+async fn get_run(State(core): State<Core>, caller: Caller, Path(id): Path<i64>) -> Result<Json<Value>, Error> {
+    Ok(Json(taskrunner::run(core.db()?, &caller, id).await?))
 }

@@ -46,6 +46,9 @@ pub const SBOMS: &[(&str, &[u8])] = &[
     ("demo-web", include_bytes!("../seed/sboms/demo-web.cdx.json")),
 ];
 
+/// `(name, bytes)` of every seeded task pack.
+pub const PACKS: &[(&str, &[u8])] = &[("stack-health", include_bytes!("../seed/packs/stack-health.json"))];
+
 /// Creates the tenant and its administrator (when a password is given), and in quickstart mode
 /// the demonstration data.
 pub async fn run(db: &PgPool, admin_password: Option<&str>, quickstart: bool) -> Result<(), Error> {
@@ -81,7 +84,13 @@ pub async fn run(db: &PgPool, admin_password: Option<&str>, quickstart: bool) ->
             imported += 1;
         }
     }
-    info!(documents_stored = stored, scans_imported = imported, "quickstart seed loaded");
+    let mut packs = 0;
+    for (_, bytes) in PACKS {
+        if crate::taskrunner::register(db, &admin, bytes).await?.0 {
+            packs += 1;
+        }
+    }
+    info!(documents_stored = stored, scans_imported = imported, packs_registered = packs, "quickstart seed loaded");
     Ok(())
 }
 

@@ -1,0 +1,228 @@
+//! Task packs: a declarative, versioned list of steps the task runner executes, and the egress
+//! policy of offline mode.
+//!
+//! A pack is JSON (`task-pack.schema.json` beside this crate is its JSON Schema, checked against
+//! these types by a unit test):
+//! ```json
+//! {"apiVersion": "stella-ops.org/v1", "kind": "TaskPack", "name": "mirror-check", "version": "1.0.0",
+//!  "steps": [{"id": "fetch", "type": "http", "url": "http://mirror.internal/osv/index.json"},
+//!            {"id": "pause", "type": "wait", "seconds": 2}]}
+//! ```
+//! In offline mode (`STELLA_OFFLINE=true`, the air-gap values), a step that would reach a host
+//! outside `STELLA_EGRESS_ALLOW` fails before any connection is attempted.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use stella_runtime::config::{Default as Fallback, Kind as SettingKind, Setting};
+
+pub const API_VERSION: &str = "stella-ops.org/v1";
+
+/// A task pack.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pack {
+    /// Always `stella-ops.org/v1`.
+    pub api_version: String,
+    /// Always `TaskPack`.
+    pub kind: String,
+    /// Lower-case letters, digits and '-'.
+    pub name: String,
+    /// A semantic version; a pack's content is fixed per version.
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Run in order; the first failing step fails the run.
+    pub steps: Vec<Step>,
+}
+
+/// One step.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Step {
+    /// An HTTP request; succeeds when the answer has `expectStatus` (default: any 2xx).
+    Http {
+        id: String,
+        #[serde(default = "get")]
+        method: String,
+        url: String,
+        #[serde(default, rename = "expectStatus", skip_serializing_if = "Option::is_none")]
+        expect_status: Option<u16>,
+    },
+    /// A pause of `seconds` (at most 3600).
+    Wait { id: String, seconds: u64 },
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+impl Step {
+    pub fn id(&self) -> &str {
+        match self {
+            Step::Http { id, .. } | Step::Wait { id, .. } => id,
+        }
+    }
+}
+
+/// Parses and validates a pack; the error names the field.
+pub fn parse(bytes: &[u8]) -> Result<Pack, String> {
+    let pack: Pack = serde_json::from_slice(bytes).map_err(|e| format!("not a task pack: {e}"))?;
+    if pack.api_version != API_VERSION {
+        return Err(format!("apiVersion: `{}` is not {API_VERSION}", pack.api_version));
+    }
+    if pack.kind != "TaskPack" {
+        return Err(format!("kind: `{}` is not TaskPack", pack.kind));
+    }
+    let name_ok = !pack.name.is_empty()
+        && pack.name.len() <= 63
+        && pack.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !name_ok {
+        return Err(format!("name: `{}` must be 1 to 63 lower-case letters, digits or '-'", pack.name));
+    }
+    semver::Version::parse(&pack.version)
+        .map_err(|e| format!("version: `{}` is not a semantic version ({e})", pack.version))?;
+    if pack.steps.is_empty() {
+        return Err("steps: a pack needs at least one step".into());
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, step) in pack.steps.iter().enumerate() {
+        if !ids.insert(step.id()) {
+            return Err(format!("steps[{i}].id: `{}` is used twice", step.id()));
+        }
+        match step {
+            Step::Http { url, method, .. } => {
+                host_of(url).map_err(|e| format!("steps[{i}].url: {e}"))?;
+                if !["GET", "HEAD", "POST", "PUT", "DELETE"].contains(&method.as_str()) {
+                    return Err(format!("steps[{i}].method: `{method}` is not GET, HEAD, POST, PUT or DELETE"));
+                }
+            }
+            Step::Wait { seconds, .. } if *seconds > 3600 => {
+                return Err(format!("steps[{i}].seconds: {seconds} is more than 3600"));
+            }
+            Step::Wait { .. } => {}
+        }
+    }
+    Ok(pack)
+}
+
+/// The host of an http(s) URL, lower-case, without port or brackets.
+pub fn host_of(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or(format!("`{url}` is not an http:// or https:// URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    if host.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(host.to_ascii_lowercase())
+}
+
+pub const OFFLINE: Setting = Setting {
+    name: "STELLA_OFFLINE",
+    kind: SettingKind::Bool,
+    default: Fallback::Value("false"),
+    secret: false,
+    description: "Offline mode (air gap): a task step that would reach a host outside STELLA_EGRESS_ALLOW fails before \
+                  connecting, with `egress blocked: <host> is not allowed in offline mode`.",
+};
+pub const EGRESS_ALLOW: Setting = Setting {
+    name: "STELLA_EGRESS_ALLOW",
+    kind: SettingKind::Text,
+    default: Fallback::None,
+    secret: false,
+    description: "Offline mode: the hosts task steps may reach, comma-separated; `*.example.org` allows its subdomains.",
+};
+
+/// Where steps may connect.
+#[derive(Clone, Debug)]
+pub struct Egress {
+    pub offline: bool,
+    pub allow: Vec<String>,
+}
+
+impl Egress {
+    pub fn new(offline: bool, allow: Option<&str>) -> Egress {
+        let allow = allow
+            .unwrap_or_default()
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        Egress { offline, allow }
+    }
+
+    /// `Err` with the message the run records when `url` may not be reached.
+    pub fn check(&self, url: &str) -> Result<(), String> {
+        if !self.offline {
+            return Ok(());
+        }
+        let host = host_of(url)?;
+        let allowed = self.allow.iter().any(|a| match a.strip_prefix("*.") {
+            Some(suffix) => host.ends_with(&format!(".{suffix}")),
+            None => *a == host,
+        });
+        if allowed { Ok(()) } else { Err(format!("egress blocked: {host} is not allowed in offline mode")) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PACK: &str = r#"{"apiVersion":"stella-ops.org/v1","kind":"TaskPack","name":"p","version":"1.0.0",
+        "steps":[{"id":"a","type":"http","url":"https://user@Mirror.Internal:8443/x?y"},{"id":"b","type":"wait","seconds":1}]}"#;
+
+    #[test]
+    fn packs_parse_and_errors_name_the_field() {
+        let p = parse(PACK.as_bytes()).unwrap();
+        assert_eq!(p.steps.len(), 2);
+        assert!(parse(PACK.replace("1.0.0", "one").as_bytes()).unwrap_err().starts_with("version: `one`"));
+        assert!(
+            parse(PACK.replace("\"b\"", "\"a\"").as_bytes()).unwrap_err().contains("steps[1].id: `a` is used twice")
+        );
+        assert!(
+            parse(PACK.replace("\"seconds\":1", "\"seconds\":1,\"x\":2").as_bytes())
+                .unwrap_err()
+                .contains("unknown field `x`")
+        );
+        assert!(parse(PACK.replace("https://", "ftp://").as_bytes()).unwrap_err().starts_with("steps[0].url"));
+    }
+
+    #[test]
+    fn offline_mode_allows_only_listed_hosts() {
+        let online = Egress::new(false, None);
+        assert!(online.check("http://anywhere.example/x").is_ok());
+        let offline = Egress::new(true, Some("mirror.internal, *.corp.example"));
+        assert!(offline.check("https://user@Mirror.Internal:8443/x").is_ok());
+        assert!(offline.check("http://feeds.corp.example/").is_ok());
+        assert!(offline.check("http://corp.example/").is_err());
+        assert_eq!(
+            offline.check("http://[::1]:9/x").unwrap_err(),
+            "egress blocked: ::1 is not allowed in offline mode"
+        );
+    }
+
+    /// The committed JSON Schema is the one these types give (update: STELLA_UPDATE_SCHEMA=1).
+    #[test]
+    fn the_committed_schema_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("task-pack.schema.json");
+        let schema = serde_json::to_string_pretty(&schemars::schema_for!(Pack)).unwrap() + "\n";
+        if std::env::var_os("STELLA_UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &schema).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            committed,
+            schema,
+            "{} is stale: run STELLA_UPDATE_SCHEMA=1 cargo test -p stella-core",
+            path.display()
+        );
+    }
+}
