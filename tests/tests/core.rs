@@ -337,6 +337,19 @@ fn authority_tokens_roles_and_tenants() {
     let r = call("GET", &api("/api/v1/scans"), Some(&admin), None, &[("x-stella-tenant", "other")]);
     assert_eq!(r.status, 403);
     assert!(r.text().contains("belongs to tenant `default`, not `other`"), "{}", r.text());
+    // Advisories and VEX apply to every tenant: another tenant's admin may not upload them.
+    stack.start("excitator", &[]);
+    let vex = openvex("https://other/vex/1", "CVE-2021-44228", "not_affected");
+    let r = call(
+        "POST",
+        &stack.url("excitator", "/api/v1/vex/documents?name=x.json"),
+        Some(&alice),
+        Some(vex.as_bytes()),
+        &[],
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("only an admin of the `default` tenant"), "{}", r.text());
+    assert_eq!(stack.pg.query("SELECT count(*) FROM stella.source_documents"), "0");
     assert!(!stack.log("api").contains(PASSWORD) && !stack.log("api").contains(&admin), "a secret reached the log");
 }
 
@@ -452,6 +465,12 @@ fn scans_findings_verdicts_and_the_ledger() {
         assert_eq!(r.status, 422, "{}", r.text());
         assert!(r.text().contains(problem), "{}", r.text());
     }
+    // Text PostgreSQL cannot store is the input's fault: a 422, not a 500.
+    let r = call("POST", &stack.url("api", "/api/v1/scans?name=a%00b"), Some(&token), Some(&spdx[..]), &[]);
+    assert_eq!((r.status, r.json()["error"].as_str()), (200, None), "the same SBOM is found before the name is stored");
+    let other = br#"{"bomFormat":"CycloneDX","specVersion":"1.5","components":[]}"#;
+    let r = call("POST", &stack.url("api", "/api/v1/scans?name=a%00b"), Some(&token), Some(other), &[]);
+    assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(stack.pg.query("SELECT count(*) FROM stella.scans"), "2");
     assert_eq!(stack.pg.query("SELECT count(*) FROM stella.ledger_events"), events_before);
 

@@ -133,6 +133,16 @@ async fn issue(
     Ok(Issued { id, token, name: name.into(), role: role.into(), tenant: tenant.1.into(), expires_at })
 }
 
+/// A hash of a random password, to verify unknown users against.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let mut random = [0u8; 16];
+    let _ = getrandom::fill(&mut random);
+    hash_password(&hex::encode(random)).unwrap_or_default()
+});
+
+/// Password checks running at once, at most.
+static VERIFYING: stella_runtime::tokio::sync::Semaphore = stella_runtime::tokio::sync::Semaphore::const_new(4);
+
 /// Password login: a session token of the user's role, valid [`SESSION_HOURS`].
 pub async fn login(db: &PgPool, tenant: &str, username: &str, password: &str) -> Result<Issued, Error> {
     let row: Option<(i64, i64, String, String)> = sqlx::query_as(
@@ -143,13 +153,21 @@ pub async fn login(db: &PgPool, tenant: &str, username: &str, password: &str) ->
     .bind(username)
     .fetch_optional(db)
     .await?;
-    // The same answer for an unknown user and a wrong password, so logins cannot probe names.
+    // The same answer, and the same work, for an unknown user and a wrong password: an unknown
+    // user is checked against a dummy hash, so neither the message nor the time tells names apart.
     let refused = || Error::Unauthorized("unknown tenant, user or password".into());
-    let (tenant_id, user_id, hash, role) = row.ok_or_else(refused)?;
+    let hash = match &row {
+        Some((_, _, hash, _)) => hash.clone(),
+        None => DUMMY_HASH.clone(),
+    };
+    // Each check takes ~19 MiB and tens of milliseconds: at most a few at once, so a flood of
+    // logins queues instead of exhausting memory.
+    let _permit = VERIFYING.acquire().await.map_err(|e| Error::Internal(e.to_string()))?;
     let password = password.to_string();
     let ok = stella_runtime::tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
+    let (tenant_id, user_id, _, role) = row.ok_or_else(refused)?;
     if !ok {
         return Err(refused());
     }

@@ -23,9 +23,23 @@ pub enum Error {
     #[error("{0}")]
     Unavailable(String),
     #[error("database: {0}")]
-    Database(#[from] stella_runtime::sqlx::Error),
+    Database(stella_runtime::sqlx::Error),
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<stella_runtime::sqlx::Error> for Error {
+    /// Text PostgreSQL cannot store (a NUL character, invalid encoding) is the input's fault: a
+    /// 422, not a 500.
+    fn from(e: stella_runtime::sqlx::Error) -> Error {
+        let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
+        match code.as_deref() {
+            Some("22021" | "22P05") => {
+                Error::bad("input", "contains a character that cannot be stored (a NUL character?)")
+            }
+            _ => Error::Database(e),
+        }
+    }
 }
 
 impl Error {

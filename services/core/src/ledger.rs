@@ -19,16 +19,18 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// `pg_advisory_xact_lock` key of the ledger ("LEDGER" in ASCII).
 const LOCK: i64 = 0x4c45_4447_4552;
 
-fn canonical(v: &Value) -> Vec<u8> {
+/// OLPC canonical JSON; `None` for a value it cannot represent (a float), which our events never
+/// hold: such a payload can only come from an edit made outside the code.
+fn canonical(v: &Value) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut out, olpc_cjson::CanonicalFormatter::new());
-    v.serialize(&mut ser).expect("a JSON value serializes");
-    out
+    v.serialize(&mut ser).ok()?;
+    Some(out)
 }
 
-fn event_hash(seq: i64, tenant: i64, kind: &str, payload: &Value, recorded_at: &str, prev: &str) -> String {
+fn event_hash(seq: i64, tenant: i64, kind: &str, payload: &Value, recorded_at: &str, prev: &str) -> Option<String> {
     let doc = json!({"seq": seq, "tenant": tenant, "kind": kind, "payload": payload, "recordedAt": recorded_at, "prev": prev});
-    sha256_hex(&canonical(&doc))
+    canonical(&doc).map(|c| sha256_hex(&c))
 }
 
 /// Appends one event inside the caller's transaction; returns its sequence number.
@@ -40,7 +42,8 @@ pub async fn append(tx: &mut PgConnection, tenant_id: i64, kind: &str, payload: 
             .await?;
     let (seq, prev) = last.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS.to_string()));
     let recorded_at: String = sqlx::query_scalar("SELECT stella.rfc3339(now())").fetch_one(&mut *tx).await?;
-    let hash = event_hash(seq, tenant_id, kind, &payload, &recorded_at, &prev);
+    let hash = event_hash(seq, tenant_id, kind, &payload, &recorded_at, &prev)
+        .ok_or_else(|| Error::Internal(format!("ledger event {kind}: the payload has a float")))?;
     sqlx::query(
         "INSERT INTO stella.ledger_events (seq, tenant_id, kind, payload, recorded_at, prev_hash, hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -82,7 +85,7 @@ pub async fn verify(db: &PgPool) -> Result<Verification, Error> {
             Some(format!("event {expected_seq} is missing (the next is {seq})"))
         } else if *prev_hash != prev {
             Some(format!("event {seq} links to {prev_hash}, but the event before it hashes to {prev}"))
-        } else if event_hash(*seq, *tenant, kind, payload, recorded_at, prev_hash) != *hash {
+        } else if event_hash(*seq, *tenant, kind, payload, recorded_at, prev_hash).as_ref() != Some(hash) {
             Some(format!("event {seq} does not hash to its recorded hash: its content was changed"))
         } else {
             None
@@ -129,5 +132,6 @@ mod tests {
         let b: Value = serde_json::from_str(r#"{"a":{"x":"s","y":2},"b":1}"#).unwrap();
         assert_eq!(event_hash(1, 1, "k", &a, "t", GENESIS), event_hash(1, 1, "k", &b, "t", GENESIS));
         assert_ne!(event_hash(1, 1, "k", &a, "t", GENESIS), event_hash(2, 1, "k", &a, "t", GENESIS));
+        assert_eq!(event_hash(1, 1, "k", &json!({"x": 1.5}), "t", GENESIS), None, "a float is reported, not a panic");
     }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::purl::{self, Purl};
-use crate::version::Event;
+use crate::version::{Event, Range, Scheme};
 
 /// The indexed facts of one OSV document.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,8 +27,8 @@ pub struct Advisory {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Affected {
     pub purl: String,
-    /// Each range is a list of events; `GIT` ranges are kept out (they name commits, not versions).
-    pub ranges: Vec<Vec<Event>>,
+    /// `GIT` ranges are kept out: they name commits, not versions.
+    pub ranges: Vec<Range>,
     pub versions: Vec<String>,
 }
 
@@ -105,9 +105,12 @@ pub fn parse(bytes: &[u8]) -> Result<Advisory, String> {
                     other => return Err(format!("{at}: unknown event `{other}`")),
                 });
             }
-            if r.kind != "GIT" {
-                ranges.push(events);
-            }
+            let scheme = match r.kind.as_str() {
+                "SEMVER" => Scheme::Semver,
+                "ECOSYSTEM" => Scheme::Ecosystem,
+                _ => continue,
+            };
+            ranges.push(Range { scheme, events });
         }
         affected.push(Affected { purl: base, ranges, versions: a.versions.clone() });
     }
@@ -171,7 +174,13 @@ mod tests {
         assert_eq!(a.linkset(), "CVE-2021-44228");
         assert_eq!(a.severity, "critical");
         assert_eq!(a.affected[0].purl, "pkg:maven/org.apache.logging.log4j/log4j-core");
-        assert_eq!(a.affected[0].ranges[0], vec![Event::Introduced("2.0-beta9".into()), Event::Fixed("2.15.0".into())]);
+        assert_eq!(
+            a.affected[0].ranges[0],
+            Range {
+                scheme: Scheme::Ecosystem,
+                events: vec![Event::Introduced("2.0-beta9".into()), Event::Fixed("2.15.0".into())]
+            }
+        );
     }
 
     #[test]

@@ -99,8 +99,10 @@ pub async fn evaluate_pending(db: &PgPool, batch: i64) -> Result<usize, Error> {
             .map(|(id, purl, linkset, severity, status)| Subject { id, purl, linkset, severity, status })
             .collect();
         let (outcome, violations) = evaluate(&policy, &subjects);
-        sqlx::query(
-            "INSERT INTO stella.verdicts (scan_id, policy_version, tenant_id, outcome, violations) VALUES ($1, $2, $3, $4, $5)",
+        // Another replica may have committed this verdict after our snapshot: then it is theirs.
+        let inserted = sqlx::query(
+            "INSERT INTO stella.verdicts (scan_id, policy_version, tenant_id, outcome, violations) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (scan_id, policy_version) DO NOTHING",
         )
         .bind(scan)
         .bind(version)
@@ -108,7 +110,11 @@ pub async fn evaluate_pending(db: &PgPool, batch: i64) -> Result<usize, Error> {
         .bind(outcome)
         .bind(Value::Array(violations.clone()))
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            continue;
+        }
         let payload = json!({"scan": scan, "policy": policy.name, "policyVersion": version, "outcome": outcome,
                              "violations": violations.len()});
         ledger::append(&mut tx, *tenant, "policy.verdict", payload).await?;

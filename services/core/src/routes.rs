@@ -218,7 +218,16 @@ async fn upload(
     Query(q): Query<UploadName>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Error> {
+    // Advisories and VEX statements are platform-wide: every tenant's findings use them. Only an
+    // administrator of the platform tenant may add to them, not any tenant's admin.
     caller.require("admin")?;
+    if caller.tenant != crate::seed::TENANT {
+        return Err(Error::Forbidden(format!(
+            "{} documents apply to every tenant: only an admin of the `{}` tenant may upload them",
+            kind.as_str(),
+            crate::seed::TENANT
+        )));
+    }
     match aggregation::ingest(core.db()?, kind, "upload", &q.name, &body).await? {
         o @ Outcome::Stored { .. } => Ok((StatusCode::CREATED, Json(json!(o)))),
         o @ Outcome::Unchanged { .. } => Ok((StatusCode::OK, Json(json!(o)))),

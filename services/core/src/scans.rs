@@ -15,7 +15,7 @@ use stella_runtime::sqlx::{self, PgPool};
 
 use crate::aggregation::Page;
 use crate::authority::Caller;
-use crate::version::{self, Event};
+use crate::version::{self, Range};
 use crate::{Error, ledger, osv, sbom, sha256_hex};
 
 /// One finding before it is stored.
@@ -133,7 +133,7 @@ async fn match_components(db: &PgPool, parsed: &sbom::Sbom) -> Result<Vec<Findin
             if *purl != component.base {
                 continue;
             }
-            let ranges: Vec<Vec<Event>> = serde_json::from_value(ranges.clone()).unwrap_or_default();
+            let ranges: Vec<Range> = serde_json::from_value(ranges.clone()).unwrap_or_default();
             let hit = versions.iter().any(|x| x == v) || ranges.iter().any(|r| version::in_range(v, r));
             if !hit {
                 continue;

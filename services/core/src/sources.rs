@@ -21,9 +21,11 @@ pub const SOURCES: Setting = Setting {
     name: "STELLA_SOURCES",
     kind: SettingKind::Text,
     default: Fallback::None,
-    secret: false,
+    // A URL may carry credentials: kept out of logs and /config, and readable from a file.
+    secret: true,
     description: "Sources to poll, comma-separated name=location pairs; a location is a JSON file, a directory of \
-                  *.json files or an http(s):// URL, e.g. osv=/var/lib/stella/feeds/osv,vendor=https://vendor.example/vex.json.",
+                  *.json files or an http(s):// URL (credentials in the URL are never shown), e.g. \
+                  osv=/var/lib/stella/feeds/osv,vendor=https://vendor.example/vex.json.",
 };
 pub const INTERVAL: Setting = Setting {
     name: "STELLA_SOURCES_INTERVAL",
@@ -210,7 +212,8 @@ impl Poller {
 /// The documents of a location: `(locator, where to fetch it)`.
 async fn list(location: &Location) -> Result<Vec<(String, Location)>, String> {
     match location {
-        Location::Url(u) => Ok(vec![(u.clone(), location.clone())]),
+        // The locator is shown to every tenant and logged: without credentials or query.
+        Location::Url(u) => Ok(vec![(public_url(u), location.clone())]),
         Location::Path(p) => {
             let meta = tokio::fs::metadata(p).await.map_err(|e| format!("{}: {e}", p.display()))?;
             if meta.is_file() {
@@ -231,6 +234,15 @@ async fn list(location: &Location) -> Result<Vec<(String, Location)>, String> {
     }
 }
 
+/// `u` without `user:password@` and without its query string.
+fn public_url(u: &str) -> String {
+    let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if path.is_empty() { format!("{scheme}://{host}") } else { format!("{scheme}://{host}/{path}") }
+}
+
 /// The bytes of one document, with `attempts` tries and exponential backoff.
 async fn fetch(location: &Location, attempts: u32) -> Result<Vec<u8>, String> {
     /// Largest document accepted: feeds' single documents are far smaller.
@@ -245,8 +257,9 @@ async fn fetch(location: &Location, attempts: u32) -> Result<Vec<u8>, String> {
                 tokio::task::spawn_blocking(move || {
                     let agent: ureq::Agent =
                         ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build().into();
-                    let mut response = agent.get(&u).call().map_err(|e| format!("{u}: {e}"))?;
-                    response.body_mut().with_config().limit(LIMIT).read_to_vec().map_err(|e| format!("{u}: {e}"))
+                    let shown = public_url(&u);
+                    let mut response = agent.get(&u).call().map_err(|e| format!("{shown}: {e}"))?;
+                    response.body_mut().with_config().limit(LIMIT).read_to_vec().map_err(|e| format!("{shown}: {e}"))
                 })
                 .await
                 .map_err(|e| e.to_string())?
@@ -278,5 +291,7 @@ mod tests {
         assert!(parse("osv=feeds").unwrap_err().contains("neither an absolute path"));
         assert!(parse("upload=/x").unwrap_err().contains("reserved"));
         assert!(parse("a=/x,a=/y").unwrap_err().contains("used twice"));
+        assert_eq!(public_url("https://u:p@h.example:8443/a/b.json?token=t#x"), "https://h.example:8443/a/b.json");
+        assert_eq!(public_url("http://h"), "http://h");
     }
 }

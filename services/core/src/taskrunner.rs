@@ -217,8 +217,11 @@ async fn execute(step: &Step, egress: &Egress) -> Result<String, String> {
             egress.check(url)?;
             let (method, url, expect) = (method.clone(), url.clone(), *expect_status);
             tokio::task::spawn_blocking(move || {
+                // No redirects: the egress check saw only this URL, and a redirect could lead
+                // anywhere (the step fails on a 3xx instead).
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .http_status_as_error(false)
+                    .max_redirects(0)
                     .timeout_global(Some(Duration::from_secs(30)))
                     .build()
                     .into();

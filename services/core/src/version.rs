@@ -8,9 +8,22 @@
 
 use std::cmp::Ordering;
 
-/// Compares two versions: semver when both parse as semver, the generic order otherwise.
-pub fn compare(a: &str, b: &str) -> Ordering {
-    if let (Ok(x), Ok(y)) = (semver::Version::parse(a), semver::Version::parse(b)) {
+/// How a range's versions compare: OSV's `SEMVER` ranges by semver precedence, `ECOSYSTEM`
+/// ranges by the generic order (a Debian `1.0.0-1` is newer than `1.0.0`, which semver would say
+/// is a pre-release and older).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Scheme {
+    Semver,
+    Ecosystem,
+}
+
+/// Compares two versions under `scheme`. A `SEMVER` version that does not parse as semver falls
+/// back to the generic order for that pair.
+pub fn compare(scheme: Scheme, a: &str, b: &str) -> Ordering {
+    if scheme == Scheme::Semver
+        && let (Ok(x), Ok(y)) = (semver::Version::parse(a), semver::Version::parse(b))
+    {
         return x.cmp(&y);
     }
     generic(a, b)
@@ -84,62 +97,103 @@ pub enum Event {
     LastAffected(String),
 }
 
-/// Whether `version` is inside the range `events` describes (OSV's algorithm: walk the events
-/// in version order; `introduced` opens, `fixed` closes before, `last_affected` closes after).
-pub fn in_range(version: &str, events: &[Event]) -> bool {
-    let key = |e: &Event| match e {
-        Event::Introduced(v) | Event::Fixed(v) | Event::LastAffected(v) => v.clone(),
-    };
-    let mut sorted: Vec<&Event> = events.iter().collect();
-    sorted.sort_by(|a, b| {
-        let (x, y) = (key(a), key(b));
-        if x == "0" {
-            return Ordering::Less;
+/// One OSV range: its scheme and its events.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Range {
+    pub scheme: Scheme,
+    pub events: Vec<Event>,
+}
+
+/// Whether `version` is inside `range`: some `introduced` at or below it with no `fixed` in
+/// between (introduced <= fixed <= version) and no `last_affected` in between
+/// (introduced <= last_affected < version). This is OSV's sorted walk expressed pairwise: no
+/// sort, so no comparator has to be a total order over every version string a feed may send,
+/// and a malformed range cannot make the evaluation panic.
+pub fn in_range(version: &str, range: &Range) -> bool {
+    let cmp = |a: &str, b: &str| if a == "0" { Ordering::Less } else { compare(range.scheme, a, b) };
+    range.events.iter().any(|e| {
+        let Event::Introduced(intro) = e else { return false };
+        if intro != "0" && compare(range.scheme, intro, version) == Ordering::Greater {
+            return false;
         }
-        if y == "0" {
-            return Ordering::Greater;
-        }
-        compare(&x, &y)
-    });
-    let mut affected = false;
-    for e in sorted {
-        match e {
-            Event::Introduced(v) if v == "0" || compare(version, v) != Ordering::Less => affected = true,
-            Event::Fixed(v) if compare(version, v) != Ordering::Less => affected = false,
-            Event::LastAffected(v) if compare(version, v) == Ordering::Greater => affected = false,
-            _ => {}
-        }
-    }
-    affected
+        !range.events.iter().any(|limit| match limit {
+            Event::Fixed(f) => {
+                cmp(intro, f) != Ordering::Greater && compare(range.scheme, f, version) != Ordering::Greater
+            }
+            Event::LastAffected(l) => {
+                cmp(intro, l) != Ordering::Greater && compare(range.scheme, l, version) == Ordering::Less
+            }
+            Event::Introduced(_) => false,
+        })
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Scheme::{Ecosystem, Semver};
 
     #[test]
     fn generic_order_handles_prereleases_tildes_and_numbers() {
-        assert_eq!(compare("2.0-beta9", "2.0"), Ordering::Less);
-        assert_eq!(compare("2.14.1", "2.15.0"), Ordering::Less);
-        assert_eq!(compare("2.10", "2.9"), Ordering::Greater);
-        assert_eq!(compare("3.0.11-1~deb12u2", "3.0.11-1"), Ordering::Less);
-        assert_eq!(compare("1.0.0-rc.1", "1.0.0"), Ordering::Less);
-        assert_eq!(compare("1.2", "1.2.0"), Ordering::Less);
+        assert_eq!(compare(Ecosystem, "2.0-beta9", "2.0"), Ordering::Less);
+        assert_eq!(compare(Ecosystem, "2.14.1", "2.15.0"), Ordering::Less);
+        assert_eq!(compare(Ecosystem, "2.10", "2.9"), Ordering::Greater);
+        assert_eq!(compare(Ecosystem, "3.0.11-1~deb12u2", "3.0.11-1"), Ordering::Less);
+        assert_eq!(compare(Ecosystem, "1.2", "1.2.0"), Ordering::Less);
+        // The scheme decides: a Debian revision is newer, a semver pre-release older.
+        assert_eq!(compare(Ecosystem, "1.0.0-1", "1.0.0"), Ordering::Greater);
+        assert_eq!(compare(Semver, "1.0.0-rc.1", "1.0.0"), Ordering::Less);
+    }
+
+    fn range(scheme: Scheme, events: &[(&str, &str)]) -> Range {
+        let events = events
+            .iter()
+            .map(|(k, v)| match *k {
+                "introduced" => Event::Introduced(v.to_string()),
+                "fixed" => Event::Fixed(v.to_string()),
+                _ => Event::LastAffected(v.to_string()),
+            })
+            .collect();
+        Range { scheme, events }
     }
 
     #[test]
     fn ranges_follow_the_osv_algorithm() {
-        use Event::*;
-        let r = [Introduced("2.0-beta9".into()), Fixed("2.15.0".into())];
+        let r = range(Ecosystem, &[("introduced", "2.0-beta9"), ("fixed", "2.15.0")]);
         assert!(in_range("2.14.1", &r));
         assert!(in_range("2.0-beta9", &r));
         assert!(!in_range("2.15.0", &r));
         assert!(!in_range("1.2.17", &r));
-        let two =
-            [Introduced("0".into()), Fixed("0.2.23".into()), Introduced("0.3.0".into()), LastAffected("0.3.1".into())];
+        let two = range(
+            Semver,
+            &[("introduced", "0"), ("fixed", "0.2.23"), ("introduced", "0.3.0"), ("last_affected", "0.3.1")],
+        );
         assert!(in_range("0.1.45", &two));
         assert!(!in_range("0.2.23", &two));
         assert!(in_range("0.3.1", &two));
         assert!(!in_range("0.3.2", &two));
+        // Events in any order give the same answer.
+        let shuffled = range(
+            Semver,
+            &[("last_affected", "0.3.1"), ("introduced", "0.3.0"), ("fixed", "0.2.23"), ("introduced", "0")],
+        );
+        for v in ["0.1.45", "0.2.23", "0.3.1", "0.3.2"] {
+            assert_eq!(in_range(v, &two), in_range(v, &shuffled), "{v}");
+        }
+    }
+
+    #[test]
+    fn malformed_ranges_do_not_panic() {
+        let many: Vec<(&str, &str)> =
+            ["0", "0", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-alpha.01", "x", "", "~", "1..2"]
+                .iter()
+                .flat_map(|v| [("introduced", *v), ("fixed", *v), ("last_affected", *v)])
+                .collect();
+        for scheme in [Semver, Ecosystem] {
+            let r = range(scheme, &many);
+            for v in ["0", "1.0.0", "1.0.0-alpha.01", "", "~x"] {
+                let _ = in_range(v, &r);
+            }
+        }
     }
 }

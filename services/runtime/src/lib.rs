@@ -235,10 +235,11 @@ impl Service {
         }
         for (name, check) in &self.checks {
             if let Some(value) = config.text(name) {
+                let secret = self.settings.iter().any(|s| s.name == *name && s.secret);
                 check(value).map_err(|expected| config::ConfigError::Invalid {
                     name: name.to_string(),
-                    value: format!("{value:?}"),
-                    expected,
+                    value: if secret { redact::MARK.to_string() } else { format!("{value:?}") },
+                    expected: if secret { expected.replace(value, redact::MARK) } else { expected },
                 })?;
             }
         }
