@@ -8,7 +8,7 @@
 
 use xtask::plan::{Pin, Request};
 
-const GOLDEN: &str = "sha256:01435fb7189e17e167ad5fc5fa06426f17dc3ec66f8384706487914eaa92d98c";
+const GOLDEN: &str = "sha256:a50a252a8a7efe492a4ee3290124b2dbb199395a4df1100e75f627af8852950c";
 
 fn build(out: &std::path::Path) -> (Vec<u8>, xtask::assemble::Built) {
     let fixtures = xtask::shell::root().join("tests/fixtures/golden");
