@@ -619,13 +619,7 @@ fn load_sbom_imports_and_findings_queries() {
         assert_eq!(call("GET", &version, None, None, &[]).status, 200);
     });
     assert_eq!(stack.pg.query("SELECT count(*) FROM stella.scans WHERE name LIKE 'load-%'"), IMPORTS.to_string());
-    let verify = call(
-        "GET",
-        &format!("http://127.0.0.1:{}/api/v1/findings?limit=1", stack.services["api"].1),
-        Some(&token),
-        None,
-        &[],
-    );
+    let verify = stack.get("api", "/api/v1/findings?limit=1", &token);
     assert_eq!(verify.json()["total"], 4 + 2 * IMPORTS as i64);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let row = |what: &str, l: &[Duration], wall: Duration| {
