@@ -145,6 +145,16 @@ impl Postgres {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Runs `stella-migrator` against this database with `args` and `env` (besides the URL);
+    /// returns its exit code and everything it printed.
+    pub fn migrate(&self, args: &[&str], env: &[(&str, String)]) -> (i32, String) {
+        let mut all = vec![("STELLA_DATABASE_URL", self.url())];
+        all.extend(env.iter().cloned());
+        let mut proc = crate::Proc::spawn(&crate::bin_path("stella-migrator"), args, &all);
+        let status = proc.wait_for(std::time::Duration::from_secs(60)).expect("the migrator finishes");
+        (status.code().unwrap_or(-1), proc.stdout() + &proc.stderr())
+    }
+
     pub fn socket_dir(&self) -> &Path {
         self.dir.path()
     }

@@ -30,12 +30,8 @@ impl Stack {
 
     /// Runs the migrator (`--seed` when `seed_env` is given) and returns its exit code and output.
     fn migrate(&self, seed_env: Option<&[(&str, String)]>) -> (i32, String) {
-        let mut env = vec![("STELLA_DATABASE_URL", self.pg.url())];
         let args: &[&str] = if seed_env.is_some() { &["--seed"] } else { &[] };
-        env.extend(seed_env.unwrap_or_default().iter().cloned());
-        let mut proc = Proc::spawn(&bin_path("stella-migrator"), args, &env);
-        let status = proc.wait_for(Duration::from_secs(60)).expect("the migrator finishes");
-        (status.code().unwrap_or(-1), proc.stdout() + &proc.stderr())
+        self.pg.migrate(args, seed_env.unwrap_or_default())
     }
 
     fn start(&mut self, service: &'static str, extra: &[(&str, String)]) {

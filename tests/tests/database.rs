@@ -7,9 +7,7 @@ use stella_e2e::pg::Postgres;
 use stella_e2e::{BinPath, Proc, bin_path, free_port, get, services, wait_status};
 
 fn migrate(pg: &Postgres, args: &[&str]) -> (i32, String) {
-    let mut proc = Proc::spawn(&bin_path("stella-migrator"), args, &[("STELLA_DATABASE_URL", pg.url())]);
-    let status = proc.wait_for(Duration::from_secs(60)).expect("migrator finishes");
-    (status.code().unwrap_or(-1), proc.stdout() + &proc.stderr())
+    pg.migrate(args, &[])
 }
 
 #[test]
