@@ -8,6 +8,7 @@
 pub mod http;
 pub mod pg;
 pub mod registry;
+pub mod stack;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

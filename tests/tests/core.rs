@@ -7,93 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use stella_e2e::http::{Reply, call};
-use stella_e2e::pg::Postgres;
-use stella_e2e::{Proc, bin_path, free_port, wait_status};
-
-const PASSWORD: &str = "quickstart-admin-password";
-
-/// A database with the schema (and with `seed`, the seed), and the services started on it.
-struct Stack {
-    pg: Postgres,
-    services: BTreeMap<&'static str, (Proc, u16)>,
-}
-
-impl Stack {
-    fn new(seed_env: Option<&[(&str, String)]>) -> Stack {
-        let pg = Postgres::start();
-        let stack = Stack { pg, services: BTreeMap::new() };
-        let (code, log) = stack.migrate(seed_env);
-        assert_eq!(code, 0, "migrator: {log}");
-        stack
-    }
-
-    /// Runs the migrator (`--seed` when `seed_env` is given) and returns its exit code and output.
-    fn migrate(&self, seed_env: Option<&[(&str, String)]>) -> (i32, String) {
-        let args: &[&str] = if seed_env.is_some() { &["--seed"] } else { &[] };
-        self.pg.migrate(args, seed_env.unwrap_or_default())
-    }
-
-    fn start(&mut self, service: &'static str, extra: &[(&str, String)]) {
-        let port = free_port();
-        let mut env = vec![
-            ("STELLA_PORT", port.to_string()),
-            ("STELLA_LISTEN_ADDR", "127.0.0.1".to_string()),
-            ("STELLA_DATABASE_URL", self.pg.url()),
-        ];
-        env.extend(extra.iter().cloned());
-        let proc = Proc::spawn(&bin_path(&format!("stella-{service}")), &[], &env);
-        let ready = format!("http://127.0.0.1:{port}/health/readiness");
-        assert!(
-            wait_status(&ready, 200, Duration::from_secs(20)).is_some(),
-            "stella-{service} never ready: {}",
-            proc.stdout()
-        );
-        self.services.insert(service, (proc, port));
-    }
-
-    fn url(&self, service: &str, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.services[service].1)
-    }
-
-    fn get(&self, service: &str, path: &str, token: &str) -> Reply {
-        call("GET", &self.url(service, path), Some(token), None, &[])
-    }
-
-    fn log(&self, service: &str) -> String {
-        self.services[service].0.stdout()
-    }
-
-    fn login(&self, tenant: &str, user: &str, password: &str) -> Reply {
-        let body = serde_json::json!({"tenant": tenant, "username": user, "password": password}).to_string();
-        call("POST", &self.url("api", "/api/v1/auth/login"), None, Some(body.as_bytes()), &[])
-    }
-
-    fn admin_token(&self) -> String {
-        let r = self.login("default", "admin", PASSWORD);
-        assert_eq!(r.status, 201, "login: {}", r.text());
-        r.json()["token"].as_str().unwrap().to_string()
-    }
-}
-
-fn admin_only() -> Vec<(&'static str, String)> {
-    vec![("STELLA_ADMIN_PASSWORD", PASSWORD.to_string())]
-}
-
-fn quickstart() -> Vec<(&'static str, String)> {
-    vec![("STELLA_ADMIN_PASSWORD", PASSWORD.to_string()), ("STELLA_QUICKSTART_MODE", "true".to_string())]
-}
-
-fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use stella_e2e::free_port;
+use stella_e2e::http::call;
+use stella_e2e::stack::{Listener, PASSWORD, Stack, admin_only, eventually, quickstart};
 
 /// Two documents that disagree about one vulnerability, a changed version of the first, and a
 /// malformed one, for advisories (OSV) or VEX (OpenVEX).
@@ -634,36 +550,6 @@ fn load_sbom_imports_and_findings_queries() {
     row("GET /api/v1/findings (filters)", &queries, queries_wall);
 }
 
-/// A loopback listener that answers every connection with `200 OK` and counts them.
-struct Listener {
-    port: u16,
-    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Listener {
-    fn start() -> Listener {
-        use std::io::{Read as _, Write as _};
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = socket.local_addr().unwrap().port();
-        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
-        std::thread::spawn(move || {
-            for stream in socket.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf);
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            }
-        });
-        Listener { port, accepted }
-    }
-
-    fn connections(&self) -> usize {
-        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
 /// Task packs: registration is validated and immutable per version; in offline mode a step to a
 /// host outside the allow-list fails with the egress error and opens no connection (the listener
 /// sees nothing); with the host allowed, the same pack succeeds.
@@ -671,7 +557,7 @@ impl Listener {
 fn offline_mode_blocks_egress_before_connecting() {
     let mut stack = Stack::new(Some(&admin_only()));
     stack.start("api", &[]);
-    let offline = [("STELLA_OFFLINE", "true".to_string()), ("STELLA_TASKS_INTERVAL", "100ms".to_string())];
+    let offline = [("STELLA_OFFLINE", "true".to_string()), ("STELLA_JOBS_POLL", "100ms".to_string())];
     stack.start("task-runner", &offline);
     let token = stack.admin_token();
     let listener = Listener::start();

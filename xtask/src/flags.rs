@@ -312,6 +312,9 @@ pub struct Rebuild {
     /// Rebuild only this platform (repeatable).
     #[arg(long = "platform")]
     pub platforms: Vec<String>,
+    /// Rebuild only this image (repeatable); the others are not compared.
+    #[arg(long = "image")]
+    pub images: Vec<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -328,6 +331,9 @@ pub struct Reproduce {
     /// Rebuild only this platform (repeatable).
     #[arg(long = "platform")]
     pub platforms: Vec<String>,
+    /// Rebuild only this image (repeatable); the others are not compared.
+    #[arg(long = "image")]
+    pub images: Vec<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -23,9 +23,13 @@ fn main() -> std::process::ExitCode {
         }
         flags::Command::Plan(f) => images::print_plan(&f.select.request(), f.json),
         flags::Command::Reproduce(f) => reproduce(f),
-        flags::Command::Rebuild(f) => {
-            reproduce(flags::Reproduce { against: Some(f.compare), work: f.work, platforms: f.platforms, json: f.json })
-        }
+        flags::Command::Rebuild(f) => reproduce(flags::Reproduce {
+            against: Some(f.compare),
+            work: f.work,
+            platforms: f.platforms,
+            images: f.images,
+            json: f.json,
+        }),
         flags::Command::Bundle(f) => bundle(f),
         flags::Command::Keygen(f) => xtask::sign::keygen(&images::absolute(f.out)),
         flags::Command::Verify(f) => verify(f),
@@ -89,6 +93,7 @@ fn reproduce(f: flags::Reproduce) -> anyhow::Result<()> {
         against: f.against.map(images::absolute).unwrap_or_else(images::default_out),
         work: f.work.map(images::absolute),
         platforms: f.platforms,
+        images: f.images,
     };
     let report = xtask::reproduce::reproduce(&options)?;
     if f.json {

@@ -9,7 +9,7 @@
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use base64::Engine as _;
 use serde::Serialize;
-use stella_runtime::axum::extract::FromRequestParts;
+use stella_runtime::axum::extract::{FromRef, FromRequestParts};
 use stella_runtime::axum::http::request::Parts;
 use stella_runtime::sqlx::{self, PgPool};
 
@@ -50,10 +50,15 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<Core> for Caller {
+/// Any router state that holds a [`Core`] authenticates callers through it.
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    Core: FromRef<S>,
+{
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, core: &Core) -> Result<Caller, Error> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Caller, Error> {
+        let core = Core::from_ref(state);
         let header = parts
             .headers
             .get("authorization")

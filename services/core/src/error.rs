@@ -22,6 +22,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A rate limit: the message says what the limit is and when to retry.
+    #[error("{0}")]
+    TooMany(String),
     #[error("database: {0}")]
     Database(stella_runtime::sqlx::Error),
     #[error("{0}")]
@@ -55,6 +58,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Database(stella_runtime::sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -68,6 +72,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::Unavailable(_) => "unavailable",
+            Error::TooMany(_) => "too_many_requests",
             Error::Database(_) | Error::Internal(_) => "internal",
         }
     }
@@ -89,6 +94,9 @@ impl IntoResponse for Error {
         };
         let mut response =
             (status, Json(serde_json::json!({"error": self.code(), "message": message}))).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert("retry-after", "30".parse().expect("static header"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

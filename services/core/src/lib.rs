@@ -17,8 +17,13 @@
 //! PostgreSQL in `tests/tests/core.rs`.
 
 pub mod aggregation;
+pub mod ai;
 pub mod authority;
+pub mod export_formats;
+pub mod exports;
+pub mod jobs;
 pub mod ledger;
+pub mod notify;
 pub mod openvex;
 pub mod osv;
 pub mod packs;
@@ -31,6 +36,7 @@ pub mod seed;
 pub mod sources;
 pub mod taskrunner;
 pub mod version;
+pub mod worker_routes;
 
 mod error;
 
@@ -41,15 +47,18 @@ use stella_runtime::sqlx::PgPool;
 #[derive(Clone)]
 pub struct Core {
     db: Option<PgPool>,
+    /// Attempts of the jobs this service enqueues ([`jobs::ATTEMPTS`]).
+    pub(crate) attempts: i32,
 }
 
 impl Core {
     pub fn new(ctx: &stella_runtime::Context) -> Core {
-        Core { db: ctx.db.clone() }
+        let attempts = ctx.config.int(jobs::ATTEMPTS.name).unwrap_or(3).clamp(1, 100) as i32;
+        Core { db: ctx.db.clone(), attempts }
     }
 
     pub fn from_pool(db: PgPool) -> Core {
-        Core { db: Some(db) }
+        Core { db: Some(db), attempts: 3 }
     }
 
     /// The pool, or 503 naming the missing setting: the contract routes of a service run

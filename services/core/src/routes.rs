@@ -306,7 +306,10 @@ async fn start_run(
     Path(name): Path<String>,
     Query(v): Query<PackVersion>,
 ) -> Result<impl IntoResponse, Error> {
-    Ok((StatusCode::ACCEPTED, Json(taskrunner::start(core.db()?, &caller, &name, v.version.as_deref()).await?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(taskrunner::start(core.db()?, &caller, &name, v.version.as_deref(), core.attempts).await?),
+    ))
 }
 
 async fn get_run(State(core): State<Core>, caller: Caller, Path(id): Path<i64>) -> Result<Json<Value>, Error> {

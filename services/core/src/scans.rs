@@ -101,6 +101,13 @@ pub async fn import(db: &PgPool, caller: &Caller, name: Option<&str>, body: &[u8
             let applied = json!({"finding": finding, "status": f.status, "statements": f.vex});
             ledger::append(&mut tx, caller.tenant_id, "vex.applied", applied).await?;
         }
+        // A critical finding that still affects the product is news: the outbox row commits
+        // with the finding, and stella-notify delivers it.
+        if f.severity == "critical" && matches!(f.status.as_str(), "affected" | "under_investigation") {
+            let event = json!({"finding": finding, "scan": id, "scanName": name, "purl": f.purl,
+                               "linkset": f.linkset, "status": f.status});
+            crate::notify::record(&mut tx, Some(caller.tenant_id), "finding.critical", event).await?;
+        }
     }
     tx.commit().await?;
     Ok((true, scan(db, caller, id).await?))

@@ -235,7 +235,7 @@ async fn list(location: &Location) -> Result<Vec<(String, Location)>, String> {
 }
 
 /// `u` without `user:password@` and without its query string.
-fn public_url(u: &str) -> String {
+pub fn public_url(u: &str) -> String {
     let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
     let rest = rest.split(['?', '#']).next().unwrap_or_default();
     let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));

@@ -1,5 +1,6 @@
 //! The task runner: registered task packs (per tenant, immutable per version) and their runs,
-//! executed by a worker that claims queued runs with `FOR UPDATE SKIP LOCKED`.
+//! each executed as an orchestrator job of kind `task-run` (see [`crate::jobs`]): leased, so a
+//! run whose runner dies is started over by another, and failed for good after the attempts.
 //!
 //! Every step's outcome is recorded as it finishes; the first failing step fails the run with
 //! its reason. In offline mode an HTTP step to a host outside the allow-list fails before any
@@ -8,22 +9,13 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use stella_runtime::config::{Default as Fallback, Kind as SettingKind, Setting};
 use stella_runtime::sqlx::{self, PgPool};
 use stella_runtime::tokio;
 use stella_runtime::tracing::{info, warn};
 
 use crate::authority::Caller;
 use crate::packs::{self, Egress, Pack, Step};
-use crate::{Error, sha256_hex};
-
-pub const INTERVAL: Setting = Setting {
-    name: "STELLA_TASKS_INTERVAL",
-    kind: SettingKind::Duration,
-    default: Fallback::Value("1s"),
-    secret: false,
-    description: "How often the task runner looks for queued runs when idle.",
-};
+use crate::{Error, jobs, sha256_hex};
 
 /// Registers a pack for the caller's tenant: 201 new, 200 the same content again, 409 other
 /// content under an existing version.
@@ -80,7 +72,13 @@ pub async fn list(db: &PgPool, caller: &Caller) -> Result<Value, Error> {
 }
 
 /// Queues a run of `name` (the newest version unless `version` is given).
-pub async fn start(db: &PgPool, caller: &Caller, name: &str, version: Option<&str>) -> Result<Value, Error> {
+pub async fn start(
+    db: &PgPool,
+    caller: &Caller,
+    name: &str,
+    version: Option<&str>,
+    max_attempts: i32,
+) -> Result<Value, Error> {
     caller.require("operator")?;
     let versions: Vec<String> =
         sqlx::query_scalar("SELECT version FROM stella.task_packs WHERE tenant_id = $1 AND name = $2")
@@ -99,6 +97,8 @@ pub async fn start(db: &PgPool, caller: &Caller, name: &str, version: Option<&st
             caller.tenant
         ))
     })?;
+    // The run and the orchestrator job that executes it exist together or not at all.
+    let mut tx = db.begin().await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO stella.task_runs (tenant_id, pack_name, pack_version, status, created_by) VALUES ($1, $2, $3, 'queued', $4)
          RETURNING id",
@@ -107,102 +107,140 @@ pub async fn start(db: &PgPool, caller: &Caller, name: &str, version: Option<&st
     .bind(name)
     .bind(&version)
     .bind(&caller.username)
-    .fetch_one(db)
+    .fetch_one(&mut *tx)
     .await?;
+    let job = jobs::enqueue(
+        &mut tx,
+        jobs::NewJob {
+            tenant_id: Some(caller.tenant_id),
+            kind: KIND,
+            payload: json!({"run": id}),
+            max_attempts,
+            created_by: &caller.username,
+        },
+    )
+    .await?;
+    sqlx::query("UPDATE stella.task_runs SET job_id = $2 WHERE id = $1").bind(id).bind(job).execute(&mut *tx).await?;
+    tx.commit().await?;
     run(db, caller, id).await
 }
 
 /// One of the tenant's runs.
 pub async fn run(db: &PgPool, caller: &Caller, id: i64) -> Result<Value, Error> {
-    type Row = (String, String, String, Option<String>, Value, String, String, Option<String>);
+    type Row = (String, String, String, Option<String>, Value, String, String, Option<String>, Option<i64>, i32);
     let row: Option<Row> = sqlx::query_as(
         "SELECT pack_name, pack_version, status, reason, steps, created_by, stella.rfc3339(created_at),
-                stella.rfc3339(finished_at)
+                stella.rfc3339(finished_at), job_id, attempt
          FROM stella.task_runs WHERE id = $1 AND tenant_id = $2",
     )
     .bind(id)
     .bind(caller.tenant_id)
     .fetch_optional(db)
     .await?;
-    let (name, version, status, reason, steps, by, created, finished) =
+    let (name, version, status, reason, steps, by, created, finished, job, attempt) =
         row.ok_or_else(|| Error::NotFound(format!("task run {id} in tenant {}", caller.tenant)))?;
     Ok(json!({"id": id, "pack": name, "version": version, "status": status, "reason": reason, "steps": steps,
-              "createdBy": by, "createdAt": created, "finishedAt": finished}))
+              "createdBy": by, "createdAt": created, "finishedAt": finished, "job": job, "attempt": attempt}))
 }
 
-/// Starts the worker that executes queued runs (task-runner service).
+/// The orchestrator job kind of a task run.
+pub const KIND: &str = "task-run";
+
+/// Starts the workers that execute queued runs (task-runner service): orchestrator jobs of
+/// kind `task-run`, leased so a run whose runner dies is started again by another.
 pub fn spawn(ctx: &stella_runtime::Context) {
+    let egress = Egress::new(ctx.config.bool(packs::OFFLINE.name), ctx.config.text(packs::EGRESS_ALLOW.name));
+    info!(offline = egress.offline, allowed = egress.allow.join(","), "task runner egress policy");
     let Some(db) = ctx.db.clone() else {
         warn!("STELLA_DATABASE_URL is not set: no task runs are executed");
         return;
     };
-    let egress = Egress::new(ctx.config.bool(packs::OFFLINE.name), ctx.config.text(packs::EGRESS_ALLOW.name));
-    info!(offline = egress.offline, allowed = egress.allow.join(","), "task runner egress policy");
-    let interval = ctx.config.duration(INTERVAL.name).unwrap_or(Duration::from_secs(1));
-    ctx.spawn_worker("task-runs", move |mut stopped| async move {
-        loop {
-            let pause = match claim_and_execute(&db, &egress).await {
-                Ok(true) => Duration::ZERO,
-                Ok(false) => interval,
-                Err(e) => {
-                    warn!(error = %e, "running a task failed; retrying");
-                    interval
-                }
-            };
-            tokio::select! {
-                _ = &mut stopped => return,
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
-    });
+    jobs::spawn(ctx, jobs::Worker::new(ctx, KIND), Runs { db, egress });
 }
 
-/// Claims the oldest queued run and executes it; `false` when nothing was queued.
-async fn claim_and_execute(db: &PgPool, egress: &Egress) -> Result<bool, Error> {
-    let claimed: Option<(i64, Value)> = sqlx::query_as(
-        "UPDATE stella.task_runs r SET status = 'running'
-         FROM stella.task_packs p
-         WHERE r.id = (SELECT id FROM stella.task_runs WHERE status = 'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-           AND p.tenant_id = r.tenant_id AND p.name = r.pack_name AND p.version = r.pack_version
-         RETURNING r.id, p.document",
-    )
-    .fetch_optional(db)
-    .await?;
-    let Some((id, document)) = claimed else { return Ok(false) };
-    let pack: Pack = serde_json::from_value(document).map_err(|e| Error::Internal(format!("run {id}: {e}")))?;
-    info!(run = id, pack = %pack.name, version = %pack.version, "task run started");
-    let mut outcome: Result<(), String> = Ok(());
-    for step in &pack.steps {
-        let result = execute(step, egress).await;
-        let (status, detail) = match &result {
-            Ok(d) => ("succeeded", d.clone()),
-            Err(e) => ("failed", e.clone()),
-        };
-        sqlx::query("UPDATE stella.task_runs SET steps = steps || $2 WHERE id = $1")
-            .bind(id)
-            .bind(json!([{"id": step.id(), "status": status, "detail": detail}]))
-            .execute(db)
-            .await?;
-        if let Err(e) = result {
-            outcome = Err(format!("step {}: {e}", step.id()));
-            break;
+struct Runs {
+    db: PgPool,
+    egress: Egress,
+}
+
+impl jobs::Handler for Runs {
+    async fn run(&self, job: &jobs::Leased) -> jobs::Outcome {
+        match self.execute(job).await {
+            Ok(Ok(())) => jobs::Outcome::Done(json!({"run": job.payload["run"]})),
+            Ok(Err(reason)) => jobs::Outcome::Failed(reason),
+            Err(e) => jobs::Outcome::Retry(e.to_string()),
         }
     }
-    let (status, reason) = match &outcome {
-        Ok(()) => ("succeeded", None),
-        Err(e) => ("failed", Some(e.clone())),
-    };
-    sqlx::query("UPDATE stella.task_runs SET status = $2, reason = $3, finished_at = now() WHERE id = $1")
+
+    async fn failed(&self, tx: &mut sqlx::PgConnection, job: &jobs::Leased, reason: &str) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE stella.task_runs SET status = 'failed', reason = $2, finished_at = now()
+             WHERE id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(job.payload["run"].as_i64())
+        .bind(reason)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Runs {
+    /// Runs the pack from its first step (a retried run starts over: its steps so far are
+    /// cleared). Every write names the attempt, so a runner that lost its lease writes nothing.
+    /// The outer error is the database's (retry); the inner one is the run's own failure.
+    async fn execute(&self, job: &jobs::Leased) -> Result<Result<(), String>, Error> {
+        let (db, id) = (&self.db, job.payload["run"].as_i64().unwrap_or_default());
+        let document: Option<Value> = sqlx::query_scalar(
+            "UPDATE stella.task_runs r SET status = 'running', steps = '[]', attempt = $2
+             FROM stella.task_packs p
+             WHERE r.id = $1 AND p.tenant_id = r.tenant_id AND p.name = r.pack_name AND p.version = r.pack_version
+             RETURNING p.document",
+        )
+        .bind(id)
+        .bind(job.attempt)
+        .fetch_optional(db)
+        .await?;
+        let Some(document) = document else { return Ok(Err(format!("task run {id} does not exist"))) };
+        let pack: Pack = serde_json::from_value(document).map_err(|e| Error::Internal(format!("run {id}: {e}")))?;
+        info!(run = id, pack = %pack.name, version = %pack.version, attempt = job.attempt, "task run started");
+        let mut outcome: Result<(), String> = Ok(());
+        for step in &pack.steps {
+            let result = execute(step, &self.egress).await;
+            let (status, detail) = match &result {
+                Ok(d) => ("succeeded", d.clone()),
+                Err(e) => ("failed", e.clone()),
+            };
+            sqlx::query("UPDATE stella.task_runs SET steps = steps || $2 WHERE id = $1 AND attempt = $3")
+                .bind(id)
+                .bind(json!([{"id": step.id(), "status": status, "detail": detail}]))
+                .bind(job.attempt)
+                .execute(db)
+                .await?;
+            if let Err(e) = result {
+                outcome = Err(format!("step {}: {e}", step.id()));
+                break;
+            }
+        }
+        let (status, reason) = match &outcome {
+            Ok(()) => ("succeeded", None),
+            Err(e) => ("failed", Some(e.clone())),
+        };
+        sqlx::query(
+            "UPDATE stella.task_runs SET status = $2, reason = $3, finished_at = now() WHERE id = $1 AND attempt = $4",
+        )
         .bind(id)
         .bind(status)
         .bind(&reason)
+        .bind(job.attempt)
         .execute(db)
         .await?;
-    match reason {
-        None => info!(run = id, "task run succeeded"),
-        Some(r) => warn!(run = id, reason = %r, "task run failed"),
+        match &reason {
+            None => info!(run = id, "task run succeeded"),
+            Some(r) => warn!(run = id, reason = %r, "task run failed"),
+        }
+        Ok(outcome)
     }
-    Ok(true)
 }
 
 /// Runs one step; `Ok` carries a short description of what happened.

@@ -251,6 +251,15 @@ impl Config {
                 }
             }
         }
+        // A password inside any URL is a secret, even in a setting that is not (an object store
+        // URL given as s3://key:secret@bucket by mistake).
+        for s in self.settings.iter().filter(|s| !s.secret && matches!(s.kind, Kind::Url { .. })) {
+            if let Some(Value::Text(t)) = self.get(s.name)
+                && let Some(pw) = url_password(t)
+            {
+                out.insert(pw);
+            }
+        }
         out.into_iter().collect()
     }
 

@@ -238,7 +238,7 @@ impl Service {
                 let secret = self.settings.iter().any(|s| s.name == *name && s.secret);
                 check(value).map_err(|expected| config::ConfigError::Invalid {
                     name: name.to_string(),
-                    value: if secret { redact::MARK.to_string() } else { format!("{value:?}") },
+                    value: if secret { redact::MARK.to_string() } else { format!("{:?}", without_userinfo(value)) },
                     expected: if secret { expected.replace(value, redact::MARK) } else { expected },
                 })?;
             }
@@ -371,4 +371,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A URL's `user:password@` replaced by the redaction mark: a setting that is not secret may
+/// still be given with credentials by mistake, and an error message must not repeat them.
+fn without_userinfo(value: &str) -> String {
+    match value.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}@{}", redact::MARK, &rest[at + 1..]),
+                None => value.to_string(),
+            }
+        }
+        None => value.to_string(),
+    }
 }

@@ -4,8 +4,7 @@
 //! (`stella_core::taskrunner`); in offline mode, steps may reach only allowed hosts.
 
 fn main() -> std::process::ExitCode {
-    stella_runtime::Service::server("task-runner", 8083)
-        .setting(stella_core::taskrunner::INTERVAL)
+    stella_core::jobs::settings(stella_runtime::Service::server("task-runner", 8083))
         .setting(stella_core::packs::OFFLINE)
         .setting(stella_core::packs::EGRESS_ALLOW)
         .routes(|ctx| {
