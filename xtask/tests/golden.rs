@@ -8,7 +8,7 @@
 
 use xtask::plan::{Pin, Request};
 
-const GOLDEN: &str = "sha256:a50a252a8a7efe492a4ee3290124b2dbb199395a4df1100e75f627af8852950c";
+const GOLDEN: &str = "sha256:ad5a1496aecdc2cdd5bcfa4d54fa325baf78d8762752dca7f7d9006e664bc7d2";
 
 fn build(out: &std::path::Path) -> (Vec<u8>, xtask::assemble::Built) {
     let fixtures = xtask::shell::root().join("tests/fixtures/golden");
