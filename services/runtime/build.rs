@@ -2,7 +2,7 @@
 //!
 //! `cargo xtask images` sets `STELLA_GIT_COMMIT` and `SOURCE_DATE_EPOCH` from the plan; a plain
 //! `cargo build` asks git the same question the plan does (the last commit that changed an input
-//! of the images: everything but `deploy/`, `docs/`, `tests/`, CI files and Markdown), and falls back to
+//! of the images: everything but `deploy/`, `docs/`, `tests/`, `xtask/tests/`, CI files and Markdown), and falls back to
 //! `unknown` and 0 outside a checkout.
 
 use std::process::Command;
@@ -22,6 +22,7 @@ const INPUTS: &[&str] = &[
     ":(exclude).ci",
     ":(exclude)*.md",
     ":(exclude)tests",
+    ":(exclude)xtask/tests",
 ];
 
 fn last_input_commit(format: &str) -> Option<String> {

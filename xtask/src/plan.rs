@@ -318,12 +318,20 @@ fn workspace_version(root: &Path) -> anyhow::Result<String> {
 }
 
 /// What is not an input of the images: the generated deployment files (which pin the images'
-/// digests, so they cannot be inputs of them), documentation, the end-to-end tests (no image holds
-/// their code; their dependencies are in Cargo.lock, which is an input) and CI configuration. The revision
+/// digests, so they cannot be inputs of them), documentation, the end-to-end tests and xtask's
+/// own tests (no image holds their code; their dependencies are in Cargo.lock, which is an
+/// input) and CI configuration. The revision
 /// and the source epoch of a build are those of the last commit that changed anything else, so
 /// committing `deploy/` or a documentation fix leaves every image digest as it was.
-pub const NOT_INPUTS: &[&str] =
-    &[":(exclude)deploy", ":(exclude)docs", ":(exclude).github", ":(exclude).ci", ":(exclude)*.md", ":(exclude)tests"];
+pub const NOT_INPUTS: &[&str] = &[
+    ":(exclude)deploy",
+    ":(exclude)docs",
+    ":(exclude).github",
+    ":(exclude).ci",
+    ":(exclude)*.md",
+    ":(exclude)tests",
+    ":(exclude)xtask/tests",
+];
 
 fn input_pathspec() -> Vec<&'static str> {
     std::iter::once("--").chain(std::iter::once(".")).chain(NOT_INPUTS.iter().copied()).collect()
