@@ -148,14 +148,16 @@ pub fn compare(
         }
         results.push(result);
     }
+    // A partial rebuild (some platforms or some images) has its own image indexes, and with them
+    // index signatures and attestations the original cannot have: only the blobs of the rebuilt
+    // platform manifests (manifest, config, layers) are compared then.
+    let partial = !platforms.is_empty() || rebuilt.images.len() != original.images.len();
     let (compared, index_identical) = match layout {
         Some(dir) => {
-            let (compared, blob_diffs) = compare_blobs(dir, out)?;
+            let only = if partial { Some(platform_blobs(&rebuilt, out)?) } else { None };
+            let (compared, blob_diffs) = compare_blobs(dir, out, only.as_ref())?;
             differences.extend(blob_diffs);
             let same = std::fs::read(dir.join("index.json"))? == std::fs::read(out.join("index.json"))?;
-            // A partial rebuild (some platforms or some images) has a partial index.json; its
-            // images' digests were compared above.
-            let partial = !platforms.is_empty() || rebuilt.images.len() != original.images.len();
             (compared, same || partial)
         }
         // Without a layout, the digests above are the comparison.
@@ -192,8 +194,34 @@ fn first_differing_blob(original: &Path, a: &str, rebuilt: &Path, b: &str) -> Op
     })
 }
 
-/// Every blob of the rebuild must exist, byte-identical, in the original.
-fn compare_blobs(original: &Path, rebuilt: &Path) -> anyhow::Result<(usize, Vec<String>)> {
+/// The blob names (hex) of every platform manifest of `built`, with their configs and layers.
+fn platform_blobs(built: &Built, layout: &Path) -> anyhow::Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for image in &built.images {
+        for p in image.platforms.values() {
+            let hex = p.manifest.trim_start_matches("sha256:").to_string();
+            let path = layout.join("blobs/sha256").join(&hex);
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+                    .with_context(|| format!("{}: not a manifest", path.display()))?;
+            out.insert(hex);
+            for d in std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().into_iter().flatten()) {
+                if let Some(digest) = d["digest"].as_str() {
+                    out.insert(digest.trim_start_matches("sha256:").to_string());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every blob of the rebuild (or only those of `only`) must exist, byte-identical, in the
+/// original.
+fn compare_blobs(
+    original: &Path,
+    rebuilt: &Path,
+    only: Option<&BTreeSet<String>>,
+) -> anyhow::Result<(usize, Vec<String>)> {
     let names = |dir: &Path| -> anyhow::Result<BTreeSet<String>> {
         Ok(std::fs::read_dir(dir.join("blobs/sha256"))?
             .filter_map(|e| e.ok())
@@ -201,7 +229,10 @@ fn compare_blobs(original: &Path, rebuilt: &Path) -> anyhow::Result<(usize, Vec<
             .filter(|n| !n.starts_with('.'))
             .collect())
     };
-    let (a, b) = (names(original)?, names(rebuilt)?);
+    let (a, mut b) = (names(original)?, names(rebuilt)?);
+    if let Some(only) = only {
+        b.retain(|name| only.contains(name));
+    }
     let mut diffs = Vec::new();
     for missing in b.difference(&a) {
         diffs.push(format!("blob sha256:{missing} of the rebuild is not in the original"));
