@@ -84,7 +84,16 @@ fn conseiller_and_excitator_only_aggregate() {
         std::fs::write(dir_b.join("doc.json"), &c.b).unwrap();
         stack.start("api", &[]);
         let sources = format!("vendor-a={},vendor-b={}", dir_a.display(), dir_b.display());
-        stack.start(c.service, &[("STELLA_SOURCES", sources), ("STELLA_SOURCES_INTERVAL", "300ms".into())]);
+        // The orchestrator enqueues the polls (every second, the shortest schedule).
+        stack.start("orchestrator", &[("STELLA_SCHEDULER_TICK", "200ms".into())]);
+        stack.start(
+            c.service,
+            &[
+                ("STELLA_SOURCES", sources),
+                ("STELLA_SOURCES_INTERVAL", "1s".into()),
+                ("STELLA_JOBS_POLL", "100ms".into()),
+            ],
+        );
         let token = stack.admin_token();
         let linkset_path = format!("/api/v1/{}/linksets/{}", c.path, c.key);
         let links = |stack: &Stack| -> Vec<Value> {
@@ -291,7 +300,10 @@ fn scans_findings_verdicts_and_the_ledger() {
             && log.contains("\"packs_registered\":0"),
         "re-seeding added data: {log}"
     );
-    assert_eq!(stack.pg.query("SELECT name || ' ' || version FROM stella.task_packs"), "stack-health 1.0.0");
+    assert_eq!(
+        stack.pg.query("SELECT string_agg(name || ' ' || version, ', ' ORDER BY name) FROM stella.task_packs"),
+        "export-to-production 1.0.0, stack-health 1.0.0"
+    );
     stack.start("api", &[]);
     stack.start("policy", &[("STELLA_POLICY_INTERVAL", "200ms".into())]);
     stack.start("ledger", &[]);
@@ -428,9 +440,11 @@ fn url_sources_are_fetched_with_retries() {
     let port = free_port();
     let source = format!("remote=http://127.0.0.1:{port}/advisory.json");
     stack.start("api", &[]);
+    stack.start("orchestrator", &[("STELLA_SCHEDULER_TICK", "200ms".into())]);
     stack.start(
         "conseiller",
         &[
+            ("STELLA_JOBS_POLL", "100ms".into()),
             ("STELLA_SOURCES", source),
             ("STELLA_SOURCES_INTERVAL", "1h".into()),
             ("STELLA_SOURCES_ATTEMPTS", "6".into()),

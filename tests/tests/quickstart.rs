@@ -197,18 +197,31 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     assert_eq!(linkset.json()["links"].as_array().map(Vec::len), Some(2), "{}", linkset.text());
     // The seeded task pack runs inside the stack: the task runner reaches every service it names.
     let runner = format!("http://127.0.0.1:{}", stack.port("STELLA_TASK_RUNNER_PORT"));
-    let started = call("POST", &format!("{runner}/api/v1/packs/stack-health/runs"), Some(&token), None, &[]);
-    assert_eq!(started.status, 202, "{}", started.text());
-    let run_url = format!("{runner}/api/v1/runs/{}", started.json()["id"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let pack_run = loop {
-        let r = call("GET", &run_url, Some(&token), None, &[]).json();
-        if r["status"] == "succeeded" || r["status"] == "failed" || Instant::now() > deadline {
-            break r;
+    let run_pack = |pack: &str| {
+        let started = call("POST", &format!("{runner}/api/v1/packs/{pack}/runs"), Some(&token), None, &[]);
+        assert_eq!(started.status, 202, "{}", started.text());
+        let run_url = format!("{runner}/api/v1/runs/{}", started.json()["id"]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = call("GET", &run_url, Some(&token), None, &[]).json();
+            if r["status"] == "succeeded" || r["status"] == "failed" || Instant::now() > deadline {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(200));
     };
+    let pack_run = run_pack("stack-health");
     assert_eq!(pack_run["status"], "succeeded", "the stack-health pack: {pack_run}");
+    // The seeded export pack: the task runner asks stella-export, which writes every format to
+    // the object store on the stella-state volume (as uid 65532, on a read-only root).
+    let pack_run = run_pack("export-to-production");
+    assert_eq!(pack_run["status"], "succeeded", "the export-to-production pack: {pack_run}");
+    let export_api = format!("http://127.0.0.1:{}/api/v1/exports/1", stack.port("STELLA_EXPORT_PORT"));
+    let export = call("GET", &export_api, Some(&token), None, &[]).json();
+    assert_eq!(export["files"].as_array().map(Vec::len), Some(3 + 2 * 2), "two seeded scans: {export}");
+    let csv = call("GET", &format!("{export_api}/files/findings.csv"), Some(&token), None, &[]);
+    assert_eq!(csv.status, 200, "{}", csv.text());
+    assert_eq!(csv.text().lines().count(), 1 + 4, "a header and the four seeded findings: {}", csv.text());
     // A scan imported now must survive backup, reset and restore.
     let sbom = br#"{"bomFormat":"CycloneDX","specVersion":"1.5","components":[{"purl":"pkg:npm/lodash@4.17.15"}]}"#;
     let imported = call("POST", &format!("{api}/api/v1/scans?name=before-backup"), Some(&token), Some(sbom), &[]);

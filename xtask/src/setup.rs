@@ -47,6 +47,10 @@ pub const TEST_PIP: &[(&str, &str)] = &[
     ("kubernetes-validate", "kubernetes-validate==1.37.0"),
     ("zizmor", "zizmor==1.32.0"),
     ("check-jsonschema", "check-jsonschema==0.39.0"),
+    // An S3 server on loopback for the export center's S3 store (no other runs here).
+    ("moto_server", "moto[server]==5.2.1"),
+    // An SMTP relay on loopback for the notification service's mail sink.
+    ("import:aiosmtpd", "aiosmtpd==1.4.6"),
 ];
 
 fn python_has(check: &str) -> bool {

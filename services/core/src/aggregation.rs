@@ -316,7 +316,7 @@ pub async fn rejections(db: &PgPool, kind: Kind, page: Page) -> Result<Value, Er
 /// source settings, the routes of `kind`, and the source poller started with them. One function
 /// for both, so neither can miss a setting or a guard the other has.
 pub fn service(name: &'static str, port: u16, kind: Kind) -> stella_runtime::Service {
-    let mut service = stella_runtime::Service::server(name, port)
+    let mut service = crate::jobs::settings(stella_runtime::Service::server(name, port))
         .aggregation_only()
         .checked_setting(crate::sources::SOURCES, crate::sources::check);
     for s in crate::sources::SETTINGS {

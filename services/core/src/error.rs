@@ -22,6 +22,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// It existed and was deleted on purpose (retention).
+    #[error("{0}")]
+    Gone(String),
     /// A rate limit: the message says what the limit is and when to retry.
     #[error("{0}")]
     TooMany(String),
@@ -59,6 +62,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Gone(_) => StatusCode::GONE,
             Error::Database(stella_runtime::sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -73,6 +77,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::Unavailable(_) => "unavailable",
             Error::TooMany(_) => "too_many_requests",
+            Error::Gone(_) => "gone",
             Error::Database(_) | Error::Internal(_) => "internal",
         }
     }

@@ -8,10 +8,10 @@
 //! `STELLA_EXPORT_MAX_PENDING` exports queued or running (429 beyond: the rate limit), and the
 //! worker's job concurrency bounds the load on the database.
 //!
-//! The object store is `object_store`'s local file system under `STELLA_OBJECT_STORE_URL`
-//! (`file:///...`); `s3://` is refused at start-up in this release (the crate's S3 client is not
-//! compiled in yet), with a message saying so. Unset, the export routes answer 503 saying what
-//! to set (the service still serves its contract).
+//! The object store is `STELLA_OBJECT_STORE_URL` through the `object_store` crate: a directory
+//! (`file:///...`, a volume) or S3 and compatible stores (`s3://bucket/prefix`). Unset or
+//! unusable, the export routes answer 503 saying what to set (the service still serves its
+//! contract, so a chart install does not crash-loop on it).
 
 use std::sync::Arc;
 
@@ -66,11 +66,37 @@ pub fn parse_formats(raw: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// The object store named by `STELLA_OBJECT_STORE_URL`; the error says what to set.
-pub fn store(url: Option<&str>) -> Result<Arc<dyn ObjectStore>, String> {
-    let Some(url) = url else {
+/// Where exports are written: `STELLA_OBJECT_STORE_URL` and, for `s3://`, the region and
+/// endpoint settings.
+#[derive(Clone, Debug, Default)]
+pub struct StoreConfig {
+    pub url: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+impl StoreConfig {
+    pub fn from(config: &stella_runtime::config::Config) -> StoreConfig {
+        let text = |name: &str| config.text(name).map(str::to_string);
+        StoreConfig {
+            url: text(STORE_URL),
+            region: text("STELLA_OBJECT_STORE_REGION"),
+            endpoint: text("STELLA_OBJECT_STORE_ENDPOINT"),
+        }
+    }
+}
+
+/// The object store of `config`; the error says what to set.
+///
+/// `file:///dir`: `object_store`'s local file system (writes go to a temporary file, then a
+/// rename). `s3://bucket[/prefix]`: its S3 client, credentials from the standard `AWS_*`
+/// environment (`AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, as the chart sets them from
+/// `objectStore.existingSecret`, or a web identity), region and endpoint from the settings (an
+/// `http://` endpoint, such as a MinIO in the same cluster, is allowed).
+pub fn store(config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, String> {
+    let Some(url) = config.url.as_deref() else {
         return Err("STELLA_OBJECT_STORE_URL is not set: set it to file:///var/lib/stella/objects (a volume) \
-                    to keep exports"
+                    or s3://bucket/prefix to keep exports"
             .into());
     };
     if let Some(path) = url.strip_prefix("file://") {
@@ -79,9 +105,33 @@ pub fn store(url: Option<&str>) -> Result<Arc<dyn ObjectStore>, String> {
             .map_err(|e| format!("STELLA_OBJECT_STORE_URL: {path}: {e}"))?;
         return Ok(Arc::new(fs));
     }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.contains('@') {
+            return Err("STELLA_OBJECT_STORE_URL: put no credentials in the URL; give them as \
+                        AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the chart's objectStore.existingSecret)"
+                .into());
+        }
+        if bucket.is_empty() {
+            return Err("STELLA_OBJECT_STORE_URL: s3:// needs a bucket: s3://bucket[/prefix]".into());
+        }
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(region) = &config.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+        }
+        let s3 = builder.build().map_err(|e| format!("STELLA_OBJECT_STORE_URL: s3://{bucket}: {e}"))?;
+        let prefix = prefix.trim_matches('/');
+        return Ok(if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+        });
+    }
     Err(format!(
-        "STELLA_OBJECT_STORE_URL: `{}` is not supported by this release of the export center: \
-         use file:///path (a volume); s3:// stores are not built in yet",
+        "STELLA_OBJECT_STORE_URL: `{}` is neither file:///path nor s3://bucket[/prefix]",
         crate::sources::public_url(url)
     ))
 }
@@ -95,6 +145,19 @@ pub struct Request {
     pub scan: Option<i64>,
 }
 
+/// Every requested format is enabled (422 naming the first that is not).
+pub fn check_formats(requested: &[String], enabled: &[String]) -> Result<(), Error> {
+    if requested.is_empty() {
+        return Err(Error::bad("formats", format!("name at least one of {}", enabled.join(", "))));
+    }
+    for f in requested {
+        if !enabled.contains(f) {
+            return Err(Error::bad("formats", format!("`{f}` is not enabled here (enabled: {})", enabled.join(", "))));
+        }
+    }
+    Ok(())
+}
+
 /// Queues an export: 202 with the export, 422 for a format not enabled, 429 over the limit.
 pub async fn create(
     db: &PgPool,
@@ -105,14 +168,7 @@ pub async fn create(
     attempts: i32,
 ) -> Result<Value, Error> {
     caller.require("operator")?;
-    if request.formats.is_empty() {
-        return Err(Error::bad("formats", format!("name at least one of {}", enabled.join(", "))));
-    }
-    for f in &request.formats {
-        if !enabled.contains(f) {
-            return Err(Error::bad("formats", format!("`{f}` is not enabled here (enabled: {})", enabled.join(", "))));
-        }
-    }
+    check_formats(&request.formats, enabled)?;
     let mut tx = db.begin().await?;
     // Serialize a tenant's requests so two at once cannot both pass the limit.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('stella.exports/' || $1::text))")
@@ -140,17 +196,33 @@ pub async fn create(
             caller.tenant
         )));
     }
+    let (export, _job) =
+        enqueue(&mut tx, caller.tenant_id, &request.formats, request.scan, &caller.username, attempts).await?;
+    tx.commit().await?;
+    show(db, caller, export).await
+}
+
+/// Writes an export row and its job in the caller's transaction: `(export, job)`. The checks
+/// (role, formats, limit) are the caller's.
+pub async fn enqueue(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: i64,
+    formats: &[String],
+    scan: Option<i64>,
+    created_by: &str,
+    attempts: i32,
+) -> Result<(i64, i64), Error> {
     let export: i64 = sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('stella.exports', 'id'))")
         .fetch_one(&mut *tx)
         .await?;
     let job = jobs::enqueue(
-        &mut tx,
+        &mut *tx,
         jobs::NewJob {
-            tenant_id: Some(caller.tenant_id),
+            tenant_id: Some(tenant_id),
             kind: KIND,
             payload: json!({"export": export}),
             max_attempts: attempts,
-            created_by: &caller.username,
+            created_by,
         },
     )
     .await?;
@@ -159,15 +231,14 @@ pub async fn create(
          OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(export)
-    .bind(caller.tenant_id)
+    .bind(tenant_id)
     .bind(job)
-    .bind(&request.formats)
-    .bind(request.scan)
-    .bind(&caller.username)
+    .bind(formats)
+    .bind(scan)
+    .bind(created_by)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    show(db, caller, export).await
+    Ok((export, job))
 }
 
 /// One of the tenant's exports with its job's status and, once written, its files.
@@ -226,19 +297,49 @@ struct Exports {
 
 impl jobs::Handler for Exports {
     async fn run(&self, job: &jobs::Leased) -> jobs::Outcome {
-        let id = job.payload["export"].as_i64().unwrap_or_default();
+        let id = match job.payload["export"].as_i64() {
+            Some(id) => id,
+            // A scheduled export: its row is made by its job (once, whatever the attempt).
+            None => match self.scheduled(job).await {
+                Ok(id) => id,
+                Err(e) => return jobs::Outcome::from_error(e),
+            },
+        };
         match self.write(id).await {
             Ok(files) => {
                 info!(export = id, files = files.len(), "export written");
                 jobs::Outcome::Done(json!({"export": id, "files": files.len()}))
             }
-            Err(Error::Internal(e)) => jobs::Outcome::Retry(e),
-            Err(e) => jobs::Outcome::Failed(e.to_string()),
+            Err(e) => jobs::Outcome::from_error(e),
         }
     }
 }
 
 impl Exports {
+    /// The export row of a job enqueued by a schedule, made on its first attempt.
+    async fn scheduled(&self, job: &jobs::Leased) -> Result<i64, Error> {
+        let request: Request =
+            serde_json::from_value(job.payload.clone()).map_err(|e| Error::bad("scheduled export", e.to_string()))?;
+        let tenant = job.tenant_id.ok_or_else(|| Error::bad("scheduled export", "has no tenant"))?;
+        let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM stella.exports WHERE job_id = $1")
+            .bind(job.id)
+            .fetch_optional(&self.db)
+            .await?;
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+        Ok(sqlx::query_scalar(
+            "INSERT INTO stella.exports (tenant_id, job_id, formats, scan_id, created_by)
+             VALUES ($1, $2, $3, $4, 'orchestrator') RETURNING id",
+        )
+        .bind(tenant)
+        .bind(job.id)
+        .bind(&request.formats)
+        .bind(request.scan)
+        .fetch_one(&self.db)
+        .await?)
+    }
+
     async fn write(&self, id: i64) -> Result<Vec<Value>, Error> {
         let row: Option<(i64, String, Vec<String>, Option<i64>)> = sqlx::query_as(
             "SELECT e.tenant_id, t.slug, e.formats, e.scan_id FROM stella.exports e
@@ -282,8 +383,12 @@ mod tests {
     }
 
     #[test]
-    fn s3_is_refused_with_what_to_do_and_no_credentials() {
-        let e = store(Some("s3://key:secret@bucket/prefix")).err().unwrap();
-        assert!(e.contains("file:///") && !e.contains("secret"), "{e}");
+    fn stores_refuse_credentials_in_urls_and_unknown_schemes() {
+        let store_of = |url: &str| store(&StoreConfig { url: Some(url.into()), ..Default::default() });
+        let e = store_of("s3://key:secret@bucket/prefix").err().unwrap();
+        assert!(e.contains("AWS_ACCESS_KEY_ID") && !e.contains("secret@"), "{e}");
+        let e = store_of("gs://user:pw@bucket").err().unwrap();
+        assert!(e.contains("neither") && !e.contains("pw"), "{e}");
+        assert!(store(&StoreConfig::default()).err().unwrap().contains("not set"));
     }
 }

@@ -105,6 +105,16 @@ pub enum Outcome {
     Retry(String),
 }
 
+impl Outcome {
+    /// The database or the store failing is worth a retry; bad input is not.
+    pub fn from_error(e: Error) -> Outcome {
+        match e {
+            Error::Database(_) | Error::Internal(_) | Error::Unavailable(_) => Outcome::Retry(e.to_string()),
+            other => Outcome::Failed(other.to_string()),
+        }
+    }
+}
+
 /// What a worker of one kind runs for each job.
 pub trait Handler: Send + Sync + 'static {
     fn run(&self, job: &Leased) -> impl Future<Output = Outcome> + Send;
@@ -350,13 +360,15 @@ async fn run_with_heartbeat<H: Handler>(db: &PgPool, worker: &Worker, handler: &
     }
 }
 
-/// A job as the API shows it, with its attempts.
-pub async fn show(db: &PgPool, tenant_id: Option<i64>, id: i64) -> Result<Option<Value>, Error> {
+/// A job as the API shows it, with its attempts: one of the caller's tenant, or a system job
+/// (a feed poll) for an admin of the platform tenant.
+pub async fn show(db: &PgPool, caller: &crate::authority::Caller, id: i64) -> Result<Option<Value>, Error> {
     let job: Option<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_JSON} FROM stella.jobs j WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2"
+        "SELECT {JOB_JSON} FROM stella.jobs j WHERE id = $1 AND (tenant_id = $2 OR ($3 AND tenant_id IS NULL))"
     )))
     .bind(id)
-    .bind(tenant_id)
+    .bind(caller.tenant_id)
+    .bind(sees_system(caller))
     .fetch_optional(db)
     .await?;
     let Some(mut job) = job else { return Ok(None) };
@@ -372,30 +384,38 @@ pub async fn show(db: &PgPool, tenant_id: Option<i64>, id: i64) -> Result<Option
     Ok(Some(job))
 }
 
-/// The tenant's jobs, newest first, optionally of one kind or status.
+/// The caller's jobs (and, for an admin of the platform tenant, the system jobs), newest first,
+/// optionally of one kind or status.
 pub async fn list(
     db: &PgPool,
-    tenant_id: i64,
+    caller: &crate::authority::Caller,
     kind: Option<&str>,
     status: Option<&str>,
     page: crate::aggregation::Page,
 ) -> Result<Value, Error> {
     let jobs: Vec<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT {JOB_JSON} FROM stella.jobs j
-         WHERE tenant_id = $1 AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR status = $3)
+         WHERE (tenant_id = $1 OR ($6 AND tenant_id IS NULL))
+           AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR status = $3)
          ORDER BY id DESC LIMIT $4 OFFSET $5"
     )))
-    .bind(tenant_id)
+    .bind(caller.tenant_id)
     .bind(kind)
     .bind(status)
     .bind(page.limit)
     .bind(page.offset)
+    .bind(sees_system(caller))
     .fetch_all(db)
     .await?;
     Ok(json!({"jobs": jobs}))
 }
 
+/// System jobs (no tenant) are the platform's: shown to the platform tenant's admins only.
+fn sees_system(caller: &crate::authority::Caller) -> bool {
+    caller.tenant == crate::seed::TENANT && caller.require("admin").is_ok()
+}
+
 const JOB_JSON: &str = "json_build_object('id', j.id, 'kind', j.kind, 'status', j.status, 'payload', j.payload,
     'attempt', j.attempt, 'maxAttempts', j.max_attempts, 'leaseOwner', j.lease_owner,
     'leaseExpiresAt', stella.rfc3339(j.lease_expires_at), 'result', j.result, 'error', j.error,
-    'createdBy', j.created_by, 'createdAt', stella.rfc3339(j.created_at), 'finishedAt', stella.rfc3339(j.finished_at))";
+    'schedule', j.schedule, 'createdBy', j.created_by, 'createdAt', stella.rfc3339(j.created_at), 'finishedAt', stella.rfc3339(j.finished_at))";

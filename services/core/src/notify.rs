@@ -4,7 +4,8 @@
 //! up on (status `dead`, with the last error, listed by the API).
 //!
 //! Sinks (`STELLA_NOTIFY_SINKS`, secret because webhook URLs carry tokens): `name=log` writes one
-//! log line per notification; `name=webhook:URL` POSTs one JSON batch per window. A delivery row
+//! log line per notification; `name=webhook:URL` POSTs one JSON batch per window;
+//! `name=smtp:smtp://relay?from=...&to=...` mails one message per batch (`lettre`). A delivery row
 //! per notification and sink is the delivery state, so a sink that is down does not hold back
 //! the others. Text comes from templates, `<event>.txt` in `STELLA_NOTIFY_TEMPLATES` when set
 //! (a mounted directory), else the built-in ones; `{{key}}` is replaced by the payload's field.
@@ -25,7 +26,7 @@ pub const SINKS: Setting = Setting {
     kind: SettingKind::Text,
     default: Fallback::Value("log=log"),
     secret: true,
-    description: "Comma-separated sinks, `name=log` or `name=webhook:URL`; every notification goes to every sink.",
+    description: "Comma-separated sinks: `name=log`, `name=webhook:URL` or `name=smtp:smtp://[user:pass@]relay[:port]?from=ADDR&to=ADDR;ADDR[&tls=required]` (or smtps://); every notification goes to every sink.",
 };
 
 pub const WINDOW: Setting = Setting {
@@ -75,6 +76,41 @@ pub async fn record(
 pub enum Sink {
     Log,
     Webhook(String),
+    /// One mail per batch through an SMTP relay.
+    Smtp(Smtp),
+}
+
+/// `smtp://[user:password@]host[:port]?from=ADDR&to=ADDR;ADDR[&tls=required]` (STARTTLS when
+/// `tls=required`; plain otherwise, for a relay on the host or cluster) or `smtps://...`
+/// (implicit TLS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Smtp {
+    /// The relay URL as lettre reads it: our `from` and `to` parameters taken out.
+    relay: String,
+    from: String,
+    to: Vec<String>,
+}
+
+fn parse_smtp(url: &str) -> Result<Smtp, String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (mut from, mut to, mut kept) = (None, Vec::new(), Vec::new());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("from", v)) => from = Some(v.to_string()),
+            Some(("to", v)) => to.extend(v.split(';').filter(|a| !a.is_empty()).map(str::to_string)),
+            _ => kept.push(pair),
+        }
+    }
+    let from = from.ok_or("needs ?from=ADDRESS")?;
+    if to.is_empty() {
+        return Err("needs &to=ADDRESS (several separated by ;)".into());
+    }
+    for address in std::iter::once(&from).chain(&to) {
+        address.parse::<lettre::message::Mailbox>().map_err(|e| format!("`{address}` is not a mail address: {e}"))?;
+    }
+    let relay = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    lettre::SmtpTransport::from_url(&relay).map_err(|e| format!("not an SMTP URL: {e}"))?;
+    Ok(Smtp { relay, from, to })
 }
 
 /// Parses `STELLA_NOTIFY_SINKS`; the error names the entry (never the URL: it may hold a token).
@@ -89,7 +125,10 @@ pub fn parse_sinks(raw: &str) -> Result<Vec<(String, Sink)>, String> {
             Some(("webhook", url)) if url.starts_with("http://") || url.starts_with("https://") => {
                 Sink::Webhook(url.to_string())
             }
-            _ => return Err(format!("sink `{name}`: expected `log` or `webhook:http(s)://...`")),
+            Some(("smtp", url)) if url.starts_with("smtp://") || url.starts_with("smtps://") => {
+                Sink::Smtp(parse_smtp(url).map_err(|e| format!("sink `{name}`: {e}"))?)
+            }
+            _ => return Err(format!("sink `{name}`: expected `log`, `webhook:http(s)://...` or `smtp:smtp(s)://...`")),
         };
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') || name.is_empty() {
             return Err(format!("sink name `{name}`: use letters, digits, - and _"));
@@ -250,6 +289,29 @@ impl Delivery {
 /// Sends one batch to one sink.
 async fn send(name: &str, sink: &Sink, batch: &[Value]) -> Result<(), String> {
     match sink {
+        Sink::Smtp(smtp) => {
+            let (smtp, texts) =
+                (smtp.clone(), batch.iter().map(|n| n["text"].as_str().unwrap_or_default().to_string()));
+            let body = texts.collect::<Vec<_>>().join("\n");
+            let subject = format!("StellaOps: {} notification{}", batch.len(), if batch.len() == 1 { "" } else { "s" });
+            tokio::task::spawn_blocking(move || {
+                use lettre::Transport as _;
+                let mut message = lettre::Message::builder().from(smtp.from.parse().map_err(|e| format!("from: {e}"))?);
+                for to in &smtp.to {
+                    message = message.to(to.parse().map_err(|e| format!("to: {e}"))?);
+                }
+                let message = message.subject(subject).body(body).map_err(|e| e.to_string())?;
+                let transport = lettre::SmtpTransport::from_url(&smtp.relay)
+                    .map_err(|e| e.to_string())?
+                    .timeout(Some(Duration::from_secs(20)))
+                    .build();
+                // The relay's address without credentials, in errors and logs.
+                let shown = crate::sources::public_url(&smtp.relay);
+                transport.send(&message).map(|_| ()).map_err(|e| format!("SMTP {shown}: {e}"))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
         Sink::Log => {
             for n in batch {
                 info!(sink = %name, event = %n["event"].as_str().unwrap_or_default(), id = %n["id"],
@@ -311,6 +373,15 @@ mod tests {
         assert!(e.contains("ops") && !e.contains("t0ken"), "{e}");
         assert!(parse_sinks("a=log,a=log").unwrap_err().contains("twice"));
         assert!(parse_sinks("nolog").unwrap_err().contains("entry 1"));
+        let mail = parse_sinks(
+            "mail=smtp:smtp://u:p4ss@relay:2525?from=stella@example.org&to=a@example.org;b@example.org&tls=required",
+        )
+        .unwrap();
+        let Sink::Smtp(smtp) = &mail[0].1 else { panic!("{mail:?}") };
+        assert_eq!((smtp.from.as_str(), smtp.to.len()), ("stella@example.org", 2));
+        assert_eq!(smtp.relay, "smtp://u:p4ss@relay:2525?tls=required");
+        let e = parse_sinks("mail=smtp:smtp://u:p4ss@relay?from=nobody").unwrap_err();
+        assert!(e.contains("mail") && !e.contains("p4ss"), "{e}");
     }
 
     #[test]

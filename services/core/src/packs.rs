@@ -6,7 +6,8 @@
 //! ```json
 //! {"apiVersion": "stella-ops.org/v1", "kind": "TaskPack", "name": "mirror-check", "version": "1.0.0",
 //!  "steps": [{"id": "fetch", "type": "http", "url": "http://mirror.internal/osv/index.json"},
-//!            {"id": "pause", "type": "wait", "seconds": 2}]}
+//!            {"id": "pause", "type": "wait", "seconds": 2},
+//!            {"id": "export", "type": "export", "formats": ["spdx", "openvex"]}]}
 //! ```
 //! In offline mode (`STELLA_OFFLINE=true`, the air-gap values), a step that would reach a host
 //! outside `STELLA_EGRESS_ALLOW` fails before any connection is attempted.
@@ -47,9 +48,28 @@ pub enum Step {
         url: String,
         #[serde(default, rename = "expectStatus", skip_serializing_if = "Option::is_none")]
         expect_status: Option<u16>,
+        /// Keep the answer's body (at most 1 MiB) as an artifact of the run, in the object store,
+        /// for `STELLA_TASKS_ARTIFACT_RETENTION`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep: bool,
     },
     /// A pause of `seconds` (at most 3600).
     Wait { id: String, seconds: u64 },
+    /// An export of the run's tenant data (or one scan's) through the export center: a job of
+    /// kind `export`; succeeds when the export is written, fails if it fails or takes longer
+    /// than `timeoutSeconds` (default 600).
+    Export {
+        id: String,
+        formats: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scan: Option<i64>,
+        #[serde(default = "export_timeout", rename = "timeoutSeconds")]
+        timeout_seconds: u64,
+    },
+}
+
+fn export_timeout() -> u64 {
+    600
 }
 
 fn get() -> String {
@@ -59,7 +79,7 @@ fn get() -> String {
 impl Step {
     pub fn id(&self) -> &str {
         match self {
-            Step::Http { id, .. } | Step::Wait { id, .. } => id,
+            Step::Http { id, .. } | Step::Wait { id, .. } | Step::Export { id, .. } => id,
         }
     }
 }
@@ -100,6 +120,23 @@ pub fn parse(bytes: &[u8]) -> Result<Pack, String> {
                 return Err(format!("steps[{i}].seconds: {seconds} is more than 3600"));
             }
             Step::Wait { .. } => {}
+            Step::Export { formats, timeout_seconds, .. } => {
+                if formats.is_empty() {
+                    return Err(format!(
+                        "steps[{i}].formats: name at least one of {}",
+                        crate::exports::ALL_FORMATS.join(", ")
+                    ));
+                }
+                if let Some(f) = formats.iter().find(|f| !crate::exports::ALL_FORMATS.contains(&f.as_str())) {
+                    return Err(format!(
+                        "steps[{i}].formats: `{f}` is not one of {}",
+                        crate::exports::ALL_FORMATS.join(", ")
+                    ));
+                }
+                if !(1..=86400).contains(timeout_seconds) {
+                    return Err(format!("steps[{i}].timeoutSeconds: {timeout_seconds} is not between 1 and 86400"));
+                }
+            }
         }
     }
     Ok(pack)

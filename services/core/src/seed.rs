@@ -47,7 +47,10 @@ pub const SBOMS: &[(&str, &[u8])] = &[
 ];
 
 /// `(name, bytes)` of every seeded task pack.
-pub const PACKS: &[(&str, &[u8])] = &[("stack-health", include_bytes!("../seed/packs/stack-health.json"))];
+pub const PACKS: &[(&str, &[u8])] = &[
+    ("stack-health", include_bytes!("../seed/packs/stack-health.json")),
+    ("export-to-production", include_bytes!("../seed/packs/export-to-production.json")),
+];
 
 /// Creates the tenant and its administrator (when a password is given), and in quickstart mode
 /// the demonstration data.

@@ -4,7 +4,9 @@
 //! a directory (its `*.json` files, in name order) or an `http(s)://` URL of one document. Every
 //! poll fetches each document with a bound on fetches in flight, retries a failed fetch with
 //! exponential backoff, and hands the bytes to [`crate::aggregation::ingest`], which stores
-//! only what is new.
+//! only what is new. A poll is an orchestrator job of kind `feed.advisory` or `feed.vex`, which
+//! stella-orchestrator enqueues every `STELLA_SOURCES_INTERVAL` (see [`crate::schedules`]): with
+//! several replicas, one of them polls per interval, and a poll whose worker dies is retried.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +34,7 @@ pub const INTERVAL: Setting = Setting {
     kind: SettingKind::Duration,
     default: Fallback::Value("5m"),
     secret: false,
-    description: "How often every source is polled.",
+    description: "How often every source is polled: the orchestrator enqueues a poll at this interval (stella-orchestrator must run).",
 };
 pub const IN_FLIGHT: Setting = Setting {
     name: "STELLA_SOURCES_IN_FLIGHT",
@@ -122,18 +124,38 @@ pub fn spawn(ctx: &stella_runtime::Context, kind: Kind) {
         attempts: config.int(ATTEMPTS.name).unwrap_or(4) as u32,
     };
     let interval = config.duration(INTERVAL.name).unwrap_or(Duration::from_secs(300));
-    ctx.spawn_worker("sources", move |mut stopped| async move {
+    let attempts = config.int(crate::jobs::ATTEMPTS.name).unwrap_or(3).clamp(1, 100) as i32;
+    let job_kind = feed_kind(kind);
+    // The orchestrator enqueues a poll every interval (one replica polls per interval); this
+    // service registers the schedule, retrying until the database answers, and runs the polls.
+    let registry = poller.db.clone();
+    ctx.spawn_worker("feed-schedule", move |mut stopped| async move {
         loop {
-            tokio::select! {
-                _ = &mut stopped => return,
-                _ = poller.poll() => {}
+            match crate::schedules::register_system(&registry, job_kind, job_kind, interval, attempts).await {
+                Ok(()) => return info!(schedule = job_kind, every = ?interval, "feed poll schedule registered"),
+                Err(e) => warn!(error = %e, "registering the feed poll schedule failed; retrying"),
             }
             tokio::select! {
                 _ = &mut stopped => return,
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
         }
     });
+    crate::jobs::spawn(ctx, crate::jobs::Worker::new(ctx, job_kind), poller);
+}
+
+/// The orchestrator job kind (and system schedule name) of a kind's feed polls.
+pub fn feed_kind(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Advisory => "feed.advisory",
+        Kind::Vex => "feed.vex",
+    }
+}
+
+impl crate::jobs::Handler for Poller {
+    async fn run(&self, _job: &crate::jobs::Leased) -> crate::jobs::Outcome {
+        crate::jobs::Outcome::Done(self.poll().await)
+    }
 }
 
 struct Poller {
@@ -154,12 +176,15 @@ struct Tally {
 }
 
 impl Poller {
-    async fn poll(&self) {
+    /// One poll of every source; the tallies, source by source.
+    async fn poll(&self) -> serde_json::Value {
+        let mut summary = serde_json::Map::new();
         for source in &self.sources {
             let items = match list(&source.location).await {
                 Ok(items) => items,
                 Err(e) => {
                     warn!(source = %source.name, error = %e, "cannot list the source; trying again next poll");
+                    summary.insert(source.name.clone(), serde_json::json!({"error": e}));
                     continue;
                 }
             };
@@ -205,7 +230,13 @@ impl Poller {
             }
             info!(source = %source.name, stored = tally.stored, unchanged = tally.unchanged,
                   rejected = tally.rejected, failed = tally.failed, "polled");
+            summary.insert(
+                source.name.clone(),
+                serde_json::json!({"stored": tally.stored, "unchanged": tally.unchanged,
+                                   "rejected": tally.rejected, "failed": tally.failed}),
+            );
         }
+        serde_json::Value::Object(summary)
     }
 }
 

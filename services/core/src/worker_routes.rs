@@ -11,11 +11,11 @@ use stella_runtime::axum::body::Bytes;
 use stella_runtime::axum::extract::{FromRef, Path, Query, State};
 use stella_runtime::axum::http::{StatusCode, header};
 use stella_runtime::axum::response::IntoResponse;
-use stella_runtime::axum::routing::{get, post};
+use stella_runtime::axum::routing::{delete, get, post};
 use stella_runtime::axum::{Json, Router};
 
 use crate::authority::Caller;
-use crate::{Core, Error, ai, exports, jobs, notify};
+use crate::{Core, Error, ai, exports, jobs, notify, schedules};
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|e| Error::bad("request body", e.to_string()))
@@ -29,9 +29,32 @@ struct JobFilter {
     offset: Option<i64>,
 }
 
-/// `stella-orchestrator`: the tenant's jobs and each job's attempts.
+/// `stella-orchestrator`: the tenant's jobs and each job's attempts, and its schedules.
 pub fn orchestrator(core: Core) -> Router {
-    Router::new().route("/api/v1/jobs", get(list_jobs)).route("/api/v1/jobs/{id}", get(get_job)).with_state(core)
+    Router::new()
+        .route("/api/v1/jobs", get(list_jobs))
+        .route("/api/v1/jobs/{id}", get(get_job))
+        .route("/api/v1/schedules", get(list_schedules).post(create_schedule))
+        .route("/api/v1/schedules/{name}", delete(delete_schedule))
+        .with_state(core)
+}
+
+async fn list_schedules(State(core): State<Core>, caller: Caller) -> Result<Json<Value>, Error> {
+    Ok(Json(schedules::list(core.db()?, &caller).await?))
+}
+
+async fn create_schedule(State(core): State<Core>, caller: Caller, body: Bytes) -> Result<impl IntoResponse, Error> {
+    let s: schedules::NewSchedule = json_body(&body)?;
+    Ok((StatusCode::CREATED, Json(schedules::create(core.db()?, &caller, s, core.attempts).await?)))
+}
+
+async fn delete_schedule(
+    State(core): State<Core>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Error> {
+    schedules::delete(core.db()?, &caller, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_jobs(State(core): State<Core>, caller: Caller, Query(f): Query<JobFilter>) -> Result<Json<Value>, Error> {
@@ -40,14 +63,41 @@ async fn list_jobs(State(core): State<Core>, caller: Caller, Query(f): Query<Job
         return Err(Error::bad("limit", "limit is 1 to 500 and offset not negative"));
     }
     let page = crate::aggregation::Page { limit, offset };
-    Ok(Json(jobs::list(core.db()?, caller.tenant_id, f.kind.as_deref(), f.status.as_deref(), page).await?))
+    Ok(Json(jobs::list(core.db()?, &caller, f.kind.as_deref(), f.status.as_deref(), page).await?))
 }
 
 async fn get_job(State(core): State<Core>, caller: Caller, Path(id): Path<i64>) -> Result<Json<Value>, Error> {
-    jobs::show(core.db()?, Some(caller.tenant_id), id)
+    jobs::show(core.db()?, &caller, id)
         .await?
         .map(Json)
         .ok_or_else(|| Error::NotFound(format!("job {id} in tenant {}", caller.tenant)))
+}
+
+/// What the artifact route shares.
+#[derive(Clone)]
+pub struct ArtifactState {
+    pub core: Core,
+    pub store: Arc<dyn ObjectStore>,
+}
+
+impl FromRef<ArtifactState> for Core {
+    fn from_ref(s: &ArtifactState) -> Core {
+        s.core.clone()
+    }
+}
+
+/// `stella-task-runner`: a run's artifacts (beside [`crate::routes::task_runner`]).
+pub fn artifacts(state: ArtifactState) -> Router {
+    Router::new().route("/api/v1/runs/{id}/artifacts/{step}", get(artifact)).with_state(state)
+}
+
+async fn artifact(
+    State(s): State<ArtifactState>,
+    caller: Caller,
+    Path((id, step)): Path<(i64, String)>,
+) -> Result<impl IntoResponse, Error> {
+    let bytes = crate::taskrunner::artifact(s.core.db()?, &*s.store, &caller, id, &step).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
 }
 
 /// What the export routes share.

@@ -12,12 +12,11 @@ fn main() -> std::process::ExitCode {
         .routes(|ctx| {
             let c = &ctx.config;
             let formats = exports::parse_formats(c.text(exports::FORMATS.name).unwrap_or("json")).unwrap_or_default();
-            let store = match exports::store(c.text(exports::STORE_URL)) {
+            let store = match exports::store(&exports::StoreConfig::from(c)) {
                 Ok(store) => store,
                 Err(e) => {
-                    // Unset, or an s3:// store (not built in yet): the service runs (the
-                    // chart's external mode sets s3:// for every component) and every export
-                    // request is answered 503 with what to set.
+                    // Unset or unusable: the service runs (its contract, readiness) and every
+                    // export request is answered 503 with what to set.
                     stella_runtime::tracing::error!(error = %e, "no object store: exports are refused");
                     return worker_routes::unavailable(e);
                 }

@@ -1,10 +1,16 @@
 //! `stella-orchestrator`: Orchestrator on port 8082.
 //!
-//! The job history and status of the job queue (`stella_core::jobs`): jobs are enqueued by the
-//! services that need them (task runs, exports) and leased by the workers of their kind.
+//! Enqueues the jobs of due schedules (feed polls, tenants' task packs and exports:
+//! `stella_core::schedules`) and serves the job history (`stella_core::jobs`); the jobs are
+//! leased by the workers of their kind in the other services.
 
 fn main() -> std::process::ExitCode {
-    stella_runtime::Service::server("orchestrator", 8082)
-        .routes(|ctx| stella_core::worker_routes::orchestrator(stella_core::Core::new(ctx)))
+    stella_core::jobs::settings(stella_runtime::Service::server("orchestrator", 8082))
+        .setting(stella_core::schedules::TICK)
+        .routes(|ctx| {
+            // The route builder runs once, inside the runtime, before the server starts.
+            stella_core::schedules::spawn(ctx);
+            stella_core::worker_routes::orchestrator(stella_core::Core::new(ctx))
+        })
         .main()
 }

@@ -1,16 +1,25 @@
 //! `stella-task-runner`: Task Runner on port 8083.
 //!
-//! Registers task packs and executes their runs in a background worker
-//! (`stella_core::taskrunner`); in offline mode, steps may reach only allowed hosts.
+//! Registers task packs and executes their runs as leased orchestrator jobs
+//! (`stella_core::taskrunner`), keeps their artifacts in the object store for the retention
+//! period; in offline mode, steps may reach only allowed hosts.
+
+use stella_core::worker_routes;
 
 fn main() -> std::process::ExitCode {
     stella_core::jobs::settings(stella_runtime::Service::server("task-runner", 8083))
         .setting(stella_core::packs::OFFLINE)
         .setting(stella_core::packs::EGRESS_ALLOW)
+        .setting(stella_core::taskrunner::ARTIFACT_RETENTION)
         .routes(|ctx| {
             // The route builder runs once, inside the runtime, before the server starts.
-            stella_core::taskrunner::spawn(ctx);
-            stella_core::routes::task_runner(stella_core::Core::new(ctx))
+            let store = stella_core::taskrunner::spawn(ctx);
+            let core = stella_core::Core::new(ctx);
+            let routes = stella_core::routes::task_runner(core.clone());
+            match store {
+                Some(store) => routes.merge(worker_routes::artifacts(worker_routes::ArtifactState { core, store })),
+                None => routes,
+            }
         })
         .main()
 }

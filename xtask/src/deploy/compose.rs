@@ -168,7 +168,8 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
         } else if !job {
             writeln!(w, "    secrets: [\"redis-url\", \"queue-url\"]")?;
         }
-        if *name == "stella-export" {
+        // The object store on a volume: the export center's files and the task runs' artifacts.
+        if *name == "stella-export" || *name == "stella-task-runner" {
             writeln!(w, "    volumes: [{}]", q(&format!("{STATE_VOLUME}:/var/lib/stella")))?;
         }
         if !image.ports.is_empty() {
