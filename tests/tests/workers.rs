@@ -386,12 +386,17 @@ fn notifications_reach_a_webhook_and_dead_letter_when_it_is_down() {
             ("STELLA_JOBS_ATTEMPTS", "1".into()),
         ],
     );
+    // A mounted template directory replaces the built-in text of one event; the other keeps its own.
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(templates.path().join("finding.critical.txt"), "CRITICAL {{linkset}} in {{scanName}} ({{purl}})\n")
+        .unwrap();
     stack.start(
         "notify",
         &[
             ("STELLA_NOTIFY_SINKS", sinks),
             ("STELLA_NOTIFY_WINDOW", "300ms".into()),
             ("STELLA_NOTIFY_ATTEMPTS", "3".into()),
+            ("STELLA_NOTIFY_TEMPLATES", templates.path().display().to_string()),
         ],
     );
     let token = stack.admin_token();
@@ -412,7 +417,12 @@ fn notifications_reach_a_webhook_and_dead_letter_when_it_is_down() {
         });
     let critical: Vec<&Value> = got.iter().filter(|n| n["event"] == "finding.critical").collect();
     assert_eq!(critical.len(), 1, "the seed has one critical finding that affects: {got:#?}");
-    assert!(critical[0]["text"].as_str().unwrap().contains("CVE-2021-44228"), "{:#}", critical[0]);
+    assert_eq!(
+        critical[0]["text"],
+        "CRITICAL CVE-2021-44228 in demo-web (pkg:maven/org.apache.logging.log4j/log4j-core@2.12.1)",
+        "{:#}",
+        critical[0]
+    );
     let failed = got.iter().find(|n| n["event"] == "job.failed").unwrap();
     assert!(failed["text"].as_str().unwrap().contains("egress blocked: 192.0.2.1"), "{failed:#}");
     assert_eq!(failed["tenant"], "default");
