@@ -8,7 +8,7 @@
 
 use xtask::plan::{Pin, Request};
 
-const GOLDEN: &str = "sha256:ad5a1496aecdc2cdd5bcfa4d54fa325baf78d8762752dca7f7d9006e664bc7d2";
+const GOLDEN: &str = "sha256:eabd40af9f14562ba7adcafec2bd46b7ce8d87300d7f05d7846c93baf31070f7";
 
 fn build(out: &std::path::Path) -> (Vec<u8>, xtask::assemble::Built) {
     let fixtures = xtask::shell::root().join("tests/fixtures/golden");
