@@ -213,3 +213,37 @@ fn the_quickstart_and_air_gap_pages_run_as_written() {
         eprintln!("{line}");
     }
 }
+
+/// The troubleshooting matrix quotes messages our tools print: the first code span of each
+/// row's "What you see" cell is searched, verbatim, in the sources that print messages (the
+/// services, xtask, the distribution crate, the Compose and bundle scripts). A reworded message
+/// fails here until the page says what the tool now prints.
+#[test]
+fn the_troubleshooting_matrix_quotes_real_messages() {
+    let root = stella_e2e::root();
+    let page = std::fs::read_to_string(root.join("docs/operations/troubleshooting.md")).unwrap();
+    let mut sources = String::new();
+    for dir in ["services", "xtask/src", "crates", "deploy/compose", "support"] {
+        collect(&root.join(dir), &mut sources);
+    }
+    let mut checked = 0;
+    for row in page.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| Symptom")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let seen = cells.get(1).copied().unwrap_or_default();
+        let Some(quoted) = seen.split('`').nth(1) else { panic!("row without a quoted message: {row}") };
+        assert!(sources.contains(quoted), "the troubleshooting page quotes `{quoted}`, which no tool prints any more");
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} rows");
+}
+
+fn collect(dir: &Path, out: &mut String) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "sh") {
+            out.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+}
