@@ -614,6 +614,17 @@ fn schedules_drive_feed_polls_task_packs_and_exports() {
         (r#"{"name": "x", "kind": "task-run", "every": "1m", "payload": {"pack": "nope"}}"#, 404, "task pack nope"),
         (r#"{"name": "X Y", "kind": "task-run", "every": "1m", "payload": {"pack": "tick"}}"#, 422, "lower-case"),
         (r#"{"name": "x", "kind": "export", "every": "1m", "payload": {"formats": ["xlsx"]}}"#, 422, "`xlsx`"),
+        // A job carries only what its worker expects: no run id of another tenant rides along.
+        (
+            r#"{"name": "x", "kind": "task-run", "every": "1m", "payload": {"pack": "tick", "run": 1}}"#,
+            422,
+            "unknown field `run`",
+        ),
+        (
+            r#"{"name": "x", "kind": "export", "every": "1m", "payload": {"formats": ["csv"], "scan": 999}}"#,
+            404,
+            "scan 999",
+        ),
     ] {
         let r = create(body);
         assert_eq!(r.status, status, "{body}: {}", r.text());

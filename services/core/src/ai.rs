@@ -173,19 +173,23 @@ fn facts(linkset: &Value) -> Value {
     )
 }
 
-/// The question without anything shaped like a secret, and how many were removed.
+/// The question without anything shaped like a secret, and how many were removed. Words are
+/// split at any white space and judged without the punctuation around them, so `(stella_...)`
+/// or a token on its own line is caught; the question's white space is normalized to spaces.
 pub fn scrub(text: &str) -> (String, usize) {
     let mut redacted = 0;
     let mut words: Vec<String> = Vec::new();
     let mut in_key = false;
-    for word in text.split(' ') {
-        let lower = word.to_ascii_lowercase();
-        let secretish = word.starts_with("stella_") && word.len() > 20
-            || lower.starts_with("eyj") && word.len() > 30
-            || ["password=", "passwd=", "secret=", "token=", "apikey=", "api_key=", "pwd="]
+    let mut after_bearer = false;
+    for word in text.split_whitespace() {
+        let bare = word.trim_matches(|c: char| "()[]{}<>\"'`,;:".contains(c));
+        let lower = bare.to_ascii_lowercase();
+        let secretish = bare.starts_with("stella_") && bare.len() > 20
+            || lower.starts_with("eyj") && bare.len() > 30
+            || ["password=", "passwd=", "secret=", "token=", "apikey=", "api_key=", "pwd=", "password:", "secret:"]
                 .iter()
                 .any(|p| lower.contains(p))
-            || (words.last().is_some_and(|w: &String| w.eq_ignore_ascii_case("bearer")) && word.len() > 8);
+            || (after_bearer && bare.len() > 8);
         if word.contains("-----BEGIN") {
             in_key = true;
         }
@@ -200,6 +204,7 @@ pub fn scrub(text: &str) -> (String, usize) {
         if word.contains("-----END") {
             in_key = false;
         }
+        after_bearer = lower == "bearer";
     }
     (words.join(" "), redacted)
 }
@@ -214,5 +219,10 @@ mod tests {
         assert_eq!(n, 3, "{q}");
         assert!(!q.contains("stella_AbC") && !q.contains("hunter2") && !q.contains("abcdefghijkl"), "{q}");
         assert_eq!(scrub("which versions are fixed?"), ("which versions are fixed?".into(), 0));
+        let (q, n) = scrub(
+            "token:\nstella_AbCdEfGhIjKlMnOpQrStUvWxYz0123 (stella_ZyXwVuTsRqPoNmLkJiHg9876) Bearer\tabcdefghijkl",
+        );
+        assert_eq!(n, 3, "{q}");
+        assert!(!q.contains("stella_") && !q.contains("abcdefghijkl"), "{q}");
     }
 }

@@ -282,17 +282,20 @@ pub async fn file(
 }
 
 /// Starts the export workers (stella-export).
-pub fn spawn(ctx: &stella_runtime::Context, store: Arc<dyn ObjectStore>) {
+pub fn spawn(ctx: &stella_runtime::Context, store: Arc<dyn ObjectStore>, formats: Vec<String>) {
     let Some(db) = ctx.db.clone() else {
         warn!("STELLA_DATABASE_URL is not set: no exports are written");
         return;
     };
-    jobs::spawn(ctx, jobs::Worker::new(ctx, KIND), Exports { db, store });
+    jobs::spawn(ctx, jobs::Worker::new(ctx, KIND), Exports { db, store, formats });
 }
 
 struct Exports {
     db: PgPool,
     store: Arc<dyn ObjectStore>,
+    /// `STELLA_EXPORT_FORMATS`, checked again here: exports asked for by a schedule or a task
+    /// pack step did not pass through this service's API.
+    formats: Vec<String>,
 }
 
 impl jobs::Handler for Exports {
@@ -349,6 +352,7 @@ impl Exports {
         .fetch_optional(&self.db)
         .await?;
         let (tenant_id, tenant, formats, scan) = row.ok_or_else(|| Error::NotFound(format!("export {id}")))?;
+        check_formats(&formats, &self.formats)?;
         let data = crate::export_formats::Data::load(&self.db, tenant_id, &tenant, id, scan).await?;
         let mut files = Vec::new();
         for format in &formats {

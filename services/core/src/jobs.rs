@@ -109,7 +109,12 @@ impl Outcome {
     /// The database or the store failing is worth a retry; bad input is not.
     pub fn from_error(e: Error) -> Outcome {
         match e {
-            Error::Database(_) | Error::Internal(_) | Error::Unavailable(_) => Outcome::Retry(e.to_string()),
+            // The job's error is shown to its tenant: the database's own text stays in the log.
+            Error::Database(e) => {
+                warn!(error = %e, "a job attempt failed on the database");
+                Outcome::Retry("the database failed; see the worker's log".into())
+            }
+            Error::Internal(_) | Error::Unavailable(_) => Outcome::Retry(e.to_string()),
             other => Outcome::Failed(other.to_string()),
         }
     }
@@ -147,9 +152,10 @@ impl Worker {
         Worker {
             kind,
             name: format!("{}@{}#{}", ctx.config.service(), host.trim(), std::process::id()),
-            lease: ctx.config.duration(LEASE.name).unwrap_or(Duration::from_secs(30)),
+            // Floors: a zero lease would panic the heartbeat, a zero poll spin on the database.
+            lease: ctx.config.duration(LEASE.name).unwrap_or(Duration::from_secs(30)).max(Duration::from_secs(1)),
             concurrency: ctx.config.int(CONCURRENCY.name).unwrap_or(2).max(1) as i64,
-            idle: ctx.config.duration(POLL.name).unwrap_or(Duration::from_secs(1)),
+            idle: ctx.config.duration(POLL.name).unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(10)),
         }
     }
 }
@@ -236,7 +242,7 @@ async fn finish<H: Handler>(
         Outcome::Retry(e) if job.attempt < job.max_attempts => ("queued", None, Some(e.clone()), "retry"),
         Outcome::Retry(e) | Outcome::Failed(e) => ("failed", None, Some(e.clone()), "failed"),
     };
-    // Backoff before a retry: 2, 4, 8 ... seconds, at most a minute.
+    // Backoff before a retry: 2, 4, 8, 16, then 32 seconds.
     let backoff = 2f64.powi(job.attempt.clamp(1, 5));
     let updated = sqlx::query(
         "UPDATE stella.jobs SET status = $4, result = $5, error = $6, lease_owner = NULL, lease_expires_at = NULL,
@@ -348,13 +354,20 @@ async fn run_with_heartbeat<H: Handler>(db: &PgPool, worker: &Worker, handler: &
     tokio::pin!(work);
     let mut beat = tokio::time::interval(worker.lease / 3);
     beat.tick().await;
+    let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::select! {
             outcome = &mut work => return Some(outcome),
             _ = beat.tick() => match heartbeat(db, worker, job).await {
-                Ok(true) => {}
+                Ok(true) => renewed = tokio::time::Instant::now(),
                 Ok(false) => return None,
-                Err(e) => warn!(job = job.id, error = %e, "renewing the lease failed"),
+                // Past the lease without a renewal, another worker may hold the job: stop, so
+                // its side effects do not happen twice at once.
+                Err(e) if renewed.elapsed() >= worker.lease => {
+                    warn!(job = job.id, error = %e, "the lease could not be renewed in time; giving the job up");
+                    return None;
+                }
+                Err(e) => warn!(job = job.id, error = %e, "renewing the lease failed; trying again"),
             },
         }
     }

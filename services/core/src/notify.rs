@@ -192,7 +192,7 @@ pub fn spawn(ctx: &stella_runtime::Context) {
     let sinks = parse_sinks(ctx.config.text(SINKS.name).unwrap_or("log=log")).unwrap_or_default();
     let templates = templates(ctx.config.text(TEMPLATES.name)).unwrap_or_default();
     let attempts = ctx.config.int(ATTEMPTS.name).unwrap_or(5).clamp(1, 100) as i32;
-    let window = ctx.config.duration(WINDOW.name).unwrap_or(Duration::from_secs(10));
+    let window = ctx.config.duration(WINDOW.name).unwrap_or(Duration::from_secs(10)).max(Duration::from_millis(100));
     let names: Vec<&str> = sinks.iter().map(|(n, _)| n.as_str()).collect();
     info!(sinks = names.join(","), window = ?window, attempts, "notification delivery started");
     let delivery = Delivery { sinks, templates, attempts };
@@ -214,11 +214,14 @@ impl Delivery {
     /// one batch of what is due for it.
     async fn round(&self, db: &PgPool) -> Result<(), Error> {
         for (name, sink) in &self.sinks {
-            // A sink added later gets the last day's notifications, not the whole history.
+            // Every notification without a delivery row for this sink gets one; a sink seen for
+            // the first time starts with the last day's, not the whole history.
             sqlx::query(
                 "INSERT INTO stella.deliveries (notification_id, sink, status)
                  SELECT n.id, $1, 'pending' FROM stella.notifications n
-                 WHERE n.created_at > now() - interval '1 day'
+                 WHERE (n.created_at > now() - interval '1 day'
+                        OR EXISTS (SELECT 1 FROM stella.deliveries d WHERE d.sink = $1))
+                   AND NOT EXISTS (SELECT 1 FROM stella.deliveries d WHERE d.notification_id = n.id AND d.sink = $1)
                  ON CONFLICT DO NOTHING",
             )
             .bind(name)
@@ -305,8 +308,8 @@ async fn send(name: &str, sink: &Sink, batch: &[Value]) -> Result<(), String> {
                     .map_err(|e| e.to_string())?
                     .timeout(Some(Duration::from_secs(20)))
                     .build();
-                // The relay's address without credentials, in errors and logs.
-                let shown = crate::sources::public_url(&smtp.relay);
+                // Only the relay's scheme, host and port in errors and logs.
+                let shown = origin(&smtp.relay);
                 transport.send(&message).map(|_| ()).map_err(|e| format!("SMTP {shown}: {e}"))
             })
             .await
@@ -328,7 +331,7 @@ async fn send(name: &str, sink: &Sink, batch: &[Value]) -> Result<(), String> {
                     .timeout_global(Some(Duration::from_secs(10)))
                     .build()
                     .into();
-                let shown = crate::sources::public_url(&url);
+                let shown = origin(&url);
                 let reply = agent
                     .post(&url)
                     .header("content-type", "application/json")
@@ -341,6 +344,15 @@ async fn send(name: &str, sink: &Sink, batch: &[Value]) -> Result<(), String> {
             .map_err(|e| e.to_string())?
         }
     }
+}
+
+/// `scheme://host[:port]` of a URL: what errors and logs may show of a sink. Webhook URLs often
+/// carry their token in the path (`/services/T000/B000/XXXX`), so the path is never shown.
+pub fn origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}")
 }
 
 /// The tenant's notifications and their delivery state per sink; `dead` lists the dead letters.
@@ -369,6 +381,7 @@ mod tests {
         let s = parse_sinks("ops=webhook:https://hooks.example/t0ken, audit=log").unwrap();
         assert_eq!(s[0], ("ops".into(), Sink::Webhook("https://hooks.example/t0ken".into())));
         assert_eq!(s[1], ("audit".into(), Sink::Log));
+        assert_eq!(origin("https://u:p@hooks.example:8443/services/T0/B0/t0ken?x=1"), "https://hooks.example:8443");
         let e = parse_sinks("ops=webhook:ftp://x/t0ken").unwrap_err();
         assert!(e.contains("ops") && !e.contains("t0ken"), "{e}");
         assert!(parse_sinks("a=log,a=log").unwrap_err().contains("twice"));

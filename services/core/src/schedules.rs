@@ -75,7 +75,7 @@ pub fn spawn(ctx: &stella_runtime::Context) {
         warn!("STELLA_DATABASE_URL is not set: no schedules are run");
         return;
     };
-    let every = ctx.config.duration(TICK.name).unwrap_or(Duration::from_secs(1));
+    let every = ctx.config.duration(TICK.name).unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(100));
     ctx.spawn_worker("scheduler", move |mut stopped| async move {
         loop {
             match tick(&db).await {
@@ -106,6 +106,18 @@ pub struct NewSchedule {
     pub payload: Value,
 }
 
+/// Schedules one tenant may have.
+pub const MAX_PER_TENANT: i64 = 50;
+
+/// The payload of a scheduled task run.
+#[derive(serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduledRun {
+    pack: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+}
+
 /// Creates a schedule for the caller's tenant: the payload is checked now, not at the first run.
 pub async fn create(db: &PgPool, caller: &Caller, s: NewSchedule, max_attempts: i32) -> Result<Value, Error> {
     caller.require("operator")?;
@@ -118,22 +130,35 @@ pub async fn create(db: &PgPool, caller: &Caller, s: NewSchedule, max_attempts: 
     let every = stella_runtime::config::parse_duration(&s.every)
         .filter(|d| *d >= Duration::from_secs(1))
         .ok_or_else(|| Error::bad("every", format!("`{}` is not a duration of at least 1s (30s, 15m, 1h)", s.every)))?;
-    match s.kind.as_str() {
+    // The payload is parsed strictly and stored as parsed: a job carries nothing its kind's
+    // worker does not expect (a `run` id of another tenant, say).
+    let payload = match s.kind.as_str() {
         crate::taskrunner::KIND => {
-            let pack =
-                s.payload["pack"].as_str().ok_or_else(|| Error::bad("payload.pack", "name the task pack to run"))?;
+            let run: ScheduledRun = serde_json::from_value(s.payload.clone())
+                .map_err(|e| Error::bad("payload", format!("a task run: {e}")))?;
             let found: Option<i32> =
                 sqlx::query_scalar("SELECT 1 FROM stella.task_packs WHERE tenant_id = $1 AND name = $2 LIMIT 1")
                     .bind(caller.tenant_id)
-                    .bind(pack)
+                    .bind(&run.pack)
                     .fetch_optional(db)
                     .await?;
-            found.ok_or_else(|| Error::NotFound(format!("task pack {pack} in tenant {}", caller.tenant)))?;
+            found.ok_or_else(|| Error::NotFound(format!("task pack {} in tenant {}", run.pack, caller.tenant)))?;
+            serde_json::to_value(&run).map_err(|e| Error::Internal(e.to_string()))?
         }
         crate::exports::KIND => {
             let request: crate::exports::Request = serde_json::from_value(s.payload.clone())
                 .map_err(|e| Error::bad("payload", format!("an export request: {e}")))?;
             crate::exports::check_formats(&request.formats, &crate::exports::ALL_FORMATS.map(String::from))?;
+            if let Some(scan) = request.scan {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM stella.scans WHERE id = $1 AND tenant_id = $2")
+                        .bind(scan)
+                        .bind(caller.tenant_id)
+                        .fetch_optional(db)
+                        .await?;
+                found.ok_or_else(|| Error::NotFound(format!("scan {scan} in tenant {}", caller.tenant)))?;
+            }
+            json!({"formats": request.formats, "scan": request.scan})
         }
         other => {
             return Err(Error::bad(
@@ -141,6 +166,16 @@ pub async fn create(db: &PgPool, caller: &Caller, s: NewSchedule, max_attempts: 
                 format!("`{other}` is not one of {}, {}", crate::taskrunner::KIND, crate::exports::KIND),
             ));
         }
+    };
+    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM stella.schedules WHERE tenant_id = $1")
+        .bind(caller.tenant_id)
+        .fetch_one(db)
+        .await?;
+    if existing >= MAX_PER_TENANT {
+        return Err(Error::TooMany(format!(
+            "tenant {} has {existing} schedules, the most allowed: delete one first",
+            caller.tenant
+        )));
     }
     let name = format!("{}/{}", caller.tenant, s.name);
     let inserted = sqlx::query(
@@ -150,7 +185,7 @@ pub async fn create(db: &PgPool, caller: &Caller, s: NewSchedule, max_attempts: 
     .bind(&name)
     .bind(caller.tenant_id)
     .bind(&s.kind)
-    .bind(&s.payload)
+    .bind(&payload)
     .bind(every.as_secs_f64())
     .bind(max_attempts)
     .bind(&caller.username)
@@ -160,7 +195,7 @@ pub async fn create(db: &PgPool, caller: &Caller, s: NewSchedule, max_attempts: 
     if inserted == 0 {
         return Err(Error::Conflict(format!("schedule {} exists: delete it first to change it", s.name)));
     }
-    Ok(json!({"name": s.name, "kind": s.kind, "every": s.every, "payload": s.payload}))
+    Ok(json!({"name": s.name, "kind": s.kind, "every": s.every, "payload": payload}))
 }
 
 /// The caller's schedules; an admin of the platform tenant also sees the system ones.

@@ -276,11 +276,12 @@ impl jobs::Handler for Runs {
     async fn failed(&self, tx: &mut sqlx::PgConnection, job: &jobs::Leased, reason: &str) -> Result<(), Error> {
         sqlx::query(
             "UPDATE stella.task_runs SET status = 'failed', reason = $2, finished_at = now()
-             WHERE (id = $1 OR job_id = $3) AND status IN ('queued', 'running')",
+             WHERE (id = $1 OR job_id = $3) AND tenant_id = $4 AND status IN ('queued', 'running')",
         )
         .bind(job.payload["run"].as_i64())
         .bind(reason)
         .bind(job.id)
+        .bind(job.tenant_id)
         .execute(tx)
         .await?;
         Ok(())
@@ -337,14 +338,16 @@ impl Runs {
             },
         };
         let row: Option<(Value, i64, String)> = sqlx::query_as(
-            "UPDATE stella.task_runs r SET status = 'running', steps = '[]', artifacts = '[]', attempt = $2
+            "UPDATE stella.task_runs r SET status = 'running', steps = '[]', artifacts = '[]', attempt = $2,
+                    reason = NULL, finished_at = NULL
              FROM stella.task_packs p, stella.tenants t
-             WHERE r.id = $1 AND p.tenant_id = r.tenant_id AND p.name = r.pack_name AND p.version = r.pack_version
-               AND t.id = r.tenant_id
+             WHERE r.id = $1 AND r.tenant_id = $3 AND p.tenant_id = r.tenant_id AND p.name = r.pack_name
+               AND p.version = r.pack_version AND t.id = r.tenant_id
              RETURNING p.document, r.tenant_id, t.slug",
         )
         .bind(id)
         .bind(job.attempt)
+        .bind(job.tenant_id)
         .fetch_optional(db)
         .await?;
         let Some((document, tenant_id, tenant)) = row else { return Ok(Err(format!("task run {id} does not exist"))) };
