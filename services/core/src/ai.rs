@@ -12,51 +12,45 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stella_runtime::config::{Default as Fallback, Kind as SettingKind, Setting};
+use stella_runtime::s;
 use stella_runtime::sqlx::PgPool;
 use stella_runtime::tokio;
 
 use crate::Error;
 use crate::aggregation::{self, Kind};
+use crate::http::{self, Redirects};
 
-pub const ENDPOINT: Setting = Setting {
-    name: "STELLA_AI_ENDPOINT",
-    kind: SettingKind::Url { schemes: &["http", "https"] },
-    default: Fallback::None,
-    secret: false,
-    description: "Base URL of an OpenAI-compatible API (…/v1); unset: the assistant is off and answers 503.",
-};
+pub const ENDPOINT: Setting = s(
+    "STELLA_AI_ENDPOINT",
+    SettingKind::Url { schemes: &["http", "https"] },
+    Fallback::None,
+    "Base URL of an OpenAI-compatible API (…/v1); unset: the assistant is off and answers 503.",
+);
 
-pub const API_KEY: Setting = Setting {
-    name: "STELLA_AI_API_KEY",
-    kind: SettingKind::Text,
-    default: Fallback::None,
-    secret: true,
-    description: "Bearer key for the model endpoint, if it needs one. Prefer STELLA_AI_API_KEY_FILE.",
-};
+pub const API_KEY: Setting = s(
+    "STELLA_AI_API_KEY",
+    SettingKind::Text,
+    Fallback::None,
+    "Bearer key for the model endpoint, if it needs one. Prefer STELLA_AI_API_KEY_FILE.",
+)
+.secret();
 
-pub const MODEL: Setting = Setting {
-    name: "STELLA_AI_MODEL",
-    kind: SettingKind::Text,
-    default: Fallback::Value("default"),
-    secret: false,
-    description: "Model name sent to the endpoint.",
-};
+pub const MODEL: Setting =
+    s("STELLA_AI_MODEL", SettingKind::Text, Fallback::Value("default"), "Model name sent to the endpoint.");
 
-pub const MAX_TOKENS: Setting = Setting {
-    name: "STELLA_AI_MAX_TOKENS",
-    kind: SettingKind::Count { min: 16, max: 32768 },
-    default: Fallback::Value("512"),
-    secret: false,
-    description: "Most tokens an answer may have (the completion's max_tokens).",
-};
+pub const MAX_TOKENS: Setting = s(
+    "STELLA_AI_MAX_TOKENS",
+    SettingKind::Count { min: 16, max: 32768 },
+    Fallback::Value("512"),
+    "Most tokens an answer may have (the completion's max_tokens).",
+);
 
-pub const MAX_PROMPT: Setting = Setting {
-    name: "STELLA_AI_MAX_PROMPT_CHARS",
-    kind: SettingKind::Count { min: 256, max: 1_000_000 },
-    default: Fallback::Value("16000"),
-    secret: false,
-    description: "Longest prompt sent, in characters; a larger linkset is refused with 422 rather than cut.",
-};
+pub const MAX_PROMPT: Setting = s(
+    "STELLA_AI_MAX_PROMPT_CHARS",
+    SettingKind::Count { min: 256, max: 1_000_000 },
+    Fallback::Value("16000"),
+    "Longest prompt sent, in characters; a larger linkset is refused with 422 rather than cut.",
+);
 
 /// The assistant's configuration; `endpoint: None` means off.
 #[derive(Clone)]
@@ -127,17 +121,12 @@ impl Assistant {
         let url = format!("{endpoint}/chat/completions");
         let (key, body) = (self.api_key.clone(), request.to_string());
         tokio::task::spawn_blocking(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .timeout_global(Some(Duration::from_secs(120)))
-                .build()
-                .into();
+            let agent = http::agent(Duration::from_secs(120), Redirects::Refused);
             let mut req = agent.post(&url).header("content-type", "application/json");
             if let Some(k) = &key {
                 req = req.header("authorization", &format!("Bearer {k}"));
             }
-            let shown = crate::sources::public_url(&url);
+            let shown = crate::urls::public_url(&url);
             let mut reply = req
                 .send(body.as_bytes())
                 .map_err(|e| Error::Unavailable(format!("the model endpoint {shown} did not answer: {e}")))?;

@@ -19,27 +19,26 @@ use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
 use serde_json::{Value, json};
 use stella_runtime::config::{Default as Fallback, Kind as SettingKind, Setting};
+use stella_runtime::s;
 use stella_runtime::sqlx::{self, PgPool};
 use stella_runtime::tracing::{info, warn};
 
 use crate::authority::Caller;
 use crate::{Error, jobs, sha256_hex};
 
-pub const FORMATS: Setting = Setting {
-    name: "STELLA_EXPORT_FORMATS",
-    kind: SettingKind::Text,
-    default: Fallback::Value("json,csv,spdx,cyclonedx,openvex"),
-    secret: false,
-    description: "Export formats enabled, comma-separated: json, csv, spdx, cyclonedx, openvex.",
-};
+pub const FORMATS: Setting = s(
+    "STELLA_EXPORT_FORMATS",
+    SettingKind::Text,
+    Fallback::Value("json,csv,spdx,cyclonedx,openvex"),
+    "Export formats enabled, comma-separated: json, csv, spdx, cyclonedx, openvex.",
+);
 
-pub const MAX_PENDING: Setting = Setting {
-    name: "STELLA_EXPORT_MAX_PENDING",
-    kind: SettingKind::Count { min: 1, max: 1000 },
-    default: Fallback::Value("4"),
-    secret: false,
-    description: "Exports a tenant may have queued or running at once; more are refused with 429.",
-};
+pub const MAX_PENDING: Setting = s(
+    "STELLA_EXPORT_MAX_PENDING",
+    SettingKind::Count { min: 1, max: 1000 },
+    Fallback::Value("4"),
+    "Exports a tenant may have queued or running at once; more are refused with 429.",
+);
 
 pub const ALL_FORMATS: [&str; 5] = ["json", "csv", "spdx", "cyclonedx", "openvex"];
 
@@ -132,7 +131,7 @@ pub fn store(config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, String> {
     }
     Err(format!(
         "STELLA_OBJECT_STORE_URL: `{}` is neither file:///path nor s3://bucket[/prefix]",
-        crate::sources::public_url(url)
+        crate::urls::public_url(url)
     ))
 }
 

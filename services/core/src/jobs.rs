@@ -13,47 +13,46 @@
 //! kind's live leases, and claims only below the limit, so the limit holds across replicas.
 
 use std::future::Future;
+use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use stella_runtime::config::{Default as Fallback, Kind as SettingKind, Setting};
+use stella_runtime::s;
 use stella_runtime::sqlx::{self, PgPool};
 use stella_runtime::tokio;
 use stella_runtime::tracing::{info, warn};
 
 use crate::Error;
 
-pub const LEASE: Setting = Setting {
-    name: "STELLA_JOBS_LEASE",
-    kind: SettingKind::Duration,
-    default: Fallback::Value("30s"),
-    secret: false,
-    description: "How long a worker's claim on a job lasts without a heartbeat; a job whose worker died is retried after it.",
-};
+pub const LEASE: Setting = s(
+    "STELLA_JOBS_LEASE",
+    SettingKind::Duration,
+    Fallback::Value("30s"),
+    "How long a worker's claim on a job lasts without a heartbeat; a job whose worker died is retried after it.",
+);
 
-pub const CONCURRENCY: Setting = Setting {
-    name: "STELLA_JOBS_CONCURRENCY",
-    kind: SettingKind::Count { min: 1, max: 64 },
-    default: Fallback::Value("2"),
-    secret: false,
-    description: "Jobs of this worker's kind running at once, across every replica of the service.",
-};
+pub const CONCURRENCY: Setting = s(
+    "STELLA_JOBS_CONCURRENCY",
+    SettingKind::Count { min: 1, max: 64 },
+    Fallback::Value("2"),
+    "Jobs of this worker's kind running at once, across every replica of the service.",
+);
 
-pub const POLL: Setting = Setting {
-    name: "STELLA_JOBS_POLL",
-    kind: SettingKind::Duration,
-    default: Fallback::Value("1s"),
-    secret: false,
-    description: "How often an idle worker looks for a job to claim.",
-};
+pub const POLL: Setting = s(
+    "STELLA_JOBS_POLL",
+    SettingKind::Duration,
+    Fallback::Value("1s"),
+    "How often an idle worker looks for a job to claim.",
+);
 
-pub const ATTEMPTS: Setting = Setting {
-    name: "STELLA_JOBS_ATTEMPTS",
-    kind: SettingKind::Count { min: 1, max: 100 },
-    default: Fallback::Value("3"),
-    secret: false,
-    description: "Attempts of a job (a failed attempt or a dead worker counts) before it fails for good.",
-};
+pub const ATTEMPTS: Setting = s(
+    "STELLA_JOBS_ATTEMPTS",
+    SettingKind::Count { min: 1, max: 100 },
+    Fallback::Value("3"),
+    "Attempts of a job (a failed attempt or a dead worker counts) before it fails for good.",
+);
 
 /// Declares the worker settings on a service that runs jobs.
 pub fn settings(service: stella_runtime::Service) -> stella_runtime::Service {
@@ -296,23 +295,21 @@ pub fn spawn<H: Handler>(ctx: &stella_runtime::Context, worker: Worker, handler:
     };
     info!(kind = worker.kind, worker = %worker.name, concurrency = worker.concurrency,
           lease = ?worker.lease, "job worker started");
-    let handler = std::sync::Arc::new(handler);
+    let (worker, handler) = (Arc::new(worker), Arc::new(handler));
     for _ in 0..worker.concurrency {
         let (db, worker, handler) = (db.clone(), worker.clone(), handler.clone());
-        ctx.spawn_worker("jobs", move |mut stopped| async move {
-            loop {
-                let pause = match step(&db, &worker, &*handler).await {
+        ctx.repeat("jobs", move || {
+            let (db, worker, handler) = (db.clone(), worker.clone(), handler.clone());
+            async move {
+                // No pause after a job: another may be waiting.
+                ControlFlow::Continue(match step(&db, &worker, &*handler).await {
                     Ok(true) => Duration::ZERO,
                     Ok(false) => worker.idle,
                     Err(e) => {
                         warn!(kind = worker.kind, error = %e, "claiming a job failed; retrying");
                         worker.idle
                     }
-                };
-                tokio::select! {
-                    _ = &mut stopped => return,
-                    _ = tokio::time::sleep(pause) => {}
-                }
+                })
             }
         });
     }

@@ -21,6 +21,7 @@ pub mod ai;
 pub mod authority;
 pub mod export_formats;
 pub mod exports;
+pub mod http;
 pub mod jobs;
 pub mod ledger;
 pub mod notify;
@@ -37,6 +38,7 @@ pub mod seed;
 pub mod sources;
 pub mod steps;
 pub mod taskrunner;
+pub mod urls;
 pub mod version;
 pub mod worker_routes;
 
@@ -61,6 +63,11 @@ impl Core {
 
     pub fn from_pool(db: PgPool) -> Core {
         Core { db: Some(db), attempts: 3 }
+    }
+
+    /// Attempts of the jobs this service enqueues (`STELLA_JOBS_ATTEMPTS`).
+    pub fn attempts(&self) -> i32 {
+        self.attempts
     }
 
     /// The pool, or 503 naming the missing setting: the contract routes of a service run

@@ -11,47 +11,48 @@
 //! (a mounted directory), else the built-in ones; `{{key}}` is replaced by the payload's field.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use stella_runtime::config::{Default as Fallback, Kind as SettingKind, Setting};
+use stella_runtime::s;
 use stella_runtime::sqlx::{self, PgPool};
 use stella_runtime::tokio;
 use stella_runtime::tracing::{info, warn};
 
 use crate::Error;
+use crate::http::{self, Redirects};
+use crate::urls::origin;
 
-pub const SINKS: Setting = Setting {
-    name: "STELLA_NOTIFY_SINKS",
-    kind: SettingKind::Text,
-    default: Fallback::Value("log=log"),
-    secret: true,
-    description: "Comma-separated sinks: `name=log`, `name=webhook:URL` or `name=smtp:smtp://[user:pass@]relay[:port]?from=ADDR&to=ADDR;ADDR[&tls=required]` (or smtps://); every notification goes to every sink.",
-};
+pub const SINKS: Setting = s(
+    "STELLA_NOTIFY_SINKS",
+    SettingKind::Text,
+    Fallback::Value("log=log"),
+    "Comma-separated sinks: `name=log`, `name=webhook:URL` or `name=smtp:smtp://[user:pass@]relay[:port]?from=ADDR&to=ADDR;ADDR[&tls=required]` (or smtps://); every notification goes to every sink.",
+)
+.secret();
 
-pub const WINDOW: Setting = Setting {
-    name: "STELLA_NOTIFY_WINDOW",
-    kind: SettingKind::Duration,
-    default: Fallback::Value("10s"),
-    secret: false,
-    description: "Batching window: notifications due for a sink are sent together once per window.",
-};
+pub const WINDOW: Setting = s(
+    "STELLA_NOTIFY_WINDOW",
+    SettingKind::Duration,
+    Fallback::Value("10s"),
+    "Batching window: notifications due for a sink are sent together once per window.",
+);
 
-pub const ATTEMPTS: Setting = Setting {
-    name: "STELLA_NOTIFY_ATTEMPTS",
-    kind: SettingKind::Count { min: 1, max: 100 },
-    default: Fallback::Value("5"),
-    secret: false,
-    description: "Delivery attempts per notification and sink before it is dead-lettered.",
-};
+pub const ATTEMPTS: Setting = s(
+    "STELLA_NOTIFY_ATTEMPTS",
+    SettingKind::Count { min: 1, max: 100 },
+    Fallback::Value("5"),
+    "Delivery attempts per notification and sink before it is dead-lettered.",
+);
 
-pub const TEMPLATES: Setting = Setting {
-    name: "STELLA_NOTIFY_TEMPLATES",
-    kind: SettingKind::Text,
-    default: Fallback::None,
-    secret: false,
-    description: "Directory of message templates, `finding.critical.txt` and `job.failed.txt`, with `{{field}}` placeholders.",
-};
+pub const TEMPLATES: Setting = s(
+    "STELLA_NOTIFY_TEMPLATES",
+    SettingKind::Text,
+    Fallback::None,
+    "Directory of message templates, `finding.critical.txt` and `job.failed.txt`, with `{{field}}` placeholders.",
+);
 
 /// Events a notification may be about (the table's CHECK says the same).
 pub const EVENTS: [&str; 2] = ["finding.critical", "job.failed"];
@@ -195,15 +196,12 @@ pub fn spawn(ctx: &stella_runtime::Context) {
     let window = ctx.config.duration(WINDOW.name).unwrap_or(Duration::from_secs(10)).max(Duration::from_millis(100));
     let names: Vec<&str> = sinks.iter().map(|(n, _)| n.as_str()).collect();
     info!(sinks = names.join(","), window = ?window, attempts, "notification delivery started");
-    let delivery = Delivery { sinks, templates, attempts };
-    ctx.spawn_worker("notifications", move |mut stopped| async move {
-        loop {
+    let delivery = Arc::new(Delivery { sinks, templates, attempts });
+    ctx.every("notifications", window, move || {
+        let (db, delivery) = (db.clone(), delivery.clone());
+        async move {
             if let Err(e) = delivery.round(&db).await {
                 warn!(error = %e, "delivering notifications failed; retrying");
-            }
-            tokio::select! {
-                _ = &mut stopped => return,
-                _ = tokio::time::sleep(window) => {}
             }
         }
     });
@@ -325,12 +323,7 @@ async fn send(name: &str, sink: &Sink, batch: &[Value]) -> Result<(), String> {
         Sink::Webhook(url) => {
             let (url, body) = (url.clone(), json!({"notifications": batch}).to_string());
             tokio::task::spawn_blocking(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .max_redirects(0)
-                    .timeout_global(Some(Duration::from_secs(10)))
-                    .build()
-                    .into();
+                let agent = http::agent(Duration::from_secs(10), Redirects::Refused);
                 let shown = origin(&url);
                 let reply = agent
                     .post(&url)
@@ -344,15 +337,6 @@ async fn send(name: &str, sink: &Sink, batch: &[Value]) -> Result<(), String> {
             .map_err(|e| e.to_string())?
         }
     }
-}
-
-/// `scheme://host[:port]` of a URL: what errors and logs may show of a sink. Webhook URLs often
-/// carry their token in the path (`/services/T000/B000/XXXX`), so the path is never shown.
-pub fn origin(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    format!("{scheme}://{host}")
 }
 
 /// The tenant's notifications and their delivery state per sink; `dead` lists the dead letters.
@@ -381,7 +365,6 @@ mod tests {
         let s = parse_sinks("ops=webhook:https://hooks.example/t0ken, audit=log").unwrap();
         assert_eq!(s[0], ("ops".into(), Sink::Webhook("https://hooks.example/t0ken".into())));
         assert_eq!(s[1], ("audit".into(), Sink::Log));
-        assert_eq!(origin("https://u:p@hooks.example:8443/services/T0/B0/t0ken?x=1"), "https://hooks.example:8443");
         let e = parse_sinks("ops=webhook:ftp://x/t0ken").unwrap_err();
         assert!(e.contains("ops") && !e.contains("t0ken"), "{e}");
         assert!(parse_sinks("a=log,a=log").unwrap_err().contains("twice"));

@@ -15,6 +15,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use stella_runtime::config::{Default as Fallback, Kind as SettingKind, Setting};
+use stella_runtime::s;
 
 pub const API_VERSION: &str = "stella-ops.org/v1";
 
@@ -161,21 +162,19 @@ pub fn host_of(url: &str) -> Result<String, String> {
     Ok(host.to_ascii_lowercase())
 }
 
-pub const OFFLINE: Setting = Setting {
-    name: "STELLA_OFFLINE",
-    kind: SettingKind::Bool,
-    default: Fallback::Value("false"),
-    secret: false,
-    description: "Offline mode (air gap): a task step that would reach a host outside STELLA_EGRESS_ALLOW fails before \
+pub const OFFLINE: Setting = s(
+    "STELLA_OFFLINE",
+    SettingKind::Bool,
+    Fallback::Value("false"),
+    "Offline mode (air gap): a task step that would reach a host outside STELLA_EGRESS_ALLOW fails before \
                   connecting, with `egress blocked: <host> is not allowed in offline mode`.",
-};
-pub const EGRESS_ALLOW: Setting = Setting {
-    name: "STELLA_EGRESS_ALLOW",
-    kind: SettingKind::Text,
-    default: Fallback::None,
-    secret: false,
-    description: "Offline mode: the hosts task steps may reach, comma-separated; `*.example.org` allows its subdomains.",
-};
+);
+pub const EGRESS_ALLOW: Setting = s(
+    "STELLA_EGRESS_ALLOW",
+    SettingKind::Text,
+    Fallback::None,
+    "Offline mode: the hosts task steps may reach, comma-separated; `*.example.org` allows its subdomains.",
+);
 
 /// Where steps may connect.
 #[derive(Clone, Debug)]

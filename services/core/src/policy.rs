@@ -7,25 +7,25 @@
 //! share the work without evaluating a scan twice; each verdict is recorded with the policy
 //! version and appended to the ledger in the same transaction.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use stella_runtime::config::{Default as Fallback, Kind, Setting};
+use stella_runtime::s;
 use stella_runtime::sqlx::{self, PgPool};
-use stella_runtime::tokio;
 use stella_runtime::tracing::{info, warn};
 
 use crate::authority::Caller;
 use crate::{Error, ledger};
 
-pub const INTERVAL: Setting = Setting {
-    name: "STELLA_POLICY_INTERVAL",
-    kind: Kind::Duration,
-    default: Fallback::Value("2s"),
-    secret: false,
-    description: "How often the policy worker looks for scans without a verdict under the newest policy.",
-};
+pub const INTERVAL: Setting = s(
+    "STELLA_POLICY_INTERVAL",
+    Kind::Duration,
+    Fallback::Value("2s"),
+    "How often the policy worker looks for scans without a verdict under the newest policy.",
+);
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -131,20 +131,17 @@ pub fn spawn(ctx: &stella_runtime::Context) {
         return;
     };
     let interval = ctx.config.duration(INTERVAL.name).unwrap_or(Duration::from_secs(2));
-    ctx.spawn_worker("verdicts", move |mut stopped| async move {
-        loop {
-            let pause = match evaluate_pending(&db, 20).await {
+    ctx.repeat("verdicts", move || {
+        let db = db.clone();
+        async move {
+            ControlFlow::Continue(match evaluate_pending(&db, 20).await {
                 Ok(20) => Duration::ZERO, // a full batch: more may be waiting
                 Ok(_) => interval,
                 Err(e) => {
                     warn!(error = %e, "evaluating scans failed; retrying");
                     interval
                 }
-            };
-            tokio::select! {
-                _ = &mut stopped => return,
-                _ = tokio::time::sleep(pause) => {}
-            }
+            })
         }
     });
 }

@@ -66,7 +66,7 @@ fn default_tenant() -> String {
 
 /// A JSON request body, whatever its Content-Type says (curl users forget it); the error names
 /// the field that is wrong.
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|e| Error::bad("request body", e.to_string()))
 }
 

@@ -12,20 +12,19 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use stella_runtime::config::{Default as Fallback, Kind as SettingKind, Setting};
+use stella_runtime::s;
 use stella_runtime::sqlx::{self, PgPool};
-use stella_runtime::tokio;
 use stella_runtime::tracing::{info, warn};
 
 use crate::Error;
 use crate::authority::Caller;
 
-pub const TICK: Setting = Setting {
-    name: "STELLA_SCHEDULER_TICK",
-    kind: SettingKind::Duration,
-    default: Fallback::Value("1s"),
-    secret: false,
-    description: "How often the orchestrator looks for due schedules.",
-};
+pub const TICK: Setting = s(
+    "STELLA_SCHEDULER_TICK",
+    SettingKind::Duration,
+    Fallback::Value("1s"),
+    "How often the orchestrator looks for due schedules.",
+);
 
 /// Registers (or updates) a system schedule, due at once.
 pub async fn register_system(
@@ -76,8 +75,9 @@ pub fn spawn(ctx: &stella_runtime::Context) {
         return;
     };
     let every = ctx.config.duration(TICK.name).unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(100));
-    ctx.spawn_worker("scheduler", move |mut stopped| async move {
-        loop {
+    ctx.every("scheduler", every, move || {
+        let db = db.clone();
+        async move {
             match tick(&db).await {
                 Ok(jobs) => {
                     for (schedule, job) in jobs {
@@ -85,10 +85,6 @@ pub fn spawn(ctx: &stella_runtime::Context) {
                     }
                 }
                 Err(e) => warn!(error = %e, "checking the schedules failed; retrying"),
-            }
-            tokio::select! {
-                _ = &mut stopped => return,
-                _ = tokio::time::sleep(every) => {}
             }
         }
     });

@@ -8,48 +8,49 @@
 //! stella-orchestrator enqueues every `STELLA_SOURCES_INTERVAL` (see [`crate::schedules`]): with
 //! several replicas, one of them polls per interval, and a poll whose worker dies is retried.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use stella_runtime::config::{Default as Fallback, Kind as SettingKind, Setting};
+use stella_runtime::s;
 use stella_runtime::sqlx::PgPool;
 use stella_runtime::tokio::{self, sync::Semaphore};
 use stella_runtime::tracing::{info, warn};
 
 use crate::aggregation::{self, Kind, Outcome};
+use crate::http::{self, Redirects};
+use crate::urls::public_url;
 
-pub const SOURCES: Setting = Setting {
-    name: "STELLA_SOURCES",
-    kind: SettingKind::Text,
-    default: Fallback::None,
-    // A URL may carry credentials: kept out of logs and /config, and readable from a file.
-    secret: true,
-    description: "Sources to poll, comma-separated name=location pairs; a location is a JSON file, a directory of \
+// Secret: a URL may carry credentials; kept out of logs and /config, and readable from a file.
+pub const SOURCES: Setting = s(
+    "STELLA_SOURCES",
+    SettingKind::Text,
+    Fallback::None,
+    "Sources to poll, comma-separated name=location pairs; a location is a JSON file, a directory of \
                   *.json files or an http(s):// URL (credentials in the URL are never shown), e.g. \
                   osv=/var/lib/stella/feeds/osv,vendor=https://vendor.example/vex.json.",
-};
-pub const INTERVAL: Setting = Setting {
-    name: "STELLA_SOURCES_INTERVAL",
-    kind: SettingKind::Duration,
-    default: Fallback::Value("5m"),
-    secret: false,
-    description: "How often every source is polled: the orchestrator enqueues a poll at this interval (stella-orchestrator must run).",
-};
-pub const IN_FLIGHT: Setting = Setting {
-    name: "STELLA_SOURCES_IN_FLIGHT",
-    kind: SettingKind::Count { min: 1, max: 64 },
-    default: Fallback::Value("4"),
-    secret: false,
-    description: "Most documents fetched at once, over all sources.",
-};
-pub const ATTEMPTS: Setting = Setting {
-    name: "STELLA_SOURCES_ATTEMPTS",
-    kind: SettingKind::Count { min: 1, max: 10 },
-    default: Fallback::Value("4"),
-    secret: false,
-    description: "Attempts per fetch before it counts as failed for this poll (backoff 1 s, 2 s, 4 s, ...).",
-};
+)
+.secret();
+pub const INTERVAL: Setting = s(
+    "STELLA_SOURCES_INTERVAL",
+    SettingKind::Duration,
+    Fallback::Value("5m"),
+    "How often every source is polled: the orchestrator enqueues a poll at this interval (stella-orchestrator must run).",
+);
+pub const IN_FLIGHT: Setting = s(
+    "STELLA_SOURCES_IN_FLIGHT",
+    SettingKind::Count { min: 1, max: 64 },
+    Fallback::Value("4"),
+    "Most documents fetched at once, over all sources.",
+);
+pub const ATTEMPTS: Setting = s(
+    "STELLA_SOURCES_ATTEMPTS",
+    SettingKind::Count { min: 1, max: 10 },
+    Fallback::Value("4"),
+    "Attempts per fetch before it counts as failed for this poll (backoff 1 s, 2 s, 4 s, ...).",
+);
 
 /// The settings a source-polling service adds.
 pub const SETTINGS: &[Setting] = &[INTERVAL, IN_FLIGHT, ATTEMPTS];
@@ -129,15 +130,18 @@ pub fn spawn(ctx: &stella_runtime::Context, kind: Kind) {
     // The orchestrator enqueues a poll every interval (one replica polls per interval); this
     // service registers the schedule, retrying until the database answers, and runs the polls.
     let registry = poller.db.clone();
-    ctx.spawn_worker("feed-schedule", move |mut stopped| async move {
-        loop {
+    ctx.repeat("feed-schedule", move || {
+        let registry = registry.clone();
+        async move {
             match crate::schedules::register_system(&registry, job_kind, job_kind, interval, attempts).await {
-                Ok(()) => return info!(schedule = job_kind, every = ?interval, "feed poll schedule registered"),
-                Err(e) => warn!(error = %e, "registering the feed poll schedule failed; retrying"),
-            }
-            tokio::select! {
-                _ = &mut stopped => return,
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                Ok(()) => {
+                    info!(schedule = job_kind, every = ?interval, "feed poll schedule registered");
+                    ControlFlow::Break(())
+                }
+                Err(e) => {
+                    warn!(error = %e, "registering the feed poll schedule failed; retrying");
+                    ControlFlow::Continue(Duration::from_secs(5))
+                }
             }
         }
     });
@@ -265,15 +269,6 @@ async fn list(location: &Location) -> Result<Vec<(String, Location)>, String> {
     }
 }
 
-/// `u` without `user:password@` and without its query string.
-pub fn public_url(u: &str) -> String {
-    let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if path.is_empty() { format!("{scheme}://{host}") } else { format!("{scheme}://{host}/{path}") }
-}
-
 /// The bytes of one document, with `attempts` tries and exponential backoff.
 async fn fetch(location: &Location, attempts: u32) -> Result<Vec<u8>, String> {
     /// Largest document accepted: feeds' single documents are far smaller.
@@ -286,8 +281,7 @@ async fn fetch(location: &Location, attempts: u32) -> Result<Vec<u8>, String> {
             Location::Url(u) => {
                 let u = u.clone();
                 tokio::task::spawn_blocking(move || {
-                    let agent: ureq::Agent =
-                        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build().into();
+                    let agent = http::agent(Duration::from_secs(30), Redirects::Followed);
                     let shown = public_url(&u);
                     let mut response = agent.get(&u).call().map_err(|e| format!("{shown}: {e}"))?;
                     response.body_mut().with_config().limit(LIMIT).read_to_vec().map_err(|e| format!("{shown}: {e}"))
@@ -322,7 +316,5 @@ mod tests {
         assert!(parse("osv=feeds").unwrap_err().contains("neither an absolute path"));
         assert!(parse("upload=/x").unwrap_err().contains("reserved"));
         assert!(parse("a=/x,a=/y").unwrap_err().contains("used twice"));
-        assert_eq!(public_url("https://u:p@h.example:8443/a/b.json?token=t#x"), "https://h.example:8443/a/b.json");
-        assert_eq!(public_url("http://h"), "http://h");
     }
 }

@@ -9,6 +9,7 @@ use stella_runtime::sqlx::{self, PgPool};
 use stella_runtime::tokio;
 
 use crate::Error;
+use crate::http::{self, Redirects};
 use object_store::ObjectStore;
 
 use crate::packs::{Egress, Step};
@@ -65,14 +66,8 @@ async fn request(
 ) -> Result<(String, Option<Vec<u8>>), String> {
     let (method, url) = (method.to_string(), url.to_string());
     tokio::task::spawn_blocking(move || {
-        // No redirects: the egress check saw only this URL, and a redirect could lead anywhere
-        // (the step fails on a 3xx instead).
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        // No redirects: the egress check saw only this URL (see `Redirects::Refused`).
+        let agent = http::agent(Duration::from_secs(30), Redirects::Refused);
         let request = ureq::http::Request::builder()
             .method(method.as_str())
             .uri(&url)

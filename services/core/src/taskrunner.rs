@@ -12,8 +12,8 @@ use std::time::Duration;
 use object_store::ObjectStore;
 use serde_json::{Value, json};
 use stella_runtime::config::{Default as Fallback, Kind as SettingKind, Setting};
+use stella_runtime::s;
 use stella_runtime::sqlx::{self, PgPool};
-use stella_runtime::tokio;
 use stella_runtime::tracing::{info, warn};
 
 use crate::authority::Caller;
@@ -180,28 +180,24 @@ pub fn spawn(ctx: &stella_runtime::Context) -> Option<Arc<dyn ObjectStore>> {
     store
 }
 
-pub const ARTIFACT_RETENTION: Setting = Setting {
-    name: "STELLA_TASKS_ARTIFACT_RETENTION",
-    kind: SettingKind::Duration,
-    default: Fallback::Value("168h"),
-    secret: false,
-    description: "How long the artifacts of a finished task run are kept in the object store.",
-};
+pub const ARTIFACT_RETENTION: Setting = s(
+    "STELLA_TASKS_ARTIFACT_RETENTION",
+    SettingKind::Duration,
+    Fallback::Value("168h"),
+    "How long the artifacts of a finished task run are kept in the object store.",
+);
 
 /// Deletes the artifacts of runs finished longer ago than `retention`, every `retention` (at
 /// most every minute), and marks them expired on the run.
 fn spawn_sweeper(ctx: &stella_runtime::Context, db: PgPool, store: Arc<dyn ObjectStore>, retention: Duration) {
     let every = retention.min(Duration::from_secs(60));
-    ctx.spawn_worker("artifact-retention", move |mut stopped| async move {
-        loop {
+    ctx.every("artifact-retention", every, move || {
+        let (db, store) = (db.clone(), store.clone());
+        async move {
             match sweep(&db, &*store, retention).await {
                 Ok(0) => {}
                 Ok(n) => info!(artifacts = n, "expired task run artifacts deleted"),
                 Err(e) => warn!(error = %e, "deleting expired artifacts failed; retrying"),
-            }
-            tokio::select! {
-                _ = &mut stopped => return,
-                _ = tokio::time::sleep(every) => {}
             }
         }
     });

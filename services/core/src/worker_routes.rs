@@ -15,11 +15,8 @@ use stella_runtime::axum::routing::{delete, get, post};
 use stella_runtime::axum::{Json, Router};
 
 use crate::authority::Caller;
+use crate::routes::json_body;
 use crate::{Core, Error, ai, exports, jobs, notify, schedules};
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|e| Error::bad("request body", e.to_string()))
-}
 
 #[derive(Deserialize)]
 struct JobFilter {

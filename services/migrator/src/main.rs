@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sqlx::PgPool;
 use stella_runtime::config::{Default, Kind, Setting};
+use stella_runtime::s;
 use stella_runtime::tracing::info;
 
 /// The migration history lives in our own schema, named in full. Unqualified, it would
@@ -27,22 +28,21 @@ fn migrator() -> sqlx::migrate::Migrator {
     m
 }
 
-const ADMIN_PASSWORD: Setting = Setting {
-    name: "STELLA_ADMIN_PASSWORD",
-    kind: Kind::Text,
-    default: Default::None,
-    secret: true,
-    description: "With --seed: the password of the `admin` user of the default tenant, set when the user is created \
-                  (an existing admin keeps its password). Required in quickstart mode. Prefer STELLA_ADMIN_PASSWORD_FILE.",
-};
+const ADMIN_PASSWORD: Setting = s(
+    "STELLA_ADMIN_PASSWORD",
+    Kind::Text,
+    Default::None,
+    "With --seed: the password of the `admin` user of the default tenant, set when the user is created \
+     (an existing admin keeps its password). Required in quickstart mode. Prefer STELLA_ADMIN_PASSWORD_FILE.",
+)
+.secret();
 
-const WAIT: Setting = Setting {
-    name: "STELLA_MIGRATOR_WAIT",
-    kind: Kind::Duration,
-    default: Default::Value("60s"),
-    secret: false,
-    description: "How long the migrator waits for PostgreSQL to accept connections before it fails.",
-};
+const WAIT: Setting = s(
+    "STELLA_MIGRATOR_WAIT",
+    Kind::Duration,
+    Default::Value("60s"),
+    "How long the migrator waits for PostgreSQL to accept connections before it fails.",
+);
 
 fn main() -> std::process::ExitCode {
     stella_runtime::Service::job("migrator", |ctx, args| async move {

@@ -91,6 +91,12 @@ pub struct Setting {
 }
 
 impl Setting {
+    /// The same setting, secret: redacted everywhere and also read from `<NAME>_FILE`. For the
+    /// tables, `s(..).secret()` (see [`crate::s`]).
+    pub const fn secret(self) -> Setting {
+        Setting { secret: true, ..self }
+    }
+
     /// The key of this setting in `/etc/stella/<service>.toml`.
     pub fn file_key(&self) -> String {
         self.name.strip_prefix("STELLA_").unwrap_or(self.name).to_ascii_lowercase()
@@ -449,6 +455,7 @@ impl fmt::Display for Setting {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::s;
 
     struct MapEnv(BTreeMap<String, String>);
     impl Env for MapEnv {
@@ -467,20 +474,9 @@ mod tests {
         MapEnv(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
-    const PORT: Setting = Setting {
-        name: "STELLA_PORT",
-        kind: Kind::Port,
-        default: Default::ServicePort,
-        secret: false,
-        description: "port",
-    };
-    const DB: Setting = Setting {
-        name: "STELLA_DATABASE_URL",
-        kind: Kind::Url { schemes: &["postgres", "postgresql"] },
-        default: Default::None,
-        secret: true,
-        description: "db",
-    };
+    const PORT: Setting = s("STELLA_PORT", Kind::Port, Default::ServicePort, "port");
+    const DB: Setting =
+        s("STELLA_DATABASE_URL", Kind::Url { schemes: &["postgres", "postgresql"] }, Default::None, "db").secret();
 
     #[test]
     fn defaults_env_file_and_secret_file_in_order() {

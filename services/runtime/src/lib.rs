@@ -23,6 +23,7 @@ mod telemetry;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -33,6 +34,7 @@ pub use axum;
 pub use build_info::BuildInfo;
 use clap::Parser;
 pub use config::{Config, Setting};
+pub use settings::s;
 pub use sqlx;
 use sqlx::PgPool;
 pub use tokio;
@@ -62,6 +64,41 @@ impl Context {
     {
         let handle = tokio::spawn(worker(Box::pin(self.drain.stopped())));
         self.workers.0.lock().expect("worker list lock").push((name, handle));
+    }
+
+    /// Runs `work` as a background worker now and then every `interval` after it finished, until
+    /// shutdown. The stop signal is awaited only between rounds: a round in progress finishes.
+    /// Each round's future owns what it uses (clone a pool or an `Arc` into it), as the worker
+    /// outlives the caller.
+    pub fn every<F, Fut>(&self, name: &'static str, interval: Duration, mut work: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.repeat(name, move || {
+            let round = work();
+            async move {
+                round.await;
+                ControlFlow::Continue(interval)
+            }
+        });
+    }
+
+    /// Like [`Context::every`], for a worker whose pause depends on the round (none after a full
+    /// batch, say): `work` returns `Continue(pause)`, or `Break(())` when the worker is done.
+    pub fn repeat<F, Fut>(&self, name: &'static str, mut work: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ControlFlow<(), Duration>> + Send + 'static,
+    {
+        self.spawn_worker(name, move |mut stopped| async move {
+            while let ControlFlow::Continue(pause) = work().await {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        });
     }
 }
 
@@ -385,5 +422,67 @@ fn without_userinfo(value: &str) -> String {
             }
         }
         None => value.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    struct NoEnv;
+    impl config::Env for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn read(&self, _: &std::path::Path) -> std::io::Result<String> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+    }
+
+    fn context() -> Context {
+        let config = Config::load("test", None, &[], &NoEnv).expect("no settings to refuse");
+        let (build, workers, drain) = (BuildInfo::current(), Workers::default(), shutdown::Drain::default());
+        Context { config: Arc::new(config), build, db: None, workers, drain }
+    }
+
+    fn grace() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(5)
+    }
+
+    #[tokio::test]
+    async fn every_runs_at_once_and_returns_at_the_stop_signal() {
+        let (ctx, rounds) = (context(), Arc::new(AtomicUsize::new(0)));
+        let counted = rounds.clone();
+        ctx.every("test", Duration::from_secs(3600), move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        while rounds.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        ctx.drain.stop_workers();
+        assert!(ctx.workers.join_until(grace()).await, "the worker returned while waiting");
+        assert_eq!(rounds.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn repeat_pauses_as_told_and_ends_at_break() {
+        let (ctx, rounds) = (context(), Arc::new(AtomicUsize::new(0)));
+        let counted = rounds.clone();
+        ctx.repeat("test", move || {
+            let counted = counted.clone();
+            async move {
+                match counted.fetch_add(1, Ordering::SeqCst) {
+                    0..3 => ControlFlow::Continue(Duration::ZERO),
+                    _ => ControlFlow::Break(()),
+                }
+            }
+        });
+        assert!(ctx.workers.join_until(grace()).await, "the worker ended without a stop signal");
+        assert_eq!(rounds.load(Ordering::SeqCst), 4);
     }
 }

@@ -5,7 +5,9 @@
 
 use crate::config::{Default, Kind, Setting};
 
-const fn s(name: &'static str, kind: Kind, default: Default, description: &'static str) -> Setting {
+/// A setting that is not secret (add [`Setting::secret`] for one that is): the setting tables,
+/// here and in the services, read better without the field names of a struct literal.
+pub const fn s(name: &'static str, kind: Kind, default: Default, description: &'static str) -> Setting {
     Setting { name, kind, default, secret: false, description }
 }
 
@@ -19,14 +21,14 @@ pub const LOG_FORMAT: Setting = s(
     Default::Value("json"),
     "Log format: one JSON object per line, or text for a terminal.",
 );
-pub const DATABASE_URL: Setting = Setting {
-    name: "STELLA_DATABASE_URL",
-    kind: Kind::Url { schemes: &["postgres", "postgresql"] },
-    default: Default::None,
-    secret: true,
-    description: "PostgreSQL connection URL; when set, readiness checks it (the migrator requires it). \
+pub const DATABASE_URL: Setting = s(
+    "STELLA_DATABASE_URL",
+    Kind::Url { schemes: &["postgres", "postgresql"] },
+    Default::None,
+    "PostgreSQL connection URL; when set, readiness checks it (the migrator requires it). \
                   Prefer STELLA_DATABASE_URL_FILE.",
-};
+)
+.secret();
 pub const DATABASE_POOL_SIZE: Setting = s(
     "STELLA_DATABASE_POOL_SIZE",
     Kind::Count { min: 1, max: 200 },
@@ -44,20 +46,20 @@ pub const QUICKSTART_MODE: Setting = s(
 /// checked at start-up (a malformed URL exits 78 like any other setting); the services that use
 /// them (issues 9 and 11) read them from here.
 pub const DEPENDENCIES: &[Setting] = &[
-    Setting {
-        name: "STELLA_REDIS_URL",
-        kind: Kind::Url { schemes: &["redis", "rediss"] },
-        default: Default::None,
-        secret: true,
-        description: "Redis URL (cache and rate limits), e.g. rediss://:password@redis:6379. Prefer STELLA_REDIS_URL_FILE.",
-    },
-    Setting {
-        name: "STELLA_QUEUE_URL",
-        kind: Kind::Url { schemes: &["nats", "tls"] },
-        default: Default::None,
-        secret: true,
-        description: "NATS URL of the job queue (JetStream), e.g. nats://user:password@nats:4222. Prefer STELLA_QUEUE_URL_FILE.",
-    },
+    s(
+        "STELLA_REDIS_URL",
+        Kind::Url { schemes: &["redis", "rediss"] },
+        Default::None,
+        "Redis URL (cache and rate limits), e.g. rediss://:password@redis:6379. Prefer STELLA_REDIS_URL_FILE.",
+    )
+    .secret(),
+    s(
+        "STELLA_QUEUE_URL",
+        Kind::Url { schemes: &["nats", "tls"] },
+        Default::None,
+        "NATS URL of the job queue (JetStream), e.g. nats://user:password@nats:4222. Prefer STELLA_QUEUE_URL_FILE.",
+    )
+    .secret(),
     s(
         "STELLA_OBJECT_STORE_URL",
         Kind::Url { schemes: &["s3", "file"] },
