@@ -92,7 +92,8 @@ pub struct Image {
     #[serde(default)]
     pub platforms: Option<Vec<String>>,
     /// `service` (a StellaOps service with the runtime's HTTP contract: health, readiness,
-    /// metrics) or `support` (PostgreSQL, Redis, NATS: their own protocols, a data volume).
+    /// metrics), `support` (PostgreSQL, Redis, NATS: their own protocols, a data volume) or
+    /// `tool` (a command users run, like the `stella` CLI: shipped and signed, never deployed).
     #[serde(default)]
     pub kind: Kind,
     /// SPDX license expression of what the image ships, when not the defaults' (a support
@@ -117,6 +118,8 @@ pub enum Kind {
     Service,
     /// A supporting server (database, cache, queue) built from pinned Debian packages.
     Support,
+    /// A command-line tool run with `docker run`: in the bundle, not in `deploy/`.
+    Tool,
 }
 
 impl Kind {
@@ -124,6 +127,7 @@ impl Kind {
         match self {
             Kind::Service => "service",
             Kind::Support => "support",
+            Kind::Tool => "tool",
         }
     }
 }

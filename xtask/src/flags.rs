@@ -334,6 +334,10 @@ pub struct Reproduce {
     /// Rebuild only this image (repeatable); the others are not compared.
     #[arg(long = "image")]
     pub images: Vec<String>,
+    /// Keep the clone and target directory of an earlier rebuild in --work (same revision): a
+    /// second partial rebuild compiles only what the first did not.
+    #[arg(long, requires = "work")]
+    pub reuse: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -28,6 +28,7 @@ fn main() -> std::process::ExitCode {
             work: f.work,
             platforms: f.platforms,
             images: f.images,
+            reuse: false,
             json: f.json,
         }),
         flags::Command::Bundle(f) => bundle(f),
@@ -94,6 +95,7 @@ fn reproduce(f: flags::Reproduce) -> anyhow::Result<()> {
         work: f.work.map(images::absolute),
         platforms: f.platforms,
         images: f.images,
+        reuse: f.reuse,
     };
     let report = xtask::reproduce::reproduce(&options)?;
     if f.json {

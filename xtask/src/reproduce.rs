@@ -22,6 +22,10 @@ pub struct Options {
     pub platforms: Vec<String>,
     /// Images to rebuild (default: every image of the original).
     pub images: Vec<String>,
+    /// Keep `work`'s clone and target directory from an earlier rebuild of the same revision:
+    /// a second partial rebuild (another platform, other images) then compiles only what the
+    /// first did not. Each rebuild writes its own layout (`oci`, `oci-2`, ...).
+    pub reuse: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,17 +71,22 @@ pub fn reproduce(options: &Options) -> anyhow::Result<Report> {
         Some(w) => w.clone(),
         None => std::env::temp_dir().join(format!("stella-reproduce-{}", std::process::id())),
     };
-    let _ = std::fs::remove_dir_all(&work);
     let src = work.join("a/different/path/stella");
-    std::fs::create_dir_all(src.parent().expect("has a parent"))?;
-    shell::run(Command::new("git").args(["clone", "--quiet", "--no-local"]).arg(shell::root()).arg(&src))?;
+    if !(options.reuse && src.join(".git").is_dir()) {
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(src.parent().expect("has a parent"))?;
+        shell::run(Command::new("git").args(["clone", "--quiet", "--no-local"]).arg(shell::root()).arg(&src))?;
+    }
     shell::run(
         Command::new("git")
             .args(["-c", "advice.detachedHead=false", "checkout", "--quiet", &original.revision])
             .current_dir(&src),
     )
     .with_context(|| format!("checking out {} (was it committed?)", original.revision))?;
-    let out = work.join("oci");
+    let out = (1..)
+        .map(|n| if n == 1 { work.join("oci") } else { work.join(format!("oci-{n}")) })
+        .find(|p| !p.exists())
+        .expect("a free layout name");
     let mut flags = vec!["--out".to_string(), out.display().to_string()];
     for t in &original.tags {
         flags.push(tag_flag(t, &original.version)?);

@@ -34,6 +34,13 @@ pub const TEST_PACKAGES: &[&str] = &[
     "zstd",
     "file",
     "apache2-utils",
+    // The quickstart page's commands.
+    "jq",
+    "curl",
+    // The console's browser test: headless Chromium driven over WebDriver.
+    "chromium",
+    "chromium-driver",
+    "fonts-dejavu-core",
 ];
 
 /// Python tools the tests run, by the command (or `import:<module>`) they provide and the

@@ -261,6 +261,8 @@ pub struct Filters {
     /// A linkset key or any identifier of the vulnerability.
     pub advisory: Option<String>,
     pub scan: Option<i64>,
+    /// One finding by its id.
+    pub id: Option<i64>,
 }
 
 /// Findings of the caller's tenant, worst first, with links to the originals they rest on.
@@ -283,7 +285,7 @@ pub async fn findings(db: &PgPool, caller: &Caller, filters: &Filters, page: Pag
             "FROM stella.findings f
              WHERE f.tenant_id = $1 AND ($2::TEXT IS NULL OR f.severity = $2) AND ($3::TEXT IS NULL OR f.status = $3)
                AND ($4::TEXT IS NULL OR f.purl ILIKE '%' || $4 || '%') AND ($5::TEXT IS NULL OR f.linkset = $5 OR $5 = ANY (f.aliases))
-               AND ($6::BIGINT IS NULL OR f.scan_id = $6)"
+               AND ($6::BIGINT IS NULL OR f.scan_id = $6) AND ($7::BIGINT IS NULL OR f.id = $7)"
         };
         ($query:expr) => {
             $query
@@ -293,6 +295,7 @@ pub async fn findings(db: &PgPool, caller: &Caller, filters: &Filters, page: Pag
                 .bind(&filters.package)
                 .bind(&filters.advisory)
                 .bind(filters.scan)
+                .bind(filters.id)
         };
     }
     let total: i64 = filtered!(sqlx::query_scalar(concat!("SELECT count(*) ", filtered!()))).fetch_one(db).await?;
@@ -304,7 +307,7 @@ pub async fn findings(db: &PgPool, caller: &Caller, filters: &Filters, page: Pag
         filtered!(),
         " ORDER BY CASE f.severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 ELSE 0 END DESC,
                   f.id
-         LIMIT $7 OFFSET $8"
+         LIMIT $8 OFFSET $9"
     )))
     .bind(page.limit)
     .bind(page.offset)

@@ -46,6 +46,10 @@ pub const SBOMS: &[(&str, &[u8])] = &[
     ("demo-web", include_bytes!("../seed/sboms/demo-web.cdx.json")),
 ];
 
+/// The console's and the CLI's sample scan (`stella import`): not seeded, so that importing it
+/// in the Welcome wizard creates a scan and shows its progress.
+pub const SAMPLE_SBOM: (&str, &[u8]) = ("sample-checkout", include_bytes!("../seed/sboms/sample-checkout.cdx.json"));
+
 /// `(name, bytes)` of every seeded task pack.
 pub const PACKS: &[(&str, &[u8])] = &[
     ("stack-health", include_bytes!("../seed/packs/stack-health.json")),

@@ -105,7 +105,8 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
     writeln!(w, "services:")?;
 
     type Entries<'a> = Vec<(&'a String, &'a Image)>;
-    let (supports, services): (Entries, Entries) = catalog.images.iter().partition(|(_, i)| i.kind == Kind::Support);
+    let (supports, services): (Entries, Entries) =
+        catalog.images.iter().filter(|(_, i)| i.kind != Kind::Tool).partition(|(_, i)| i.kind == Kind::Support);
     let database = supports.iter().any(|(n, _)| *n == "stella-postgres");
     let migrator = services.iter().find(|(_, i)| i.ports.is_empty()).map(|(n, _)| n.as_str());
     for (name, image) in &supports {
@@ -157,6 +158,16 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
         if !job {
             writeln!(w, "      OTEL_EXPORTER_OTLP_ENDPOINT: \"${{OTEL_EXPORTER_OTLP_ENDPOINT:-}}\"")?;
         }
+        if *name == "stella-console" {
+            // What the console's copyable lines say: the API as the host publishes it, and the
+            // CLI image pinned like every other.
+            let api = catalog.images.get("stella-api").and_then(|i| i.ports.first()).copied().unwrap_or(8081);
+            let url = format!("http://localhost:${{{}:-{api}}}", port_variable("stella-api", 0));
+            writeln!(w, "      STELLA_CONSOLE_API_URL: {}", q(&url))?;
+            if let Some((cli, _)) = catalog.images.iter().find(|(_, i)| i.kind == Kind::Tool) {
+                writeln!(w, "      STELLA_CONSOLE_CLI_IMAGE: {}", q(&reference(find(cli)?, tag)))?;
+            }
+        }
         if job {
             // The admin's first password; an existing admin keeps its own (stella_core::seed).
             writeln!(w, "      STELLA_ADMIN_PASSWORD_FILE: \"/run/secrets/admin-password\"")?;
@@ -171,6 +182,10 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
         // The object store on a volume: the export center's files and the task runs' artifacts.
         if *name == "stella-export" || *name == "stella-task-runner" {
             writeln!(w, "    volumes: [{}]", q(&format!("{STATE_VOLUME}:/var/lib/stella")))?;
+        }
+        // The console serves the install docs offline (compose/docs, beside this file).
+        if *name == "stella-console" {
+            writeln!(w, "    volumes: [\"./docs:/usr/share/stella/docs:ro\"]")?;
         }
         if !image.ports.is_empty() {
             let ports: Vec<String> = image
@@ -240,7 +255,7 @@ pub fn env_example(catalog: &Catalog) -> anyhow::Result<String> {
     writeln!(w, "OTEL_EXPORTER_OTLP_ENDPOINT=\n")?;
     writeln!(w, "# Host ports, one per published container port.")?;
     for (name, image) in &catalog.images {
-        if image.kind == Kind::Support {
+        if image.kind != Kind::Service {
             continue;
         }
         for (i, p) in image.ports.iter().enumerate() {

@@ -9,6 +9,7 @@
 
 pub mod compose;
 pub mod helm;
+pub mod image_catalog;
 pub mod reference;
 
 use std::path::{Path, PathBuf};
@@ -57,8 +58,36 @@ pub fn generate(root: &Path, layout: &Path) -> anyhow::Result<Vec<(Root, PathBuf
     ];
     files.extend(helm::files(&catalog, &built)?);
     let mut files: Vec<(Root, PathBuf, String)> = files.into_iter().map(|(p, c)| (Root::Deploy, p, c)).collect();
-    files.push((Root::Docs, PathBuf::from(reference::PATH), reference::page(&catalog, &built)?));
+    let reference_page = reference::page(&catalog, &built)?;
+    files.extend(console_docs(root, &reference_page)?.into_iter().map(|(p, c)| (Root::Deploy, p, c)));
+    files.push((Root::Docs, PathBuf::from(reference::PATH), reference_page));
+    files.push((Root::Docs, PathBuf::from(image_catalog::PATH), image_catalog::page(&catalog, &built)?));
     Ok(files)
+}
+
+/// `compose/docs/`: the install pages (`docs/install/*.md`) that stella-console serves offline
+/// at /docs, mounted read-only into its container. Copies, not a mount of `docs/` itself, so the
+/// quickstart directory (and the bundle's copy of it) is self-contained; `deploy --check` keeps
+/// them current. The configuration reference is the one generated in this same run.
+fn console_docs(root: &Path, reference_page: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let dir = root.join("docs/install");
+    let reference_name = Path::new(reference::PATH).file_name().context("the reference has a file name")?;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(name) = path.file_name() else { continue };
+        if path.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        let content = if name == reference_name {
+            reference_page.to_string()
+        } else {
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?
+        };
+        out.push((Path::new("compose/docs").join(name), content));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Writes (or with `check`, compares) every generated file; returns the paths.

@@ -126,6 +126,12 @@ OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- with $root.Values.otel.resourceAttributes }}
 OTEL_RESOURCE_ATTRIBUTES: {{ . | quote }}
 {{- end }}
+{{- if eq .key "console" }}
+STELLA_CONSOLE_SERVICE_URL: {{ printf "http://%s-{service}:{port}" (include "stella.fullname" $root) | quote }}
+{{- if $root.Values.ingress.enabled }}
+STELLA_CONSOLE_API_URL: {{ printf "%s://%s" (ternary "https" "http" $root.Values.ingress.tls.enabled) $root.Values.ingress.api.host | quote }}
+{{- end }}
+{{- end }}
 {{- range $k, $v := .c.config }}
 {{ $k }}: {{ $v | quote }}
 {{- end }}

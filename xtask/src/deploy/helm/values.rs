@@ -51,6 +51,7 @@ pub fn parts(catalog: &Catalog) -> anyhow::Result<Parts> {
                 ports: image.ports.clone(),
                 support: crate::deploy::compose::support(name)?,
             }),
+            (Kind::Tool, _) => {}
             (_, None) => migrator = Some(name.clone()),
             (_, Some(port)) => components.push(Component {
                 key: camel(short),

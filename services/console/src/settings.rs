@@ -1,0 +1,94 @@
+//! The console's own settings: where the other services are, the API URL users are shown, the
+//! `stella` CLI image and the directory of the offline docs.
+
+use stella_runtime::config::{Default, Kind};
+use stella_runtime::{Setting, s};
+
+pub const SERVICE_URL: Setting = s(
+    "STELLA_CONSOLE_SERVICE_URL",
+    Kind::Text,
+    Default::Value("http://stella-{service}:{port}"),
+    "How the console reaches each service for the Welcome wizard's versions and readiness: a URL \
+                  template where {service} is the service name (api, orchestrator, ...) and {port} its port. \
+                  The default fits the Compose quickstart; the chart sets its own Service names.",
+);
+
+pub const API_URL: Setting = s(
+    "STELLA_CONSOLE_API_URL",
+    Kind::Text,
+    Default::Value("http://localhost:8081"),
+    "The API URL as users reach it (stella-api), shown in the copyable curl and CLI lines.",
+);
+
+pub const CLI_IMAGE: Setting = s(
+    "STELLA_CONSOLE_CLI_IMAGE",
+    Kind::Text,
+    Default::Value("registry.stella-ops.org/stella/stella-cli"),
+    "The stella-cli image the copyable CLI lines run when no local `stella` binary is installed \
+                  (`cargo xtask deploy` pins it by digest).",
+);
+
+pub const DOCS_DIR: Setting = s(
+    "STELLA_CONSOLE_DOCS",
+    Kind::Text,
+    Default::Value("/usr/share/stella/docs"),
+    "Directory of the install docs (Markdown) the console serves offline at /docs; the Compose \
+                  quickstart mounts deploy/compose/docs there.",
+);
+
+pub const ALL: &[Setting] = &[SERVICE_URL, API_URL, CLI_IMAGE, DOCS_DIR];
+
+/// The services whose version and readiness the wizard shows, with their ports: every server of
+/// the workspace (a test compares this list with the binaries' own `describe`).
+pub const SERVICES: &[(&str, u16)] = &[
+    ("console", 8080),
+    ("api", 8081),
+    ("orchestrator", 8082),
+    ("task-runner", 8083),
+    ("conseiller", 8084),
+    ("excitator", 8085),
+    ("policy", 8086),
+    ("ledger", 8087),
+    ("export", 8088),
+    ("notify", 8089),
+    ("ai", 8090),
+];
+
+/// The settings, read once at start-up.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub service_url: String,
+    pub api_url: String,
+    pub cli_image: String,
+    pub docs_dir: std::path::PathBuf,
+    pub quickstart: bool,
+    pub version: &'static str,
+}
+
+impl Settings {
+    pub fn new(ctx: &stella_runtime::Context) -> Settings {
+        let text = |s: &Setting| ctx.config.text(s.name).unwrap_or_default().trim_end_matches('/').to_string();
+        Settings {
+            service_url: text(&SERVICE_URL),
+            api_url: text(&API_URL),
+            cli_image: text(&CLI_IMAGE),
+            docs_dir: text(&DOCS_DIR).into(),
+            quickstart: ctx.config.bool("STELLA_QUICKSTART_MODE"),
+            version: ctx.build.version,
+        }
+    }
+
+    /// Where the console reaches `service`.
+    pub fn url_of(&self, service: &str, port: u16) -> String {
+        self.service_url.replace("{service}", service).replace("{port}", &port.to_string())
+    }
+
+    /// The `stella` command line, through the container image (`docker run`) or a local binary.
+    pub fn cli(&self, local: bool, args: &str) -> String {
+        if local {
+            format!("stella --url {} {args}", self.api_url)
+        } else {
+            format!("docker run --rm --network host -e STELLA_TOKEN {} --url {} {args}", self.cli_image, self.api_url)
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The Welcome wizard, shown on a user's first sign-in: (1) confirm endpoints, (2) create an API
+//! token, (3) import the sample scan and watch it until its findings and verdict exist, (4) open
+//! the Vulnerability Explorer. Every step can be revisited from the navigation.
+
+use maud::{Markup, html};
+use serde::Deserialize;
+use stella_core::{authority, scans, seed};
+use stella_runtime::axum::Form;
+use stella_runtime::axum::extract::{Path, State};
+use stella_runtime::axum::http::StatusCode;
+use stella_runtime::axum::response::{IntoResponse, Redirect, Response};
+use stella_runtime::sqlx;
+
+use crate::page::{self, Frame, copyable};
+use crate::session::Session;
+use crate::{Console, probe};
+
+const STEPS: &[(&str, &str)] = &[
+    ("/welcome", "Endpoints"),
+    ("/welcome/token", "API token"),
+    ("/welcome/scan", "Sample scan"),
+    ("/findings", "Explorer"),
+];
+
+fn steps(current: usize) -> Markup {
+    html! {
+        ol class="steps" aria-label="Welcome steps" {
+            @for (i, (href, name)) in STEPS.iter().enumerate() {
+                @if i == current {
+                    li aria-current="step" { (i + 1) ". " (name) }
+                } @else {
+                    li { a href=(href) { (i + 1) ". " (name) } }
+                }
+            }
+        }
+    }
+}
+
+/// Step 1: where everything is, each service's version and whether it is ready.
+pub async fn endpoints(State(console): State<Console>, session: Session) -> Response {
+    let probes = probe::all(&console.settings).await;
+    let ready = probes.iter().filter(|p| p.ready.is_ok()).count();
+    let frame = Frame { settings: &console.settings, user: Some(&session.caller), title: "Welcome to StellaOps" };
+    let body = html! {
+        (steps(0))
+        h2 { "1. Confirm endpoints" }
+        p { "The API is at " code id="api-url" { (console.settings.api_url) } ". "
+            "This console reaches the services at the addresses below." }
+        p id="ready-summary" class=(if ready == probes.len() { "ok" } else { "pending" }) {
+            (ready) " of " (probes.len()) " services ready" }
+        table id="services" {
+            caption { "Services, their versions and readiness" }
+            thead { tr { th scope="col" { "Service" } th scope="col" { "Address" } th scope="col" { "Version" } th scope="col" { "Ready" } } }
+            tbody {
+                @for p in &probes {
+                    tr data-service=(p.service) {
+                        td { "stella-" (p.service) }
+                        td { code { (p.url) } }
+                        td class="version" { @match &p.version { Ok(v) => (v), Err(e) => span class="error" { (e) } } }
+                        td class="ready" { @match &p.ready { Ok(()) => span class="ok" { "ready" }, Err(e) => span class="error" { (e) } } }
+                    }
+                }
+            }
+        }
+        p { a class="button" href="/welcome/token" { "Next: create an API token" } }
+    };
+    page::render(&frame, body).into_response()
+}
+
+/// Step 2: the form.
+pub async fn token_page(State(console): State<Console>, session: Session) -> Response {
+    let frame = Frame { settings: &console.settings, user: Some(&session.caller), title: "Welcome to StellaOps" };
+    page::render(&frame, token_form(None)).into_response()
+}
+
+fn token_form(problem: Option<&str>) -> Markup {
+    html! {
+        (steps(1))
+        h2 { "2. Create an API token" }
+        p { "Scripts and the " code { "stella" } " CLI use an API token. It is shown once: copy it now." }
+        @if let Some(p) = problem { p class="error" role="alert" { (p) } }
+        form class="stack" method="post" action="/welcome/token" {
+            label { "Token name" input name="name" value="my-first-token" required maxlength="100"; }
+            label { "Role"
+                select name="role" {
+                    option value="viewer" { "viewer: read" }
+                    option value="operator" selected { "operator: read, import, export" }
+                }
+            }
+            button type="submit" { "Create token" }
+        }
+        p { a href="/welcome/scan" { "Skip: import the sample scan" } }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NewToken {
+    name: String,
+    role: String,
+}
+
+/// Step 2: the token, shown once, with a ready curl line and CLI lines.
+pub async fn create_token(State(console): State<Console>, session: Session, Form(t): Form<NewToken>) -> Response {
+    let db = match console.core.db() {
+        Ok(db) => db,
+        Err(e) => return page::core_error(&console.settings, e),
+    };
+    let frame = Frame { settings: &console.settings, user: Some(&session.caller), title: "Welcome to StellaOps" };
+    let issued = match authority::create_token(db, &session.caller, t.name.trim(), &t.role).await {
+        Ok(i) => i,
+        Err(e @ (stella_core::Error::BadInput { .. } | stella_core::Error::Forbidden(_))) => {
+            let body = token_form(Some(&e.to_string()));
+            return (e.status(), page::render(&frame, body)).into_response();
+        }
+        Err(e) => return page::core_error(&console.settings, e),
+    };
+    let s = &console.settings;
+    let curl = format!("curl -H 'Authorization: Bearer {}' {}/api/v1/findings", issued.token, s.api_url);
+    let export = format!("export STELLA_TOKEN={}", issued.token);
+    let body = html! {
+        (steps(1))
+        h2 { "2. Your API token" }
+        p class="ok" role="status" { "Token “" (issued.name) "” created with the " (issued.role) " role. "
+            "It is shown only on this page." }
+        (copyable("token", "Token", &issued.token))
+        (copyable("curl", "Try it with curl", &curl))
+        h3 { "With the stella CLI" }
+        p { "No local " code { "stella" } " binary? The container image needs only Docker:" }
+        (copyable("cli-env", "1. Put the token in the environment", &export))
+        (copyable("cli-docker", "2. List findings (container image)", &s.cli(false, "findings")))
+        (copyable("cli-local", "or with a local stella binary", &s.cli(true, "findings")))
+        p { a class="button" href="/welcome/scan" { "Next: import the sample scan" } }
+    };
+    (StatusCode::CREATED, page::render(&frame, body)).into_response()
+}
+
+/// Step 3: what the sample is, and the button.
+pub async fn scan_page(State(console): State<Console>, session: Session) -> Response {
+    let frame = Frame { settings: &console.settings, user: Some(&session.caller), title: "Welcome to StellaOps" };
+    let (name, bytes) = seed::SAMPLE_SBOM;
+    let body = html! {
+        (steps(2))
+        h2 { "3. Import the sample scan" }
+        p { "The sample is a CycloneDX SBOM, " code { (name) } " (" (bytes.len()) " bytes), of an application that "
+            "uses vulnerable versions of lodash and log4j. Importing it matches its components against the "
+            "advisories, applies the VEX statements and asks the policy engine for a verdict." }
+        form method="post" action="/welcome/scan" { button type="submit" id="import-sample" { "Import the sample scan" } }
+        p { "The same with the CLI: " code { (console.settings.cli(false, "import sample-checkout.cdx.json")) } }
+    };
+    page::render(&frame, body).into_response()
+}
+
+pub async fn import_sample(State(console): State<Console>, session: Session) -> Response {
+    let (name, bytes) = seed::SAMPLE_SBOM;
+    let result = async { scans::import(console.core.db()?, &session.caller, Some(name), bytes).await }.await;
+    match result {
+        Ok((_, scan)) => Redirect::to(&format!("/welcome/scan/{}", scan["id"])).into_response(),
+        Err(e) => page::core_error(&console.settings, e),
+    }
+}
+
+/// Step 3: progress until the findings and the verdict exist; the page reloads itself each
+/// second until then (a `meta refresh`: no script needed).
+pub async fn scan_progress(State(console): State<Console>, session: Session, Path(id): Path<i64>) -> Response {
+    let scan = match async { scans::scan(console.core.db()?, &session.caller, id).await }.await {
+        Ok(s) => s,
+        Err(e) => return page::core_error(&console.settings, e),
+    };
+    let total = scan["findings"]["total"].as_i64().unwrap_or(0);
+    let verdict = scan["verdict"]["outcome"].as_str().map(str::to_string);
+    let done = total > 0 && verdict.is_some();
+    let frame = Frame { settings: &console.settings, user: Some(&session.caller), title: "Welcome to StellaOps" };
+    let body = html! {
+        (steps(2))
+        h2 { "3. Sample scan " (scan["name"].as_str().unwrap_or_default()) }
+        ul id="scan-progress" {
+            li class="ok" { "Imported: " (scan["components"]) " components (" (scan["format"].as_str().unwrap_or_default()) ")" }
+            @if total > 0 { li class="ok" id="findings-count" { (total) " findings" } }
+            @else { li class="pending" role="status" { "Matching against the advisories…" } }
+            @match &verdict {
+                Some(v) => li class="ok" id="verdict" { "Policy verdict: " strong { (v) } },
+                None => li class="pending" role="status" { "Waiting for the policy verdict…" },
+            }
+        }
+        @if done {
+            p { a class="button" id="open-explorer" href={ "/findings?scan=" (id) } { "Open the Vulnerability Explorer" } }
+            form method="post" action="/welcome/done" { button class="secondary" type="submit" { "Finish the welcome tour" } }
+        }
+    };
+    if done {
+        page::render(&frame, body).into_response()
+    } else {
+        ([("refresh", "1")], page::render(&frame, body)).into_response()
+    }
+}
+
+/// Marks the wizard done for this user: the next sign-in opens the explorer.
+pub async fn done(State(console): State<Console>, session: Session) -> Response {
+    let result = async {
+        sqlx::query("UPDATE stella.users SET onboarded_at = now() WHERE id = $1 AND onboarded_at IS NULL")
+            .bind(session.caller.user_id)
+            .execute(console.core.db()?)
+            .await
+            .map_err(stella_core::Error::from)
+    }
+    .await;
+    match result {
+        Ok(_) => Redirect::to("/findings").into_response(),
+        Err(e) => page::core_error(&console.settings, e),
+    }
+}
