@@ -25,10 +25,12 @@ impl Reply {
     }
 }
 
-/// Sends one request; panics only when nothing answers.
+/// Sends one request; panics only when nothing answers. Redirects are answers too (the console's
+/// `303 See Other` carries the session cookie), never followed.
 pub fn call(method: &str, url: &str, token: Option<&str>, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Reply {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_redirects(0)
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .new_agent();

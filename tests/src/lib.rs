@@ -5,6 +5,8 @@
 //! by the binaries themselves (`describe --json`), through the same library code as
 //! `cargo xtask`, so a new service is covered without editing any test.
 
+pub mod browser;
+pub mod console;
 pub mod http;
 pub mod pg;
 pub mod registry;
@@ -168,4 +170,30 @@ pub fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Copies a directory tree (files and subdirectories), as `cp -r` would, keeping file modes.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("creating {}: {e}", to.display()));
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("reading {}: {e}", from.display())) {
+        let path = entry.expect("a directory entry").path();
+        let target = to.join(path.file_name().expect("a file name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap_or_else(|e| panic!("copying {}: {e}", path.display()));
+        }
+    }
+}
+
+/// The images Compose and the chart run: every built image but the tools (`kind = "tool"`,
+/// the `stella` CLI), which are shipped but not deployed.
+pub fn deployed(built: &xtask::assemble::Built) -> Vec<&xtask::assemble::BuiltImage> {
+    let bins = xtask::workspace::package_binaries().expect("cargo metadata");
+    let catalog = xtask::catalog::load(&root().join("images.toml"), &bins).expect("images.toml loads");
+    built
+        .images
+        .iter()
+        .filter(|i| catalog.images.get(&i.name).is_none_or(|c| c.kind != xtask::catalog::Kind::Tool))
+        .collect()
 }

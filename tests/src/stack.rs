@@ -36,7 +36,11 @@ impl Stack {
     }
 
     pub fn start(&mut self, service: &'static str, extra: &[(&str, String)]) {
-        let port = free_port();
+        self.start_at(service, free_port(), extra);
+    }
+
+    /// Starts a service on a given port (the console finds the others by a URL template).
+    pub fn start_at(&mut self, service: &'static str, port: u16, extra: &[(&str, String)]) {
         let mut env = vec![
             ("STELLA_PORT", port.to_string()),
             ("STELLA_LISTEN_ADDR", "127.0.0.1".to_string()),

@@ -138,11 +138,7 @@ fn the_quickstart_and_air_gap_pages_run_as_written() {
     all_apply(page, &quickstart, &edits);
     let work = tempfile::Builder::new().prefix("stella-docs-").tempdir().unwrap();
     let compose = work.path().join("deploy/compose");
-    std::fs::create_dir_all(&compose).unwrap();
-    for entry in std::fs::read_dir(root.join("deploy/compose")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, compose.join(path.file_name().unwrap())).unwrap();
-    }
+    stella_e2e::copy_dir(&root.join("deploy/compose"), &compose);
     std::fs::create_dir_all(work.path().join("target")).unwrap();
     std::os::unix::fs::symlink(&layout, work.path().join("target/oci")).unwrap();
     let env = vec![

@@ -94,8 +94,11 @@ fn single_manifest_view(manifest: &str, into: &Path) {
 }
 
 fn check_rootfs(image: &BuiltImage, platform: &str, rootfs: &Path) -> PathBuf {
-    let binary = rootfs.join("app").join(&image.name);
-    assert!(binary.is_file(), "{} {platform}: no /app/{}", image.name, image.name);
+    let bins = xtask::workspace::package_binaries().unwrap();
+    let catalog = xtask::catalog::load(&stella_e2e::root().join("images.toml"), &bins).unwrap();
+    let name = catalog.images[&image.name].binary().to_string();
+    let binary = rootfs.join("app").join(&name);
+    assert!(binary.is_file(), "{} {platform}: no /app/{name}", image.name);
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
     assert!(passwd.contains("stella:x:65532:65532:"), "{}: no stella user", image.name);
     let ca = std::fs::read_to_string(rootfs.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
@@ -146,6 +149,16 @@ fn runs_and_answers(platform: &str, binary: &Path) -> Result<(), String> {
         (binary.to_path_buf(), vec![])
     };
     let name = binary.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    if name == "stella" {
+        // The CLI (a tool image): it runs and names its version.
+        let out = Command::new(&program).args(&args).arg("--version").output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        return if out.status.success() && text.trim() == format!("stella {}", env!("CARGO_PKG_VERSION")) {
+            Ok(())
+        } else {
+            Err(format!("`stella --version` printed {text:?}"))
+        };
+    }
     if !xtask::workspace::service_binaries().unwrap().contains(&name) {
         return support_entrypoint_probes(&program, &args);
     }

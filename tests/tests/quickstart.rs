@@ -25,10 +25,7 @@ impl Stack {
     fn new() -> Stack {
         let dir = tempfile::Builder::new().prefix("stella-quickstart-").tempdir().unwrap();
         let src = stella_e2e::root().join("deploy/compose");
-        for entry in std::fs::read_dir(&src).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-        }
+        stella_e2e::copy_dir(&src, dir.path());
         let project = format!("stellatest{}", std::process::id());
         let mut env = vec![
             ("COMPOSE_PROJECT_NAME".to_string(), project.clone()),
@@ -119,7 +116,8 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
 
     // Every catalog image runs, from the registry, by the digest of this build.
     let containers = stack.containers();
-    assert_eq!(containers.len(), built.images.len(), "{containers:?}");
+    let deployed = stella_e2e::deployed(&built);
+    assert_eq!(containers.len(), deployed.len(), "{containers:?}");
     let secrets = ["postgres-password", "redis-password", "admin-password"].map(|s| stack.secret(s));
     for (service, id) in &containers {
         let image = built.images.iter().find(|i| &i.name == service).unwrap_or_else(|| panic!("{service}"));
@@ -222,10 +220,14 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     let csv = call("GET", &format!("{export_api}/files/findings.csv"), Some(&token), None, &[]);
     assert_eq!(csv.status, 200, "{}", csv.text());
     assert_eq!(csv.text().lines().count(), 1 + 4, "a header and the four seeded findings: {}", csv.text());
+    // The console, in headless Chromium: the whole Welcome walk, then the same through the CLI.
+    console_and_cli_agree(&stack, &admin, &built, &secrets);
+
     // A scan imported now must survive backup, reset and restore.
     let sbom = br#"{"bomFormat":"CycloneDX","specVersion":"1.5","components":[{"purl":"pkg:npm/lodash@4.17.15"}]}"#;
     let imported = call("POST", &format!("{api}/api/v1/scans?name=before-backup"), Some(&token), Some(sbom), &[]);
     assert_eq!(imported.status, 201, "{}", imported.text());
+    let before_backup = call("GET", &format!("{api}/api/v1/findings"), Some(&token), None, &[]).json()["total"].clone();
 
     // A second run keeps the secrets and the running containers.
     let (again, _) = stack.quickstart(registry_port);
@@ -305,10 +307,10 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     let scans = call("GET", &format!("{api}/api/v1/scans"), Some(&token), None, &[]).json();
     let names: Vec<&str> = scans.as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
     assert!(names.contains(&"before-backup") && names.contains(&"demo-web"), "after the restore: {names:?}");
-    assert_eq!(call("GET", &format!("{api}/api/v1/findings"), Some(&token), None, &[]).json()["total"], 5);
+    assert_eq!(call("GET", &format!("{api}/api/v1/findings"), Some(&token), None, &[]).json()["total"], before_backup);
     assert_eq!(redis_cli(&["GET", "backup:marker"]), "kept");
     let containers = stack.containers();
-    assert_eq!(containers.len(), built.images.len());
+    assert_eq!(containers.len(), deployed.len());
 
     // `stop`: every container exits 0 within its grace period.
     let start = Instant::now();
@@ -342,9 +344,91 @@ fn the_committed_compose_file_is_current_valid_and_pinned_by_digest() {
     }
     let config = run(Command::new("docker-compose").args(["config"]).current_dir(dir.path()));
     let images: Vec<&str> = config.lines().filter_map(|l| l.trim().strip_prefix("image: ")).collect();
-    assert_eq!(images.len(), built.images.len(), "{config}");
-    for image in &built.images {
+    let deployed = stella_e2e::deployed(&built);
+    assert_eq!(images.len(), deployed.len(), "{config}");
+    for image in deployed {
         let pinned = format!("/{}:{}@{}", image.name, built.tags[0], image.digest);
         assert!(images.iter().any(|i| i.ends_with(&pinned)), "{} is not pinned to {}", image.name, image.digest);
     }
+}
+
+/// Issue 10's walk through the console (see `stella_e2e::console`), then its steps again through
+/// the `stella` CLI: the copyable `docker run` line exactly as the console shows it, and the
+/// local binary. Both must list the findings the console listed for the sample scan. No secret
+/// but the token created in the wizard may appear in any page the browser saw.
+fn console_and_cli_agree(stack: &Stack, admin: &str, built: &Built, secrets: &[String]) {
+    let at = |var: &str| format!("http://127.0.0.1:{}", stack.port(var));
+    let services = stella_e2e::services().into_iter().filter(|s| s.kind == "server").map(|s| s.service).collect();
+    let walk = stella_e2e::console::Walk {
+        console: at("STELLA_CONSOLE_PORT"),
+        api: at("STELLA_API_PORT"),
+        conseiller: at("STELLA_CONSEILLER_PORT"),
+        password: admin,
+        services,
+        version: &built.version,
+    };
+    let walked = stella_e2e::console::walk(&walk);
+    let session =
+        walked.browser.cookies().into_iter().find(|(k, _)| k == "stella_session").expect("a session cookie").1;
+    for (url, html) in &walked.browser.pages {
+        for secret in secrets.iter().chain([&session]) {
+            assert!(!html.contains(secret.as_str()), "{url} shows a secret");
+        }
+        if html.contains(&walked.token) {
+            assert!(url.ends_with("/welcome/token"), "{url} shows the API token; only its creation page may");
+        }
+    }
+
+    // The console's copyable CLI line, run as shown: the stella-cli image, by digest, from the
+    // quickstart's registry, with the token in the environment.
+    let shown = format!("{}\n{} --scan {} --json", walked.cli_env, walked.cli_docker, walked.scan);
+    let docker = output(Command::new("bash").args(["-euc", &shown]).envs(stack.env.iter().map(|(k, v)| (k, v))));
+    assert!(
+        docker.status.success(),
+        "the console's CLI line failed:\n{shown}\n{}",
+        String::from_utf8_lossy(&docker.stderr)
+    );
+    let ids = |stdout: &[u8]| -> std::collections::BTreeSet<i64> {
+        let v: serde_json::Value =
+            serde_json::from_slice(stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(stdout)));
+        v["items"].as_array().unwrap().iter().filter_map(|f| f["id"].as_i64()).collect()
+    };
+    assert_eq!(ids(&docker.stdout), walked.findings, "the stella-cli image and the console disagree");
+
+    // The local binary: sign in, import the same sample (the same scan comes back), list, export.
+    let stella = |args: &[&str], token: Option<&str>| {
+        let mut cmd = Command::new(stella_e2e::bin_path("stella"));
+        cmd.args(["--url", &at("STELLA_API_PORT"), "--export-url", &at("STELLA_EXPORT_PORT")]);
+        cmd.args(["--task-runner-url", &at("STELLA_TASK_RUNNER_PORT")]).args(args).env_remove("STELLA_TOKEN");
+        if let Some(t) = token {
+            cmd.env("STELLA_TOKEN", t);
+        }
+        let out = output(&mut cmd);
+        assert!(out.status.success(), "stella {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let password = stack.path().join(".secrets/admin-password");
+    let token =
+        String::from_utf8(stella(&["login", "--password-file", &password.display().to_string()], None)).unwrap();
+    let token = token.trim();
+    let sample = stella_e2e::root().join("services/core/seed/sboms/sample-checkout.cdx.json");
+    let scan: serde_json::Value =
+        serde_json::from_slice(&stella(&["import", &sample.display().to_string(), "--wait", "--json"], Some(token)))
+            .unwrap();
+    assert_eq!(scan["id"], walked.scan, "the same SBOM must give back the console's scan");
+    let listed = stella(&["findings", "--scan", &walked.scan.to_string(), "--json"], Some(token));
+    assert_eq!(ids(&listed), walked.findings, "the stella CLI and the console disagree");
+    let files = tempfile::tempdir().unwrap();
+    let export = stella(
+        &["export", "--format", "csv", "--wait", "--download", &files.path().display().to_string()],
+        Some(&walked.token),
+    );
+    assert!(String::from_utf8_lossy(&export).contains("succeeded"), "{}", String::from_utf8_lossy(&export));
+    let csv = std::fs::read_to_string(files.path().join("findings.csv")).unwrap();
+    assert!(csv.lines().count() > walked.findings.len(), "{csv}");
+    // A token the API refuses: a clear error, not a panic.
+    let mut cmd = Command::new(stella_e2e::bin_path("stella"));
+    let bad = output(cmd.args(["--url", &at("STELLA_API_PORT"), "--token", "stella_nope", "whoami"]));
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("HTTP 401"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
