@@ -25,7 +25,23 @@ fn migrator() -> sqlx::migrate::Migrator {
     let mut m = sqlx::migrate!("./migrations");
     m.create_schema("stella");
     m.dangerous_set_table_name(HISTORY);
+    // A rollback runs the previous release's migrator on a schema that already has this
+    // release's migrations. Migrations only ever add (expand, never contract: see
+    // docs/release/compatibility.md), so the older code runs on the newer schema; its migrator
+    // must apply what it knows and leave alone what it does not, instead of refusing to start.
+    m.set_ignore_missing(true);
     m
+}
+
+/// Versions recorded in the history that this binary does not know: a newer release applied
+/// them (this is a rollback).
+async fn newer_than_this(pool: &PgPool) -> anyhow::Result<Vec<i64>> {
+    let known: Vec<i64> = migrator().iter().map(|m| m.version).collect();
+    let recorded: Vec<i64> = sqlx::query_scalar("SELECT version FROM stella._sqlx_migrations ORDER BY version")
+        .fetch_all(pool)
+        .await
+        .context("reading the migration history")?;
+    Ok(recorded.into_iter().filter(|v| !known.contains(v)).collect())
 }
 
 const ADMIN_PASSWORD: Setting = s(
@@ -52,7 +68,16 @@ fn main() -> std::process::ExitCode {
         let before = applied(&pool).await?;
         migrator().run(&pool).await.context("applying migrations")?;
         let after = applied(&pool).await?;
-        info!(applied = after - before, total = after, "database schema is current");
+        let newer = newer_than_this(&pool).await?;
+        if newer.is_empty() {
+            info!(applied = after - before, total = after, "database schema is current");
+        } else {
+            stella_runtime::tracing::warn!(
+                applied = after - before,
+                newer = ?newer,
+                "the database has migrations of a newer release (a rollback): they are kept, and this release runs on them"
+            );
+        }
         if args.seed {
             let quickstart = ctx.config.bool("STELLA_QUICKSTART_MODE");
             stella_core::seed::run(&pool, ctx.config.text(ADMIN_PASSWORD.name), quickstart)
