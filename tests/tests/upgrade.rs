@@ -1,0 +1,260 @@
+//! Upgrade and rollback, on real binaries and a real PostgreSQL: the previous release of main
+//! ([`PREVIOUS`], six migrations) runs with the quickstart seed and data of its own; it is
+//! switched to this checkout (migrations first: this release adds `0007_console.sql`), then back.
+//! After each step every server is ready, nothing written before is lost, the ledger's hash
+//! chain verifies, and the running version writes.
+//!
+//! The images hold exactly these binaries (`images.rs` runs each image's entrypoint), so the
+//! binaries stand for the images here: building every image of the previous release would cost
+//! CI about seven minutes for no other check.
+//!
+//! The way back found this: the previous release's migrator refuses a schema that has a
+//! migration it does not know (sqlx's `VersionMissing`), so a rollback to it must skip its
+//! migrator. This release's migrator accepts newer migrations and says so; the last step shows
+//! it, for the next rollback.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use stella_e2e::http::call;
+use stella_e2e::pg::Postgres;
+use stella_e2e::stack::{self, eventually};
+use stella_e2e::{Proc, free_port, output, wait_status};
+
+/// The commit of the previous release: main as it landed before this release.
+const PREVIOUS: &str = "9d597b5c9438ea263ed2fee60c177f7ff80ae0ad";
+
+/// Builds the previous release's binaries in a clone of it, in the workspace's own target
+/// directory (third-party crates compiled once serve both), and keeps copies of them: the build
+/// replaces `target/debug/stella-*`, which are put back at once (and on a panic).
+fn previous_binaries(keep: &Path) -> PathBuf {
+    let root = stella_e2e::root();
+    let src = keep.join("previous");
+    let git = |args: &[&str], dir: &Path| {
+        let out = output(Command::new("git").args(args).current_dir(dir));
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    git(&["clone", "--quiet", "--no-checkout", root.to_str().unwrap(), src.to_str().unwrap()], keep);
+    git(&["-c", "advice.detachedHead=false", "checkout", "--quiet", PREVIOUS], &src);
+    let bin_dir = stella_e2e::bin_dir();
+    let current = keep.join("current-bin");
+    let previous = keep.join("previous-bin");
+    copy_binaries(&bin_dir, &current);
+    let _restore = Restore { from: current.clone(), to: bin_dir.clone() };
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    let built = output(
+        Command::new("cargo")
+            .args(["build", "--workspace", "--bins", "--locked", "--quiet"])
+            .current_dir(&src)
+            .env("CARGO_TARGET_DIR", &target)
+            .env("STELLA_GIT_COMMIT", PREVIOUS),
+    );
+    assert!(built.status.success(), "building {PREVIOUS}: {}", String::from_utf8_lossy(&built.stderr));
+    copy_binaries(&bin_dir, &previous);
+    previous
+}
+
+fn copy_binaries(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("stella-") && path.is_file() && !name.contains('.') {
+            std::fs::copy(&path, to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// Puts this checkout's binaries back into the target directory, even when the test fails.
+struct Restore {
+    from: PathBuf,
+    to: PathBuf,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        copy_binaries(&self.from, &self.to);
+    }
+}
+
+/// One version's servers, each on its own port, on the database.
+struct Running {
+    procs: Vec<(String, Proc, u16)>,
+}
+
+impl Running {
+    fn start(bins: &Path, pg: &Postgres, objects: &Path) -> Running {
+        let servers: Vec<String> =
+            stella_e2e::services().into_iter().filter(|s| s.kind == "server").map(|s| s.service).collect();
+        let mut procs = Vec::new();
+        for service in servers {
+            let port = free_port();
+            let env = vec![
+                ("STELLA_PORT", port.to_string()),
+                ("STELLA_LISTEN_ADDR", "127.0.0.1".to_string()),
+                ("STELLA_DATABASE_URL", pg.url()),
+                ("STELLA_QUICKSTART_MODE", "true".to_string()),
+                ("STELLA_OBJECT_STORE_URL", format!("file://{}", objects.display())),
+            ];
+            let proc = Proc::spawn(&bins.join(format!("stella-{service}")), &[], &env);
+            procs.push((service, proc, port));
+        }
+        for (service, proc, port) in &procs {
+            assert!(
+                wait_status(&format!("http://127.0.0.1:{port}/health/readiness"), 200, Duration::from_secs(30))
+                    .is_some(),
+                "stella-{service} is not ready: {}",
+                proc.stdout()
+            );
+        }
+        Running { procs }
+    }
+
+    fn url(&self, service: &str) -> String {
+        let port = self.procs.iter().find(|(s, _, _)| s == service).unwrap_or_else(|| panic!("no {service}")).2;
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// `/version`'s commit of every server.
+    fn commits(&self) -> Vec<String> {
+        self.procs
+            .iter()
+            .map(|(_, _, port)| {
+                let (_, body) = stella_e2e::get(&format!("http://127.0.0.1:{port}/version")).unwrap();
+                serde_json::from_str::<serde_json::Value>(&body).unwrap()["gitCommit"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    fn stop(self) {
+        for (service, mut proc, _) in self.procs {
+            proc.signal(libc::SIGTERM);
+            let status =
+                proc.wait_for(Duration::from_secs(30)).unwrap_or_else(|| panic!("stella-{service} did not stop"));
+            assert!(status.success(), "stella-{service} exited {status:?}");
+        }
+    }
+}
+
+fn migrate(bins: &Path, pg: &Postgres) -> (i32, String) {
+    let env = vec![("STELLA_DATABASE_URL", pg.url())].into_iter().chain(stack::quickstart()).collect::<Vec<_>>();
+    let mut proc = Proc::spawn(&bins.join("stella-migrator"), &["--seed"], &env);
+    let status = proc.wait_for(Duration::from_secs(60)).expect("the migrator finishes");
+    (status.code().unwrap_or(-1), proc.stdout() + &proc.stderr())
+}
+
+/// What must survive every step: the scans, the findings, and a ledger whose chain verifies.
+#[derive(Debug, PartialEq)]
+struct State {
+    scans: Vec<String>,
+    findings: serde_json::Value,
+    ledger_valid: bool,
+}
+
+fn login(run: &Running) -> String {
+    let body = serde_json::json!({"username": "admin", "password": stack::PASSWORD}).to_string();
+    let r = call("POST", &format!("{}/api/v1/auth/login", run.url("api")), None, Some(body.as_bytes()), &[]);
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["token"].as_str().unwrap().to_string()
+}
+
+fn state(run: &Running, token: &str) -> (State, i64) {
+    let scans = call("GET", &format!("{}/api/v1/scans?limit=500", run.url("api")), Some(token), None, &[]).json();
+    let mut names: Vec<String> =
+        scans.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    let findings = call("GET", &format!("{}/api/v1/findings?limit=500", run.url("api")), Some(token), None, &[]).json();
+    let ledger = call("GET", &format!("{}/api/v1/ledger/verify", run.url("ledger")), Some(token), None, &[]).json();
+    let events = ledger["events"].as_i64().unwrap();
+    (State { scans: names, findings: findings["items"].clone(), ledger_valid: ledger["valid"] == true }, events)
+}
+
+/// Imports a small SBOM and waits for its verdict: the running version writes.
+fn write(run: &Running, token: &str, name: &str) {
+    let sbom = format!(
+        r#"{{"bomFormat":"CycloneDX","specVersion":"1.5","metadata":{{"component":{{"name":"{name}"}}}},"components":[{{"purl":"pkg:npm/lodash@4.17.20"}}]}}"#
+    );
+    let url = format!("{}/api/v1/scans?name={name}", run.url("api"));
+    let r = call("POST", &url, Some(token), Some(sbom.as_bytes()), &[]);
+    assert_eq!(r.status, 201, "{name}: {}", r.text());
+    let id = r.json()["id"].as_i64().unwrap();
+    eventually(&format!("the verdict of {name}"), Duration::from_secs(30), || {
+        let s = call("GET", &format!("{}/api/v1/scans/{id}", run.url("api")), Some(token), None, &[]).json();
+        (!s["verdict"].is_null()).then_some(())
+    });
+}
+
+#[test]
+fn upgrade_to_this_release_and_back_keeps_every_record() {
+    let keep = tempfile::Builder::new().prefix("stella-upgrade-").tempdir().unwrap();
+    let previous = previous_binaries(keep.path());
+    let current = stella_e2e::bin_dir();
+    let objects = keep.path().join("objects");
+    let pg = Postgres::start();
+
+    // The previous release, seeded, with a scan of its own.
+    let (code, log) = migrate(&previous, &pg);
+    assert_eq!(code, 0, "the previous migrator: {log}");
+    let run = Running::start(&previous, &pg, &objects);
+    assert!(run.commits().iter().all(|c| c == PREVIOUS), "not the previous release: {:?}", run.commits());
+    let token = login(&run);
+    write(&run, &token, "before-upgrade");
+    let (before, events) = state(&run, &token);
+    assert!(before.ledger_valid && before.scans.contains(&"before-upgrade".to_string()), "{before:?}");
+    run.stop();
+
+    // Upgrade: migrations first (one new one), then every server of this release.
+    let (code, log) = migrate(&current, &pg);
+    assert_eq!(code, 0, "this release's migrator: {log}");
+    assert!(log.contains("\"applied\":1"), "one migration to apply: {log}");
+    let run = Running::start(&current, &pg, &objects);
+    let head = run.commits();
+    assert!(head.iter().all(|c| c != PREVIOUS && c == &head[0]), "{head:?}");
+    assert_eq!(
+        call("GET", &format!("{}/api/v1/whoami", run.url("api")), Some(&token), None, &[]).status,
+        200,
+        "a session of the previous release must survive the upgrade"
+    );
+    let (after, events_after) = state(&run, &token);
+    assert_eq!(after, before, "the upgrade changed what was there");
+    assert_eq!(events_after, events);
+    // The new release's own feature on the migrated schema: the console's sign-in and wizard.
+    let form = "tenant=default&username=admin&password=".to_string() + stack::PASSWORD;
+    let signed_in = call(
+        "POST",
+        &format!("{}/login", run.url("console")),
+        None,
+        Some(form.as_bytes()),
+        &[("content-type", "application/x-www-form-urlencoded")],
+    );
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text());
+    let cookie = signed_in.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let home = call("GET", &format!("{}/", run.url("console")), None, None, &[("cookie", &cookie)]);
+    assert_eq!(home.header("location"), Some("/welcome"));
+    write(&run, &token, "after-upgrade");
+    let (upgraded, _) = state(&run, &token);
+    run.stop();
+
+    // Back to the previous release. Its migrator refuses the newer schema (it predates this
+    // release's tolerance), so the rollback skips it: its servers run on the newer schema.
+    let (code, log) = migrate(&previous, &pg);
+    assert_ne!(code, 0, "the previous migrator accepted a newer schema: {log}");
+    assert!(log.contains("migration 7"), "{log}");
+    let run = Running::start(&previous, &pg, &objects);
+    let (back, _) = state(&run, &token);
+    assert_eq!(back, upgraded, "the rollback lost or changed records");
+    write(&run, &token, "after-rollback");
+    assert!(state(&run, &token).0.ledger_valid);
+    run.stop();
+
+    // This release's migrator on a schema with a migration of a release after it (the next
+    // rollback): it applies nothing, says so, and the seed still runs.
+    pg.query(
+        "INSERT INTO stella._sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99990101000000, 'from a newer release', true, '\\x00', 0)",
+    );
+    let (code, log) = migrate(&current, &pg);
+    assert_eq!(code, 0, "this release's migrator refuses a newer schema: {log}");
+    assert!(log.contains("a newer release") && log.contains("99990101000000"), "{log}");
+}
