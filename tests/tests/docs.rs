@@ -212,14 +212,14 @@ fn the_quickstart_and_air_gap_pages_run_as_written() {
 
 /// The troubleshooting matrix quotes messages our tools print: the first code span of each
 /// row's "What you see" cell is searched, verbatim, in the sources that print messages (the
-/// services, xtask, the distribution crate, the Compose and bundle scripts). A reworded message
+/// services, the CLI, xtask, the distribution crate, the Compose and bundle scripts). A reworded message
 /// fails here until the page says what the tool now prints.
 #[test]
 fn the_troubleshooting_matrix_quotes_real_messages() {
     let root = stella_e2e::root();
     let page = std::fs::read_to_string(root.join("docs/operations/troubleshooting.md")).unwrap();
     let mut sources = String::new();
-    for dir in ["services", "xtask/src", "crates", "deploy/compose", "support"] {
+    for dir in ["services", "cli", "xtask/src", "crates", "deploy/compose", "support"] {
         collect(&root.join(dir), &mut sources);
     }
     let mut checked = 0;
