@@ -5,7 +5,7 @@
 
 mod api;
 
-use std::io::Read as _;
+use std::io::{IsTerminal as _, Read as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -61,6 +61,9 @@ enum Command {
         /// Wait until the policy verdict exists (at most this many seconds).
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
         wait: Option<u64>,
+        /// With --wait: exit 2 unless the verdict is `pass` (for CI gates).
+        #[arg(long, requires = "wait")]
+        require_pass: bool,
     },
     /// List findings, worst first.
     Findings {
@@ -90,7 +93,7 @@ enum Command {
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "120")]
         wait: Option<u64>,
         /// With --wait: download every file into this directory.
-        #[arg(long)]
+        #[arg(long, requires = "wait")]
         download: Option<PathBuf>,
     },
     /// Task packs.
@@ -110,10 +113,13 @@ enum Pack {
     },
 }
 
+/// Exit status of `import --require-pass` when the verdict is not `pass`.
+const VERDICT_NOT_PASS: u8 = 2;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("stella: {e:#}");
             ExitCode::FAILURE
@@ -121,7 +127,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<u8> {
     let api = Api::new(&cli.url, cli.token.clone());
     let export = Api::new(&cli.export_url.clone().unwrap_or_else(|| api::with_port(&cli.url, 8088)), cli.token.clone());
     let runner =
@@ -137,6 +143,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login { tenant, username, password_file } => {
             let password = match password_file {
                 Some(p) => std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+                None if std::io::stdin().is_terminal() => {
+                    bail!("give the password with --password-file FILE, or on standard input (echo ... | stella login)")
+                }
                 None => {
                     let mut s = String::new();
                     std::io::stdin().read_to_string(&mut s).context("reading the password from stdin")?;
@@ -156,7 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .replace('"', ""),
             );
         }
-        Command::Import { file, name, wait } => {
+        Command::Import { file, name, wait, require_pass } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let name = name.unwrap_or_else(|| {
                 let f = file.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
@@ -165,11 +174,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut scan = api.post_bytes(&format!("/api/v1/scans?name={}", api::encode(&name)), bytes)?;
             if let Some(seconds) = wait {
                 let id = scan["id"].as_i64().context("the API answered a scan without an id")?;
-                scan = poll(seconds, || {
+                let timeout = format!("scan {id} has no policy verdict after {seconds} s (is stella-policy running?)");
+                scan = poll(seconds, &timeout, || {
                     let s = api.get(&format!("/api/v1/scans/{id}"))?;
                     Ok((!s["verdict"].is_null()).then_some(s))
-                })
-                .with_context(|| format!("scan {id} has no policy verdict yet (is stella-policy running?)"))?;
+                })?;
             }
             let verdict = scan["verdict"]["outcome"].as_str().unwrap_or("pending").to_string();
             out(
@@ -181,6 +190,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     scan["findings"]["total"]
                 ),
             );
+            if require_pass && verdict != "pass" {
+                eprintln!("stella: scan {}: the policy verdict is {verdict}, not pass", scan["id"]);
+                return Ok(VERDICT_NOT_PASS);
+            }
         }
         Command::Findings { severity, status, package, advisory, scan, limit, offset } => {
             let mut q = vec![format!("limit={limit}"), format!("offset={offset}")];
@@ -200,8 +213,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for f in list["items"].as_array().into_iter().flatten() {
                 lines.push(format!(
                     "{:<8} {:<6} {:<10} {:<20} {:<45} {}",
-                    f["id"],
-                    f["scan"],
+                    f["id"].to_string(),
+                    f["scan"].to_string(),
                     f["severity"].as_str().unwrap_or_default(),
                     f["status"].as_str().unwrap_or_default(),
                     format!(
@@ -228,7 +241,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut e = export.post_json("/api/v1/exports", &body)?;
             let id = e["id"].as_i64().context("the export service answered without an id")?;
             if let Some(seconds) = wait {
-                e = poll(seconds, || {
+                let timeout = format!("export {id} is not finished after {seconds} s (is stella-export running?)");
+                e = poll(seconds, &timeout, || {
                     let e = export.get(&format!("/api/v1/exports/{id}"))?;
                     match e["status"].as_str() {
                         Some("succeeded") => Ok(Some(e)),
@@ -237,8 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         }
                         _ => Ok(None),
                     }
-                })
-                .with_context(|| format!("export {id} is not finished (is stella-export running?)"))?;
+                })?;
                 if let Some(dir) = &download {
                     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
                     for f in e["files"].as_array().into_iter().flatten() {
@@ -272,11 +285,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut r = runner.post_bytes(&format!("/api/v1/packs/{}/runs", api::encode(&name)), Vec::new())?;
             let id = r["id"].as_i64().context("the task runner answered without a run id")?;
             if let Some(seconds) = wait {
-                r = poll(seconds, || {
+                let timeout = format!("run {id} is not finished after {seconds} s (is stella-task-runner running?)");
+                r = poll(seconds, &timeout, || {
                     let r = runner.get(&format!("/api/v1/runs/{id}"))?;
                     Ok(matches!(r["status"].as_str(), Some("succeeded" | "failed")).then_some(r))
-                })
-                .with_context(|| format!("run {id} is not finished (is stella-task-runner running?)"))?;
+                })?;
                 if r["status"] == "failed" {
                     bail!("run {id} of {name} failed: {}", r["reason"].as_str().unwrap_or_default());
                 }
@@ -284,18 +297,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out(&r, format!("run {id} of {name}: {}", r["status"].as_str().unwrap_or_default()));
         }
     }
-    Ok(())
+    Ok(0)
 }
 
-/// Calls `check` every half second until it gives a value or `seconds` pass.
-fn poll(seconds: u64, mut check: impl FnMut() -> anyhow::Result<Option<Value>>) -> anyhow::Result<Value> {
+/// Calls `check` every half second until it gives a value or `seconds` pass; then the error is
+/// `timeout`. An error of `check` itself (a refused token, a failed job) ends the wait as it is.
+fn poll(
+    seconds: u64,
+    timeout: &str,
+    mut check: impl FnMut() -> anyhow::Result<Option<Value>>,
+) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     loop {
         if let Some(v) = check()? {
             return Ok(v);
         }
         if Instant::now() > deadline {
-            bail!("gave up after {seconds} s");
+            bail!("gave up: {timeout}");
         }
         std::thread::sleep(Duration::from_millis(500));
     }

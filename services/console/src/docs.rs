@@ -67,21 +67,28 @@ pub async fn page(State(console): State<Console>, Path(name): Path<String>) -> R
     };
     let title = text.lines().find_map(|l| l.strip_prefix("# ")).unwrap_or(&name).to_string();
     let body = text.lines().skip_while(|l| !l.starts_with("# ")).skip(1).collect::<Vec<_>>().join("\n");
-    let parser = Parser::new_ext(&body, Options::ENABLE_TABLES).map(|event| match event {
-        // A link to a sibling page stays in the console; other links are left as written.
+    // Links: a sibling page stays in the console; an absolute URL is left as written; any other
+    // relative link (`../api.md`) names a page the console does not serve, so only its text is
+    // kept. `kept` remembers, for each open link, whether its end tag is kept too.
+    let mut kept: Vec<bool> = Vec::new();
+    let parser = Parser::new_ext(&body, Options::ENABLE_TABLES).filter_map(|event| match event {
         Event::Start(Tag::Link { link_type, dest_url, title, id }) => {
-            let dest = match dest_url.split_once('#').map_or((&*dest_url, ""), |(p, f)| (p, f)) {
-                (path, fragment) if !path.contains('/') && path.ends_with(".md") => {
-                    let hash = if fragment.is_empty() { String::new() } else { format!("#{fragment}") };
-                    CowStr::from(format!("/docs/{}{hash}", path.trim_end_matches(".md")))
-                }
-                _ => dest_url,
+            let (path, fragment) = dest_url.split_once('#').unwrap_or((&dest_url, ""));
+            let dest = if !path.contains('/') && path.ends_with(".md") {
+                let hash = if fragment.is_empty() { String::new() } else { format!("#{fragment}") };
+                Some(CowStr::from(format!("/docs/{}{hash}", path.trim_end_matches(".md"))))
+            } else if dest_url.contains("://") || dest_url.starts_with('#') {
+                Some(dest_url.clone())
+            } else {
+                None
             };
-            Event::Start(Tag::Link { link_type, dest_url: dest, title, id })
+            kept.push(dest.is_some());
+            dest.map(|dest_url| Event::Start(Tag::Link { link_type, dest_url, title, id }))
         }
+        Event::End(pulldown_cmark::TagEnd::Link) => kept.pop().unwrap_or(true).then_some(event),
         // Our own pages, but raw HTML would bypass the page's escaping: shown as text.
-        Event::Html(h) | Event::InlineHtml(h) => Event::Text(h),
-        other => other,
+        Event::Html(h) | Event::InlineHtml(h) => Some(Event::Text(h)),
+        other => Some(other),
     });
     let mut html = String::new();
     pulldown_cmark::html::push_html(&mut html, parser);

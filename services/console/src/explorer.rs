@@ -24,7 +24,8 @@ pub struct FindingQuery {
     status: Option<String>,
     package: Option<String>,
     advisory: Option<String>,
-    scan: Option<i64>,
+    /// Text, not a number: an empty form field sends `scan=`.
+    scan: Option<String>,
     offset: Option<i64>,
 }
 
@@ -39,10 +40,17 @@ pub async fn findings(State(console): State<Console>, session: Session, Query(q)
         status: some(&q.status),
         package: some(&q.package),
         advisory: some(&q.advisory),
-        scan: q.scan,
+        scan: match some(&q.scan).map(|s| s.parse::<i64>()) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                return page::error(&console.settings, StatusCode::UNPROCESSABLE_ENTITY, "scan: give a scan number");
+            }
+        },
         id: None,
     };
-    let offset = q.offset.unwrap_or(0).max(0);
+    // Large offsets are clamped below, once the total is known; this bound keeps the arithmetic safe.
+    let offset = q.offset.unwrap_or(0).clamp(0, i64::from(i32::MAX));
     let page_ = Page { limit: PAGE, offset };
     let list = match async { scans::findings(console.core.db()?, &session.caller, &filters, page_).await }.await {
         Ok(l) => l,
@@ -50,6 +58,10 @@ pub async fn findings(State(console): State<Console>, session: Session, Query(q)
     };
     let total = list["total"].as_i64().unwrap_or(0);
     let items = list["items"].as_array().cloned().unwrap_or_default();
+    if offset > 0 && offset >= total {
+        let last = if total == 0 { 0 } else { (total - 1) / PAGE * PAGE };
+        return stella_runtime::axum::response::Redirect::to(&format!("/findings?offset={last}")).into_response();
+    }
     let link = |offset: i64| {
         let mut pairs = vec![("offset", offset.to_string())];
         for (k, v) in [

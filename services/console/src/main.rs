@@ -45,6 +45,7 @@ fn routes(ctx: &stella_runtime::Context) -> Router {
         .route("/welcome/token", get(wizard::token_page).post(wizard::create_token))
         .route("/welcome/scan", get(wizard::scan_page).post(wizard::import_sample))
         .route("/welcome/scan/{id}", get(wizard::scan_progress))
+        .route("/welcome/sample-checkout.cdx.json", get(wizard::sample_file))
         .route("/welcome/done", post(wizard::done))
         .route("/findings", get(explorer::findings))
         .route("/findings/{id}", get(explorer::finding))

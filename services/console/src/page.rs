@@ -72,10 +72,11 @@ fn banner() -> Markup {
 }
 
 /// A text block with a copy button (the button needs JavaScript; the text is selectable anyway).
+/// A `<code>` cannot take a `<label>`: the group is named by its caption instead.
 pub fn copyable(id: &str, label: &str, text: &str) -> Markup {
     html! {
-        div class="copy" {
-            label for=(id) { (label) }
+        div class="copy" role="group" aria-labelledby={ (id) "-label" } {
+            p class="caption" id={ (id) "-label" } { (label) }
             pre { code id=(id) { (text) } }
             button type="button" class="copy-button" data-copy=(id) aria-label={ "Copy: " (label) } { "Copy" }
         }
@@ -101,6 +102,7 @@ pub fn core_error(settings: &Settings, e: stella_core::Error) -> Response {
     // The core logs database errors in full and shows a generic message for them.
     let message = match &e {
         stella_core::Error::Database(_) | stella_core::Error::Internal(_) => {
+            stella_runtime::tracing::error!(error = %e, "console page failed");
             "internal error (see the logs)".to_string()
         }
         other => other.to_string(),

@@ -37,7 +37,18 @@ pub async fn all(settings: &Settings) -> Vec<Probe> {
         })
     })
     .await
-    .unwrap_or_default()
+    // A probe thread cannot panic short of a bug; say so rather than show an empty table.
+    .unwrap_or_else(|e| {
+        SERVICES
+            .iter()
+            .map(|(name, port)| Probe {
+                service: name,
+                url: settings.url_of(name, *port),
+                version: Err(format!("probe failed: {e}")),
+                ready: Err(format!("probe failed: {e}")),
+            })
+            .collect()
+    })
 }
 
 fn probe(agent: &ureq::Agent, service: &'static str, url: String) -> Probe {

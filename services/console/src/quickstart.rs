@@ -5,7 +5,7 @@
 use maud::html;
 use stella_core::{seed, taskrunner};
 use stella_runtime::axum::extract::{Path, State};
-use stella_runtime::axum::http::header;
+use stella_runtime::axum::http::{StatusCode, header};
 use stella_runtime::axum::response::{IntoResponse, Redirect, Response};
 
 use crate::Console;
@@ -18,7 +18,18 @@ fn pack_bytes() -> &'static [u8] {
     seed::PACKS.iter().find(|(name, _)| *name == PACK).map(|(_, b)| *b).unwrap_or_default()
 }
 
+/// These pages exist in quickstart mode only: elsewhere they would run the seeded pack in a
+/// real tenant (or clash with a pack of the same name there).
+fn off(console: &Console) -> Option<Response> {
+    (!console.settings.quickstart).then(|| {
+        page::error(&console.settings, StatusCode::NOT_FOUND, "the export pack is offered in quickstart mode only")
+    })
+}
+
 pub async fn export_page(State(console): State<Console>, session: Session) -> Response {
+    if let Some(r) = off(&console) {
+        return r;
+    }
     let frame = Frame { settings: &console.settings, user: Some(&session.caller), title: "Export pack to production" };
     let s = &console.settings;
     let body = html! {
@@ -29,14 +40,19 @@ pub async fn export_page(State(console): State<Console>, session: Session) -> Re
         h2 { "Against a production tenant" }
         p { a href="/quickstart/export-to-production.json" download="export-to-production.json" { "Download the pack" }
             ", then with a production API token in " code { "STELLA_TOKEN" } ":" }
-        (copyable("prod-push", "Register the pack", &format!("stella --url https://api.stella.example.com pack push {PACK}.json")))
-        (copyable("prod-run", "Run it", &format!("stella --url https://api.stella.example.com pack run {PACK} --wait")))
+        p { "The chart's ingress serves the API only: reach the task runner through your own route to it, or "
+            code { "kubectl port-forward svc/<release>-stella-task-runner 8083" } "." }
+        (copyable("prod-push", "Register the pack", &format!("stella --task-runner-url https://task-runner.stella.example.com pack push {PACK}.json")))
+        (copyable("prod-run", "Run it", &format!("stella --task-runner-url https://task-runner.stella.example.com pack run {PACK} --wait")))
         p { "Without a local binary: " code { (s.cli(false, &format!("pack run {PACK} --wait"))) } }
     };
     page::render(&frame, body).into_response()
 }
 
 pub async fn export_run(State(console): State<Console>, session: Session) -> Response {
+    if let Some(r) = off(&console) {
+        return r;
+    }
     let started = async {
         let db = console.core.db()?;
         taskrunner::register(db, &session.caller, pack_bytes()).await?;
@@ -51,6 +67,9 @@ pub async fn export_run(State(console): State<Console>, session: Session) -> Res
 
 /// The run, reloaded each second until it is finished.
 pub async fn run_page(State(console): State<Console>, session: Session, Path(id): Path<i64>) -> Response {
+    if let Some(r) = off(&console) {
+        return r;
+    }
     let run = match async { taskrunner::run(console.core.db()?, &session.caller, id).await }.await {
         Ok(r) => r,
         Err(e) => return page::core_error(&console.settings, e),
@@ -73,10 +92,13 @@ pub async fn run_page(State(console): State<Console>, session: Session, Path(id)
     if finished {
         page::render(&frame, body).into_response()
     } else {
-        ([("refresh", "1")], page::render(&frame, body)).into_response()
+        ([("refresh", "2")], page::render(&frame, body)).into_response()
     }
 }
 
-pub async fn pack_file(_session: Session) -> Response {
+pub async fn pack_file(State(console): State<Console>, _session: Session) -> Response {
+    if let Some(r) = off(&console) {
+        return r;
+    }
     ([(header::CONTENT_TYPE, "application/json")], pack_bytes()).into_response()
 }

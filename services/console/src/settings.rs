@@ -36,7 +36,14 @@ pub const DOCS_DIR: Setting = s(
                   quickstart mounts deploy/compose/docs there.",
 );
 
-pub const ALL: &[Setting] = &[SERVICE_URL, API_URL, CLI_IMAGE, DOCS_DIR];
+pub const TASK_RUNNER_URL: Setting = s(
+    "STELLA_CONSOLE_TASK_RUNNER_URL",
+    Kind::Text,
+    Default::Value("http://localhost:8083"),
+    "The task runner's URL as users reach it (stella-task-runner), for the copyable `stella pack` lines.",
+);
+
+pub const ALL: &[Setting] = &[SERVICE_URL, API_URL, TASK_RUNNER_URL, CLI_IMAGE, DOCS_DIR];
 
 /// The services whose version and readiness the wizard shows, with their ports: every server of
 /// the workspace (a test compares this list with the binaries' own `describe`).
@@ -59,6 +66,7 @@ pub const SERVICES: &[(&str, u16)] = &[
 pub struct Settings {
     pub service_url: String,
     pub api_url: String,
+    pub task_runner_url: String,
     pub cli_image: String,
     pub docs_dir: std::path::PathBuf,
     pub quickstart: bool,
@@ -71,6 +79,7 @@ impl Settings {
         Settings {
             service_url: text(&SERVICE_URL),
             api_url: text(&API_URL),
+            task_runner_url: text(&TASK_RUNNER_URL),
             cli_image: text(&CLI_IMAGE),
             docs_dir: text(&DOCS_DIR).into(),
             quickstart: ctx.config.bool("STELLA_QUICKSTART_MODE"),
@@ -83,12 +92,21 @@ impl Settings {
         self.service_url.replace("{service}", service).replace("{port}", &port.to_string())
     }
 
-    /// The `stella` command line, through the container image (`docker run`) or a local binary.
+    /// The `stella` command line, through the container image (`docker run`, with the current
+    /// directory mounted so that files given by name are found) or a local binary.
     pub fn cli(&self, local: bool, args: &str) -> String {
-        if local {
-            format!("stella --url {} {args}", self.api_url)
+        let urls = if args.starts_with("pack ") {
+            format!("--url {} --task-runner-url {}", self.api_url, self.task_runner_url)
         } else {
-            format!("docker run --rm --network host -e STELLA_TOKEN {} --url {} {args}", self.cli_image, self.api_url)
+            format!("--url {}", self.api_url)
+        };
+        if local {
+            format!("stella {urls} {args}")
+        } else {
+            format!(
+                "docker run --rm --network host -v \"$PWD:/work\" -w /work -e STELLA_TOKEN {} {urls} {args}",
+                self.cli_image
+            )
         }
     }
 }

@@ -22,6 +22,15 @@ const STEPS: &[(&str, &str)] = &[
     ("/findings", "Explorer"),
 ];
 
+/// "Finish the welcome tour" on every step: a viewer, who cannot import the sample, can finish too.
+fn finish() -> Markup {
+    html! {
+        form class="finish" method="post" action="/welcome/done" {
+            button class="secondary" type="submit" { "Finish the welcome tour" }
+        }
+    }
+}
+
 fn steps(current: usize) -> Markup {
     html! {
         ol class="steps" aria-label="Welcome steps" {
@@ -63,6 +72,7 @@ pub async fn endpoints(State(console): State<Console>, session: Session) -> Resp
             }
         }
         p { a class="button" href="/welcome/token" { "Next: create an API token" } }
+        (finish())
     };
     page::render(&frame, body).into_response()
 }
@@ -70,10 +80,18 @@ pub async fn endpoints(State(console): State<Console>, session: Session) -> Resp
 /// Step 2: the form.
 pub async fn token_page(State(console): State<Console>, session: Session) -> Response {
     let frame = Frame { settings: &console.settings, user: Some(&session.caller), title: "Welcome to StellaOps" };
-    page::render(&frame, token_form(None)).into_response()
+    page::render(&frame, token_form(&session.caller, None)).into_response()
 }
 
-fn token_form(problem: Option<&str>) -> Markup {
+fn token_form(caller: &stella_core::authority::Caller, problem: Option<&str>) -> Markup {
+    // Roles up to the caller's own; operator preselected when allowed.
+    let roles: Vec<(&str, &str)> =
+        [("viewer", "viewer: read"), ("operator", "operator: read, import, export"), ("admin", "admin: everything")]
+            .into_iter()
+            .filter(|(r, _)| authority::role_rank(r) <= authority::role_rank(&caller.role))
+            .collect();
+    let preselect =
+        if authority::role_rank(&caller.role) >= authority::role_rank("operator") { "operator" } else { "viewer" };
     html! {
         (steps(1))
         h2 { "2. Create an API token" }
@@ -83,13 +101,13 @@ fn token_form(problem: Option<&str>) -> Markup {
             label { "Token name" input name="name" value="my-first-token" required maxlength="100"; }
             label { "Role"
                 select name="role" {
-                    option value="viewer" { "viewer: read" }
-                    option value="operator" selected { "operator: read, import, export" }
+                    @for (role, text) in &roles { option value=(role) selected[*role == preselect] { (text) } }
                 }
             }
             button type="submit" { "Create token" }
         }
-        p { a href="/welcome/scan" { "Skip: import the sample scan" } }
+        p { a href="/welcome/scan" { "Skip to the next step" } }
+        (finish())
     }
 }
 
@@ -109,7 +127,7 @@ pub async fn create_token(State(console): State<Console>, session: Session, Form
     let issued = match authority::create_token(db, &session.caller, t.name.trim(), &t.role).await {
         Ok(i) => i,
         Err(e @ (stella_core::Error::BadInput { .. } | stella_core::Error::Forbidden(_))) => {
-            let body = token_form(Some(&e.to_string()));
+            let body = token_form(&session.caller, Some(&e.to_string()));
             return (e.status(), page::render(&frame, body)).into_response();
         }
         Err(e) => return page::core_error(&console.settings, e),
@@ -129,28 +147,56 @@ pub async fn create_token(State(console): State<Console>, session: Session, Form
         (copyable("cli-env", "1. Put the token in the environment", &export))
         (copyable("cli-docker", "2. List findings (container image)", &s.cli(false, "findings")))
         (copyable("cli-local", "or with a local stella binary", &s.cli(true, "findings")))
-        p { a class="button" href="/welcome/scan" { "Next: import the sample scan" } }
+        p { a class="button" href="/welcome/scan" { "Next step" } }
+        (finish())
     };
     (StatusCode::CREATED, page::render(&frame, body)).into_response()
 }
 
-/// Step 3: what the sample is, and the button.
+/// Step 3: in quickstart mode, the sample and the button. Elsewhere the sample is not offered:
+/// it would be a made-up application in a real tenant (and its critical finding would notify
+/// real channels), so the page says how to import one's own SBOM.
 pub async fn scan_page(State(console): State<Console>, session: Session) -> Response {
     let frame = Frame { settings: &console.settings, user: Some(&session.caller), title: "Welcome to StellaOps" };
     let (name, bytes) = seed::SAMPLE_SBOM;
+    let s = &console.settings;
     let body = html! {
         (steps(2))
-        h2 { "3. Import the sample scan" }
-        p { "The sample is a CycloneDX SBOM, " code { (name) } " (" (bytes.len()) " bytes), of an application that "
-            "uses vulnerable versions of lodash and log4j. Importing it matches its components against the "
-            "advisories, applies the VEX statements and asks the policy engine for a verdict." }
-        form method="post" action="/welcome/scan" { button type="submit" id="import-sample" { "Import the sample scan" } }
-        p { "The same with the CLI: " code { (console.settings.cli(false, "import sample-checkout.cdx.json")) } }
+        @if s.quickstart {
+            h2 { "3. Import the sample scan" }
+            p { "The sample is a CycloneDX SBOM, " a href="/welcome/sample-checkout.cdx.json" download="sample-checkout.cdx.json" { code { (name) } }
+                " (" (bytes.len()) " bytes), of an application that uses vulnerable versions of lodash and log4j. Importing it "
+                "matches its components against the advisories, applies the VEX statements and asks the policy engine for a verdict." }
+            @if authority::role_rank(&session.caller.role) >= authority::role_rank("operator") {
+                form method="post" action="/welcome/scan" { button type="submit" id="import-sample" { "Import the sample scan" } }
+            } @else {
+                p { "Importing needs the operator role; you are a viewer." }
+            }
+            (copyable("cli-import", "The same with the CLI (download the sample first)", &s.cli(false, "import sample-checkout.cdx.json --wait")))
+        } @else {
+            h2 { "3. Import an SBOM" }
+            p { "Import your application's SBOM (SPDX 2.3 or CycloneDX JSON) with the CLI or the API; its findings then appear in the explorer." }
+            (copyable("cli-import", "With the CLI", &s.cli(false, "import my-app.cdx.json --wait")))
+        }
+        p { a class="button" href="/findings" { "Open the Vulnerability Explorer" } }
+        (finish())
     };
     page::render(&frame, body).into_response()
 }
 
+/// The sample SBOM, to import it with the CLI.
+pub async fn sample_file(_session: Session) -> Response {
+    ([(stella_runtime::axum::http::header::CONTENT_TYPE, "application/json")], seed::SAMPLE_SBOM.1).into_response()
+}
+
 pub async fn import_sample(State(console): State<Console>, session: Session) -> Response {
+    if !console.settings.quickstart {
+        return page::error(
+            &console.settings,
+            StatusCode::NOT_FOUND,
+            "the sample scan is offered in quickstart mode only",
+        );
+    }
     let (name, bytes) = seed::SAMPLE_SBOM;
     let result = async { scans::import(console.core.db()?, &session.caller, Some(name), bytes).await }.await;
     match result {
@@ -168,15 +214,16 @@ pub async fn scan_progress(State(console): State<Console>, session: Session, Pat
     };
     let total = scan["findings"]["total"].as_i64().unwrap_or(0);
     let verdict = scan["verdict"]["outcome"].as_str().map(str::to_string);
-    let done = total > 0 && verdict.is_some();
+    // The verdict comes after matching: once it exists the scan is complete, whatever the number
+    // of findings (none, when no advisory matches).
+    let done = verdict.is_some();
     let frame = Frame { settings: &console.settings, user: Some(&session.caller), title: "Welcome to StellaOps" };
     let body = html! {
         (steps(2))
         h2 { "3. Sample scan " (scan["name"].as_str().unwrap_or_default()) }
         ul id="scan-progress" {
             li class="ok" { "Imported: " (scan["components"]) " components (" (scan["format"].as_str().unwrap_or_default()) ")" }
-            @if total > 0 { li class="ok" id="findings-count" { (total) " findings" } }
-            @else { li class="pending" role="status" { "Matching against the advisories…" } }
+            li class="ok" id="findings-count" { (total) " findings" }
             @match &verdict {
                 Some(v) => li class="ok" id="verdict" { "Policy verdict: " strong { (v) } },
                 None => li class="pending" role="status" { "Waiting for the policy verdict…" },
@@ -184,13 +231,13 @@ pub async fn scan_progress(State(console): State<Console>, session: Session, Pat
         }
         @if done {
             p { a class="button" id="open-explorer" href={ "/findings?scan=" (id) } { "Open the Vulnerability Explorer" } }
-            form method="post" action="/welcome/done" { button class="secondary" type="submit" { "Finish the welcome tour" } }
         }
+        (finish())
     };
     if done {
         page::render(&frame, body).into_response()
     } else {
-        ([("refresh", "1")], page::render(&frame, body)).into_response()
+        ([("refresh", "2")], page::render(&frame, body)).into_response()
     }
 }
 

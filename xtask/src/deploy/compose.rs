@@ -161,9 +161,12 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
         if *name == "stella-console" {
             // What the console's copyable lines say: the API as the host publishes it, and the
             // CLI image pinned like every other.
-            let api = catalog.images.get("stella-api").and_then(|i| i.ports.first()).copied().unwrap_or(8081);
-            let url = format!("http://localhost:${{{}:-{api}}}", port_variable("stella-api", 0));
-            writeln!(w, "      STELLA_CONSOLE_API_URL: {}", q(&url))?;
+            let published = |image: &str, fallback: u16| {
+                let port = catalog.images.get(image).and_then(|i| i.ports.first()).copied().unwrap_or(fallback);
+                format!("http://localhost:${{{}:-{port}}}", port_variable(image, 0))
+            };
+            writeln!(w, "      STELLA_CONSOLE_API_URL: {}", q(&published("stella-api", 8081)))?;
+            writeln!(w, "      STELLA_CONSOLE_TASK_RUNNER_URL: {}", q(&published("stella-task-runner", 8083)))?;
             if let Some((cli, _)) = catalog.images.iter().find(|(_, i)| i.kind == Kind::Tool) {
                 writeln!(w, "      STELLA_CONSOLE_CLI_IMAGE: {}", q(&reference(find(cli)?, tag)))?;
             }

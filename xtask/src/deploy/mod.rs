@@ -114,6 +114,20 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<PathBuf>> {
         crate::oci::write_atomic(&path, content.as_bytes())?;
         written.push(path);
     }
+    // Pages removed from docs/install leave their copies behind: extra files are stale too.
+    let generated: Vec<PathBuf> =
+        files.iter().filter(|(b, _, _)| matches!(b, Root::Deploy)).map(|(_, rel, _)| options.out.join(rel)).collect();
+    let copies = options.out.join("compose/docs");
+    for entry in std::fs::read_dir(&copies).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if !generated.contains(&path) {
+            if options.check {
+                stale.push(format!("{} (no such page in docs/install)", path.display()));
+            } else {
+                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+    }
     if !stale.is_empty() {
         bail!(
             "{} differ from what `cargo xtask deploy` writes for the build in {}:\n  {}\n  help: run `cargo xtask deploy` and commit the result",
