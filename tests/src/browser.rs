@@ -150,6 +150,15 @@ impl Browser {
         });
     }
 
+    /// Chooses an option of a `<select>` by its value.
+    pub fn select(&mut self, css: &str, value: &str) {
+        let c = self.client().clone();
+        self.runtime.block_on(async {
+            let e = c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no `{css}`: {e}"));
+            e.select_by_value(value).await.unwrap_or_else(|e| panic!("choosing {value} in `{css}`: {e}"));
+        });
+    }
+
     /// Presses Enter in a field: submits its form as a keyboard user would.
     pub fn enter(&mut self, css: &str) {
         let c = self.client().clone();

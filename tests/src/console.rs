@@ -81,7 +81,7 @@ pub fn walk(w: &Walk<'_>) -> Walked {
     let (curl, cli_docker, cli_env) = (b.text("#curl"), b.text("#cli-docker"), b.text("#cli-env"));
     assert!(curl.contains(&token) && curl.contains("/api/v1/findings"), "{curl}");
     assert_eq!(cli_env, format!("export STELLA_TOKEN={token}"));
-    assert!(cli_docker.starts_with("docker run --rm --network host -e STELLA_TOKEN "), "{cli_docker}");
+    assert!(cli_docker.starts_with("docker run --rm --network host -v \"$PWD:/work\" -w /work -e STELLA_TOKEN "), "{cli_docker}");
 
     // 3. The sample scan, followed until its findings and verdict exist.
     b.click("a[href='/welcome/scan']");
@@ -102,11 +102,14 @@ pub fn walk(w: &Walk<'_>) -> Walked {
         api_findings["items"].as_array().unwrap().iter().filter_map(|f| f["id"].as_i64()).collect();
     assert_eq!(findings, want, "the explorer and the API list different findings for scan {scan}");
     assert!(!findings.is_empty());
-    // Filters: critical only.
-    b.goto(&format!("{c}/findings?scan={scan}&severity=critical"));
-    for sev in b.texts("#findings tbody tr td:nth-child(4)") {
-        assert_eq!(sev, "critical");
-    }
+    // Filters, through the form as a user sets them: critical only, in this scan (the other
+    // fields left empty, as a browser sends them).
+    b.select("select[name=severity]", "critical");
+    b.click("form.filters button[type=submit]");
+    let severities = b.texts("#findings tbody tr td:nth-child(4)");
+    assert!(!severities.is_empty(), "the sample scan has a critical finding: {}", b.visible());
+    assert!(severities.iter().all(|s| s == "critical"), "{severities:?}");
+    assert!(b.url().contains("severity=critical") && b.url().contains(&format!("scan={scan}")), "{}", b.url());
 
     // A finding, its advisory linkset, and the original document as its source published it.
     let first = findings.iter().next().unwrap();

@@ -31,8 +31,11 @@ fn page(s: &Stack, path: &str, cookie: &str) -> Reply {
 #[test]
 fn outside_quickstart_mode_there_is_no_banner_and_sessions_are_guarded() {
     let docs = tempfile::tempdir().unwrap();
-    std::fs::write(docs.path().join("overview.md"), "# Overview\n\nSee [the quickstart](compose-quickstart.md).\n")
-        .unwrap();
+    std::fs::write(
+        docs.path().join("overview.md"),
+        "# Overview\n\nSee [the quickstart](compose-quickstart.md), [the API](../api.md).\n",
+    )
+    .unwrap();
     std::fs::write(docs.path().join("secret.txt"), "not a page").unwrap();
     let mut s = Stack::new(Some(&stack::admin_only()));
     s.start("api", &[]);
@@ -80,8 +83,22 @@ fn outside_quickstart_mode_there_is_no_banner_and_sessions_are_guarded() {
         assert!(!r.text().contains(&token), "{path}: the session token is in the page");
         assert!(!r.text().contains(stack::PASSWORD), "{path}: the admin password is in the page");
     }
+    // Outside quickstart mode: no sample scan and no export pack to run in a real tenant.
+    assert!(!page(&s, "/welcome/scan", &cookie).text().contains("import-sample"));
+    let sample = call("POST", &s.url("console", "/welcome/scan"), None, Some(b""), &[("cookie", &cookie), FORM]);
+    assert_eq!(sample.status, 404, "{}", sample.text());
+    assert_eq!(page(&s, "/quickstart/export", &cookie).status, 404);
+    // The explorer's form sends every field, empty ones included.
+    let filtered = page(&s, "/findings?severity=&status=&package=&advisory=&scan=", &cookie);
+    assert_eq!(filtered.status, 200, "{}", filtered.text());
+    assert_eq!(page(&s, "/findings?scan=abc", &cookie).status, 422);
     // Docs: links between pages stay in the console; nothing outside `*.md` is served.
-    assert!(page(&s, "/docs/overview", &cookie).text().contains("href=\"/docs/compose-quickstart\""));
+    let overview = page(&s, "/docs/overview", &cookie).text();
+    assert!(overview.contains("href=\"/docs/compose-quickstart\""), "{overview}");
+    assert!(
+        overview.contains("the API") && !overview.contains("api.md"),
+        "a link the console cannot serve: {overview}"
+    );
     for path in ["/docs/secret.txt", "/docs/..%2Fetc%2Fpasswd", "/docs/Overview"] {
         assert_eq!(page(&s, path, &cookie).status, 404, "{path}");
     }
