@@ -29,17 +29,19 @@ pub fn page(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
          `cargo xtask deploy --check` fails when this page is not the current build's. Do not edit.\n"
     )?;
     writeln!(w, "| release | |\n|---|---|")?;
-    writeln!(
-        w,
-        "| version (tag) | `{tag}` (also {}) |",
-        built.tags.iter().skip(1).map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
-    )?;
+    let others: Vec<String> = built.tags.iter().skip(1).map(|t| format!("`{t}`")).collect();
+    let also = if others.is_empty() { String::new() } else { format!(" (also {})", others.join(", ")) };
+    writeln!(w, "| version (tag) | `{tag}`{also} |")?;
     writeln!(w, "| source revision | `{}` |", built.revision)?;
     writeln!(w, "| build date (source epoch) | {} |", built.created)?;
     writeln!(
         w,
         "| signed by | {} |",
-        built.signed_by.as_deref().map(|k| format!("key SHA-256 `{k}`")).unwrap_or_else(|| "unsigned build".into())
+        built
+            .signed_by
+            .as_deref()
+            .map(|k| format!("the key whose public key (DER) hashes to `{k}`"))
+            .unwrap_or_else(|| "unsigned build".into())
     )?;
     writeln!(
         w,

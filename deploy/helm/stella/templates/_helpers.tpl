@@ -128,6 +128,7 @@ OTEL_RESOURCE_ATTRIBUTES: {{ . | quote }}
 {{- end }}
 {{- if eq .key "console" }}
 STELLA_CONSOLE_SERVICE_URL: {{ printf "http://%s-{service}:{port}" (include "stella.fullname" $root) | quote }}
+STELLA_CONSOLE_CLI_IMAGE: {{ include "stella.image" (dict "root" $root "image" $root.Values.cli.image "path" "cli.image") | quote }}
 {{- if $root.Values.ingress.enabled }}
 STELLA_CONSOLE_API_URL: {{ printf "%s://%s" (ternary "https" "http" $root.Values.ingress.tls.enabled) $root.Values.ingress.api.host | quote }}
 {{- end }}

@@ -35,12 +35,16 @@ pub struct Parts {
     pub components: Vec<Component>,
     pub migrator: String,
     pub bundled: Vec<Bundled>,
+    /// Tool images (the `stella` CLI): not deployed, but pinned in the values so the console's
+    /// copyable lines name them by digest.
+    pub tools: Vec<String>,
 }
 
 pub fn parts(catalog: &Catalog) -> anyhow::Result<Parts> {
     let mut components = Vec::new();
     let mut migrator = None;
     let mut bundled = Vec::new();
+    let mut tools = Vec::new();
     for (name, image) in &catalog.images {
         let short = name.strip_prefix("stella-").unwrap_or(name);
         match (image.kind, image.ports.first()) {
@@ -51,7 +55,7 @@ pub fn parts(catalog: &Catalog) -> anyhow::Result<Parts> {
                 ports: image.ports.clone(),
                 support: crate::deploy::compose::support(name)?,
             }),
-            (Kind::Tool, _) => {}
+            (Kind::Tool, _) => tools.push(name.clone()),
             (_, None) => migrator = Some(name.clone()),
             (_, Some(port)) => components.push(Component {
                 key: camel(short),
@@ -62,7 +66,7 @@ pub fn parts(catalog: &Catalog) -> anyhow::Result<Parts> {
         }
     }
     let migrator = migrator.context("images.toml has no job image (a service without ports) to run as the migrator")?;
-    Ok(Parts { components, migrator, bundled })
+    Ok(Parts { components, migrator, bundled, tools })
 }
 
 /// `task-runner` → `taskRunner`.
@@ -326,6 +330,16 @@ pub fn tree(catalog: &Catalog, built: &Built) -> anyhow::Result<Node> {
         root.push((c.key.clone(), component(c, find(&c.image)?, tag, &description)));
     }
     root.push(("migrator".into(), migrator(find(&parts.migrator)?, tag)));
+    if let Some(cli) = parts.tools.iter().find(|t| *t == "stella-cli") {
+        root.push((
+            "cli".into(),
+            map(
+                "stella-cli: the `stella` command-line client. Not deployed; the console's copyable `docker run` \
+                 lines name this image, pinned by digest.",
+                vec![("image", image_node(find(cli)?, tag))],
+            ),
+        ));
+    }
     let mut bundled = vec![(
         "existingSecret".to_string(),
         string(
