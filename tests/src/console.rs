@@ -81,7 +81,10 @@ pub fn walk(w: &Walk<'_>) -> Walked {
     let (curl, cli_docker, cli_env) = (b.text("#curl"), b.text("#cli-docker"), b.text("#cli-env"));
     assert!(curl.contains(&token) && curl.contains("/api/v1/findings"), "{curl}");
     assert_eq!(cli_env, format!("export STELLA_TOKEN={token}"));
-    assert!(cli_docker.starts_with("docker run --rm --network host -v \"$PWD:/work\" -w /work -e STELLA_TOKEN "), "{cli_docker}");
+    assert!(
+        cli_docker.starts_with("docker run --rm --network host -v \"$PWD:/work\" -w /work -e STELLA_TOKEN "),
+        "{cli_docker}"
+    );
 
     // 3. The sample scan, followed until its findings and verdict exist.
     b.click("a[href='/welcome/scan']");
