@@ -420,6 +420,9 @@ fn bad_values_are_refused_with_a_message_that_names_them() {
         ("mode: external\ndatabase:\n  existingSecret: \"\"\n", false, &["existingSecret"]),
         ("policy:\n  image:\n    tag: v9.4.0\n", false, &["policy.image.tag", "version-skew"]),
         ("ledger:\n  image:\n    tag: edge\n", false, &["ledger.image.tag", "release version"]),
+        // Only the component's own secret settings, each from a named Secret and key.
+        ("api:\n  secrets:\n    STELLA_NOTIFY_SINKS: {existingSecret: s, key: k}\n", false, &["STELLA_NOTIFY_SINKS"]),
+        ("notify:\n  secrets:\n    STELLA_NOTIFY_SINKS: {existingSecret: s}\n", false, &["key"]),
     ];
     for (yaml, prod, wanted) in cases {
         let message = refused(yaml, *prod);
@@ -470,9 +473,12 @@ fn every_component_starts_with_the_configuration_the_chart_renders() {
         ("redis-url", "rediss://:pw@redis.internal:6379"),
         ("queue-url", "nats://stella:pw@nats.internal:4222"),
     ];
-    for (file, url) in urls {
-        std::fs::write(secrets.path().join(file), url).unwrap();
+    // Secret settings given through `<component>.secrets` (ci/everything-values.yaml).
+    let settings = [("STELLA_NOTIFY_SINKS", "ops=log"), ("STELLA_AI_API_KEY", "sk-from-a-secret")];
+    for (file, value) in urls.into_iter().chain(settings) {
+        std::fs::write(secrets.path().join(file), value).unwrap();
     }
+    let mut read_from_files = Vec::new();
     for files in [vec![], vec!["ci/bundled-values.yaml".to_string(), "ci/everything-values.yaml".to_string()]] {
         let dir = tempfile::tempdir().unwrap();
         let docs = render(&files, dir.path());
@@ -514,6 +520,23 @@ fn every_component_starts_with_the_configuration_the_chart_renders() {
                 proc.wait_for(std::time::Duration::from_millis(100)),
                 proc.stdout() + &proc.stderr()
             );
+            // A secret setting given through `<component>.secrets` is read from its file.
+            let (_, config) = stella_e2e::get(&format!("http://127.0.0.1:{port}/config")).unwrap();
+            let config: Value = serde_json::from_str(&config).unwrap();
+            for (setting, _) in settings {
+                if env.iter().any(|(k, _)| *k == format!("{setting}_FILE")) {
+                    let seen = &config["settings"][setting];
+                    assert_eq!(seen["source"], "secretfile", "{name}: {setting}: {seen}");
+                    assert_eq!(seen["value"], "<redacted>", "{name}: {setting}: {seen}");
+                    read_from_files.push(setting);
+                }
+            }
         }
     }
+    read_from_files.sort_unstable();
+    assert_eq!(
+        read_from_files,
+        ["STELLA_AI_API_KEY", "STELLA_NOTIFY_SINKS"],
+        "secret settings from `<component>.secrets`"
+    );
 }

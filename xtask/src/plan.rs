@@ -331,6 +331,9 @@ pub const NOT_INPUTS: &[&str] = &[
     ":(exclude)*.md",
     ":(exclude)tests",
     ":(exclude)xtask/tests",
+    // What is written from the images, never into them: the deployment files and the benchmarks.
+    ":(exclude)xtask/src/deploy",
+    ":(exclude)xtask/src/bench",
 ];
 
 fn input_pathspec() -> Vec<&'static str> {

@@ -17,7 +17,7 @@ use crate::workspace::{self, ServiceInfo};
 pub const PATH: &str = "install/configuration-reference.md";
 
 /// The binaries of the last image build for this machine's architecture: they run here.
-fn bin_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn bin_dir() -> anyhow::Result<PathBuf> {
     let platform = match std::env::consts::ARCH {
         "aarch64" => "linux/arm64",
         _ => "linux/amd64",

@@ -169,7 +169,44 @@ fn scheduling() -> Vec<(&'static str, Node)> {
     ]
 }
 
-fn component(c: &Component, built: &BuiltImage, tag: &str, description: &str) -> Node {
+/// `<component>.secrets`: each secret setting the component declares (its binary's `describe`),
+/// from a key of a Secret of your own, mounted as a file beside the dependency URLs and named
+/// by `<SETTING>_FILE`. Settings the chart owns (the dependency URLs) are not offered.
+fn secrets(secret_settings: &[(String, String)]) -> Node {
+    let names: Vec<&str> = secret_settings.iter().map(|(n, _)| n.as_str()).filter(|n| !RESERVED.contains(n)).collect();
+    let listed = if names.is_empty() {
+        "none for this component".to_string()
+    } else {
+        names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    };
+    leaf(
+        &format!(
+            "Secret settings from your own Secrets, as files: `SETTING: {{existingSecret, key}}`. Accepted: {listed}."
+        ),
+        json!({}),
+        json!({
+            "type": "object",
+            "propertyNames": {"enum": names},
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["existingSecret", "key"],
+                "properties": {
+                    "existingSecret": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+                    "key": {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$"}
+                }
+            }
+        }),
+    )
+}
+
+fn component(
+    c: &Component,
+    built: &BuiltImage,
+    tag: &str,
+    description: &str,
+    secret_settings: &[(String, String)],
+) -> Node {
     let enabled = c.key != "ai";
     let mut children = vec![
         ("enabled", boolean(&format!("Deploy {} ({description}).", c.image), enabled)),
@@ -202,6 +239,7 @@ fn component(c: &Component, built: &BuiltImage, tag: &str, description: &str) ->
             "terminationGracePeriodSeconds",
             integer("Seconds between SIGTERM and SIGKILL; above the service's drain time (25 s).", 30, 1, 3600),
         ),
+        ("secrets", secrets(secret_settings)),
         (
             "config",
             leaf(
@@ -247,6 +285,26 @@ fn component(c: &Component, built: &BuiltImage, tag: &str, description: &str) ->
 
 /// The whole values tree.
 pub fn tree(catalog: &Catalog, built: &Built) -> anyhow::Result<Node> {
+    // Each component's secret settings, as its own binary (from this build) declares them.
+    let dir = crate::deploy::reference::bin_dir()?;
+    let described = crate::workspace::services(&dir)
+        .with_context(|| format!("describing the services built in {} (run `cargo xtask images`)", dir.display()))?;
+    let secret_settings = |image: &str| -> Vec<(String, String)> {
+        described
+            .iter()
+            .find(|s| s.binary == image)
+            .map(|s| {
+                s.settings
+                    .iter()
+                    .filter(|v| v["secret"] == true)
+                    .map(|v| {
+                        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+                        (text("name"), text("description"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let tag = built.tags.first().context("the build has no tag")?;
     let find = |name: &str| {
         built.images.iter().find(|b| b.name == name).with_context(|| format!("images.json has no image {name}"))
@@ -327,7 +385,7 @@ pub fn tree(catalog: &Catalog, built: &Built) -> anyhow::Result<Node> {
     ));
     for c in &parts.components {
         let description = catalog.images[&c.image].description.split(':').next().unwrap_or_default().trim().to_string();
-        root.push((c.key.clone(), component(c, find(&c.image)?, tag, &description)));
+        root.push((c.key.clone(), component(c, find(&c.image)?, tag, &description, &secret_settings(&c.image))));
     }
     root.push(("migrator".into(), migrator(find(&parts.migrator)?, tag)));
     if let Some(cli) = parts.tools.iter().find(|t| *t == "stella-cli") {
