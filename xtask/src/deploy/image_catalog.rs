@@ -34,15 +34,8 @@ pub fn page(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
     writeln!(w, "| version (tag) | `{tag}`{also} |")?;
     writeln!(w, "| source revision | `{}` |", built.revision)?;
     writeln!(w, "| build date (source epoch) | {} |", built.created)?;
-    writeln!(
-        w,
-        "| signed by | {} |",
-        built
-            .signed_by
-            .as_deref()
-            .map(|k| format!("the key whose public key (DER) hashes to `{k}`"))
-            .unwrap_or_else(|| "unsigned build".into())
-    )?;
+    // Not the signing key: the page is the same whoever builds (an auditor's rebuild, CI with its
+    // throwaway key); the key is in images.json and on every signature.
     writeln!(
         w,
         "| Helm chart | `stella` {v}, appVersion {v}: pins every `service` and `support` image below by its index digest |\n",
