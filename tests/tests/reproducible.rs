@@ -1,8 +1,7 @@
 //! Reproducibility: the commit of target/oci, cloned into another directory and rebuilt there
 //! with another umask, time zone and target directory, gives the same bytes: the same manifest
 //! digests, and every blob of the rebuild present and identical in the original. Every image is
-//! rebuilt for linux/amd64, the PostgreSQL support image for linux/arm64 (see the test for why
-//! not all).
+//! rebuilt for linux/amd64 (see the test for why not linux/arm64).
 
 #[test]
 fn a_rebuild_from_another_clone_is_bit_for_bit_identical() {
@@ -13,13 +12,12 @@ fn a_rebuild_from_another_clone_is_bit_for_bit_identical() {
     };
     let before = head();
     let original: xtask::assemble::Built = xtask::assemble::Built::read(&xtask::images::default_out()).unwrap();
-    // Every image for linux/amd64 (every service binary compiled again, every layer assembled
-    // again). Then linux/arm64 for the PostgreSQL support image: its Debian layers for arm64 and
-    // its cross-compiled static entrypoint (`stella-support`, a small dependency graph). The
-    // services' arm64 binaries are not rebuilt here: their dependency graph is the one just
-    // rebuilt for amd64, and compiling it again for arm64 costs about five minutes of CI (a
-    // partial arm64 rebuild of one service took 270 s). A full rebuild of both platforms is
-    // `cargo xtask reproduce`, the auditor's command.
+    // Every image for linux/amd64: every binary compiled again, every layer (the Debian ones
+    // included) assembled again. Not linux/arm64: a platform always compiles every package of
+    // the catalog (features unify across one build), so even one arm64 image costs CI the whole
+    // arm64 graph again, about six minutes (923 s for both passes at stop 19). arm64 images are
+    // run under qemu by images.rs; the full rebuild of both platforms is `cargo xtask
+    // reproduce`, the auditor's command.
     let work = tempfile::Builder::new().prefix("stella-rebuild-").tempdir().unwrap();
     let amd64 = rebuild(&work, &["linux/amd64"], &[]);
     assert_eq!(head(), before, "the rebuild touched the workspace's own checkout");
@@ -34,13 +32,6 @@ fn a_rebuild_from_another_clone_is_bit_for_bit_identical() {
     assert!(report.identical(), "the amd64 rebuild differs:\n{}", report.differences.join("\n"));
     assert!(report.results.iter().all(|r| r.platforms.len() == 1 && r.platforms["linux/amd64"]), "{report:#?}");
 
-    // The same clone and target directory: xtask and the build scripts are not compiled again.
-    let arm64 = rebuild(&work, &["linux/arm64"], &["stella-postgres"]);
-    assert_ne!(arm64.report.rebuilt, amd64.report.rebuilt, "the second rebuild overwrote the first");
-    let report = &arm64.report;
-    assert!(report.identical(), "the arm64 rebuild differs:\n{}", report.differences.join("\n"));
-    assert_eq!(report.results.len(), 1, "{report:#?}");
-    assert!(report.results.iter().all(|r| r.platforms.len() == 1 && r.platforms["linux/arm64"]), "{report:#?}");
     let report = &amd64.report;
 
     // The auditor's other path, `rebuild --compare images.json`: only the published digests.
