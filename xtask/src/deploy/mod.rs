@@ -52,13 +52,16 @@ pub fn generate(root: &Path, layout: &Path) -> anyhow::Result<Vec<(Root, PathBuf
             );
         }
     }
+    // The build's own binaries, asked once: the reference lists their settings, the chart's
+    // schema offers each component's secret ones.
+    let services = reference::described()?;
     let mut files = vec![
         (PathBuf::from("compose/docker-compose.yml"), compose::compose(&catalog, &built)?),
         (PathBuf::from("compose/.env.example"), compose::env_example(&catalog)?),
     ];
-    files.extend(helm::files(&catalog, &built)?);
+    files.extend(helm::files(&catalog, &built, &services)?);
     let mut files: Vec<(Root, PathBuf, String)> = files.into_iter().map(|(p, c)| (Root::Deploy, p, c)).collect();
-    let reference_page = reference::page(&catalog, &built)?;
+    let reference_page = reference::page(&catalog, &built, &services)?;
     files.extend(console_docs(root, &reference_page)?.into_iter().map(|(p, c)| (Root::Deploy, p, c)));
     files.push((Root::Docs, PathBuf::from(reference::PATH), reference_page));
     files.push((Root::Docs, PathBuf::from(image_catalog::PATH), image_catalog::page(&catalog, &built)?));

@@ -17,7 +17,7 @@ use crate::workspace::{self, ServiceInfo};
 pub const PATH: &str = "install/configuration-reference.md";
 
 /// The binaries of the last image build for this machine's architecture: they run here.
-pub(crate) fn bin_dir() -> anyhow::Result<PathBuf> {
+fn bin_dir() -> anyhow::Result<PathBuf> {
     let platform = match std::env::consts::ARCH {
         "aarch64" => "linux/arm64",
         _ => "linux/amd64",
@@ -49,11 +49,15 @@ fn setting_row(w: &mut String, s: &serde_json::Value) -> std::fmt::Result {
 
 const HEADER: &str = "| Variable | File key | Accepts | Default | Secret | Description |\n|---|---|---|---|---|---|";
 
-/// The page's content.
-pub fn page(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
+/// Every service as the build's own binary describes itself (`describe --json`).
+pub fn described() -> anyhow::Result<Vec<ServiceInfo>> {
     let dir = bin_dir()?;
-    let services: Vec<ServiceInfo> = workspace::services(&dir)
-        .with_context(|| format!("describing the services built in {} (run `cargo xtask images`)", dir.display()))?;
+    workspace::services(&dir)
+        .with_context(|| format!("describing the services built in {} (run `cargo xtask images`)", dir.display()))
+}
+
+/// The page's content, from the services as [`described`].
+pub fn page(catalog: &Catalog, built: &Built, services: &[ServiceInfo]) -> anyhow::Result<String> {
     // A setting declared identically by every service (or every server) is listed once.
     let servers: Vec<&ServiceInfo> = services.iter().filter(|s| s.is_server()).collect();
     let common_to = |group: &[&ServiceInfo]| -> Vec<serde_json::Value> {
@@ -109,7 +113,7 @@ pub fn page(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
         }
         writeln!(w)?;
     }
-    for s in &services {
+    for s in services {
         let image = catalog.images.keys().find(|name| **name == s.binary).cloned().unwrap_or_else(|| s.binary.clone());
         writeln!(w, "## {}\n", image)?;
         let port = s.default_port.map(|p| format!(", port {p}")).unwrap_or_default();
@@ -137,7 +141,7 @@ pub fn page(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
     writeln!(w, "takes any further non-secret setting). The same table is in the chart's README.\n")?;
     writeln!(w, "| Key | Type | Default | Description |\n|---|---|---|---|")?;
     let mut rows = Vec::new();
-    super::helm::values::tree(catalog, built)?.rows("", &mut rows);
+    super::helm::values::tree(catalog, built, services)?.rows("", &mut rows);
     for (key, ty, default, description) in rows {
         writeln!(w, "| `{key}` | {ty} | `{}` | {} |", cell(&default), cell(&description))?;
     }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::assemble::Built;
 use crate::catalog::Catalog;
+use crate::workspace::ServiceInfo;
 
 /// The chart's directory under `deploy/`.
 pub const DIR: &str = "helm/stella";
@@ -25,8 +26,8 @@ pub const DIR: &str = "helm/stella";
 /// docs/install/helm-prod.md.
 pub const KUBE_VERSIONS: (&str, &str) = ("1.29.0", "1.37.0");
 
-pub fn files(catalog: &Catalog, built: &Built) -> anyhow::Result<Vec<(PathBuf, String)>> {
-    let tree = values::tree(catalog, built)?;
+pub fn files(catalog: &Catalog, built: &Built, services: &[ServiceInfo]) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let tree = values::tree(catalog, built, services)?;
     let parts = values::parts(catalog)?;
     let path = |f: &str| PathBuf::from(DIR).join(f);
     let mut values = String::new();

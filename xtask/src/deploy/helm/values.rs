@@ -9,6 +9,7 @@ use serde_json::json;
 use super::tree::{Node, boolean, integer, leaf, list, map, object, one_of, pattern, string};
 use crate::assemble::{Built, BuiltImage};
 use crate::catalog::{Catalog, Kind};
+use crate::workspace::ServiceInfo;
 
 /// A long-running StellaOps service: a Deployment, Service, ServiceAccount and the rest.
 pub struct Component {
@@ -284,11 +285,8 @@ fn component(
 }
 
 /// The whole values tree.
-pub fn tree(catalog: &Catalog, built: &Built) -> anyhow::Result<Node> {
+pub fn tree(catalog: &Catalog, built: &Built, described: &[ServiceInfo]) -> anyhow::Result<Node> {
     // Each component's secret settings, as its own binary (from this build) declares them.
-    let dir = crate::deploy::reference::bin_dir()?;
-    let described = crate::workspace::services(&dir)
-        .with_context(|| format!("describing the services built in {} (run `cargo xtask images`)", dir.display()))?;
     let secret_settings = |image: &str| -> Vec<(String, String)> {
         described
             .iter()
