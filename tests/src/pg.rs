@@ -148,9 +148,14 @@ impl Postgres {
     /// Runs `stella-migrator` against this database with `args` and `env` (besides the URL);
     /// returns its exit code and everything it printed.
     pub fn migrate(&self, args: &[&str], env: &[(&str, String)]) -> (i32, String) {
+        self.migrate_with(&crate::bin_path("stella-migrator"), args, env)
+    }
+
+    /// [`Postgres::migrate`] with another build's migrator (the upgrade test's previous release).
+    pub fn migrate_with(&self, migrator: &Path, args: &[&str], env: &[(&str, String)]) -> (i32, String) {
         let mut all = vec![("STELLA_DATABASE_URL", self.url())];
         all.extend(env.iter().cloned());
-        let mut proc = crate::Proc::spawn(&crate::bin_path("stella-migrator"), args, &all);
+        let mut proc = crate::Proc::spawn(migrator, args, &all);
         let status = proc.wait_for(std::time::Duration::from_secs(60)).expect("the migrator finishes");
         (status.code().unwrap_or(-1), proc.stdout() + &proc.stderr())
     }

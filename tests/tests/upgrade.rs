@@ -143,10 +143,7 @@ impl Running {
 }
 
 fn migrate(bins: &Path, pg: &Postgres) -> (i32, String) {
-    let env = vec![("STELLA_DATABASE_URL", pg.url())].into_iter().chain(stack::quickstart()).collect::<Vec<_>>();
-    let mut proc = Proc::spawn(&bins.join("stella-migrator"), &["--seed"], &env);
-    let status = proc.wait_for(Duration::from_secs(60)).expect("the migrator finishes");
-    (status.code().unwrap_or(-1), proc.stdout() + &proc.stderr())
+    pg.migrate_with(&bins.join("stella-migrator"), &["--seed"], &stack::quickstart())
 }
 
 /// What must survive every step: the scans, the findings, and a ledger whose chain verifies.
