@@ -28,6 +28,13 @@ const PREVIOUS: &str = "9d597b5c9438ea263ed2fee60c177f7ff80ae0ad";
 /// Builds the previous release's binaries in a clone of it, in the workspace's own target
 /// directory (third-party crates compiled once serve both), and keeps copies of them: the build
 /// replaces `target/debug/stella-*`, which are put back at once (and on a panic).
+///
+/// Cargo names a workspace crate's artifacts by a hash of its name, version and path relative to
+/// the workspace root, not of where the checkout is. Built as it stands, the clone would overwrite
+/// this checkout's `libstella_runtime-….rlib` and the rest with the previous release's, and every
+/// later compilation against them (the doc tests of CI's last step) fails with "can't find crate".
+/// So the clone's workspace version gets build metadata (`+previous`): its crates hash apart,
+/// the third-party ones do not, and semver requirements ignore build metadata.
 fn previous_binaries(keep: &Path) -> PathBuf {
     let root = stella_e2e::root();
     let src = keep.join("previous");
@@ -37,6 +44,7 @@ fn previous_binaries(keep: &Path) -> PathBuf {
     };
     git(&["clone", "--quiet", "--no-checkout", root.to_str().unwrap(), src.to_str().unwrap()], keep);
     git(&["-c", "advice.detachedHead=false", "checkout", "--quiet", PREVIOUS], &src);
+    set_workspace_version(&src, "+previous");
     let bin_dir = stella_e2e::bin_dir();
     let current = keep.join("current-bin");
     let previous = keep.join("previous-bin");
@@ -58,6 +66,40 @@ fn previous_binaries(keep: &Path) -> PathBuf {
     assert!(built.status.success(), "building {PREVIOUS}: {}", String::from_utf8_lossy(&built.stderr));
     copy_binaries(&bin_dir, &previous);
     previous
+}
+
+/// Appends `suffix` to the version of the workspace (`[workspace.package]`) and of its own
+/// packages in `Cargo.lock` (the entries without a `source`), so that `--locked` still holds.
+fn set_workspace_version(src: &Path, suffix: &str) {
+    let manifest = src.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let (head, tail) = text.split_once("[workspace.package]").expect("the previous release has [workspace.package]");
+    let (line, _) =
+        tail.split_once("\nversion = \"").and_then(|(_, v)| v.split_once('"')).expect("a workspace version");
+    let version = line.to_string();
+    let tail = tail.replacen(&format!("version = \"{version}\""), &format!("version = \"{version}{suffix}\""), 1);
+    std::fs::write(&manifest, format!("{head}[workspace.package]{tail}")).unwrap();
+
+    let lock = src.join("Cargo.lock");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    let mut renamed = 0;
+    let blocks: Vec<String> = text
+        .split("\n[[package]]\n")
+        .map(|block| {
+            if block.starts_with("name = \"") && !block.contains("\nsource = ") {
+                renamed += 1;
+                block.replacen(
+                    &format!("\nversion = \"{version}\"\n"),
+                    &format!("\nversion = \"{version}{suffix}\"\n"),
+                    1,
+                )
+            } else {
+                block.to_string()
+            }
+        })
+        .collect();
+    assert!(renamed >= stella_e2e::services().len(), "only {renamed} workspace packages in {}", lock.display());
+    std::fs::write(&lock, blocks.join("\n[[package]]\n")).unwrap();
 }
 
 fn copy_binaries(from: &Path, to: &Path) {
