@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
+use ureq::Body;
+use ureq::http::Response;
 
 pub struct Api {
     base: String,
@@ -24,21 +27,11 @@ impl Api {
     }
 
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let request = self.agent.get(format!("{}{path}", self.base));
-        let request = match &self.token {
-            Some(t) => request.header("authorization", format!("Bearer {t}")),
-            None => request,
-        };
-        json(path, request.call())
+        json(path, self.send("GET", path, Vec::new()))
     }
 
     pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
-        let request = self.agent.get(format!("{}{path}", self.base));
-        let request = match &self.token {
-            Some(t) => request.header("authorization", format!("Bearer {t}")),
-            None => request,
-        };
-        let mut response = request.call().with_context(|| format!("GET {}{path}", self.base))?;
+        let mut response = self.send("GET", path, Vec::new()).with_context(|| format!("GET {}{path}", self.base))?;
         let status = response.status().as_u16();
         let bytes = response.body_mut().with_config().limit(1 << 30).read_to_vec()?;
         if !(200..300).contains(&status) {
@@ -52,16 +45,23 @@ impl Api {
     }
 
     pub fn post_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
-        let request = self.agent.post(format!("{}{path}", self.base)).header("content-type", "application/json");
-        let request = match &self.token {
-            Some(t) => request.header("authorization", format!("Bearer {t}")),
-            None => request,
-        };
-        json(path, request.send(body.as_slice()))
+        json(path, self.send("POST", path, body))
+    }
+
+    /// Every request goes out here: the one place that adds the bearer token.
+    fn send(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Response<Body>, ureq::Error> {
+        let mut request = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if method == "POST" {
+            request = request.header("content-type", "application/json");
+        }
+        if let Some(t) = &self.token {
+            request = request.header("authorization", format!("Bearer {t}"));
+        }
+        self.agent.run(request.body(body)?)
     }
 }
 
-fn json(path: &str, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> anyhow::Result<Value> {
+fn json(path: &str, response: Result<Response<Body>, ureq::Error>) -> anyhow::Result<Value> {
     let mut response = response.with_context(|| format!("{path}: the service did not answer"))?;
     let status = response.status().as_u16();
     let bytes = response.body_mut().with_config().limit(64 << 20).read_to_vec()?;
@@ -97,18 +97,22 @@ pub fn with_port(url: &str, port: u16) -> String {
     format!("{scheme}://{host}:{port}")
 }
 
+/// RFC 3986's unreserved characters stay as they are; everything else is percent-encoded.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 /// Percent-encodes a query or path value.
 pub fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn values_are_percent_encoded_but_unreserved_characters_stay() {
+        assert_eq!(super::encode("GHSA-ab_c.1~x"), "GHSA-ab_c.1~x");
+        assert_eq!(super::encode("a b/c+d&é"), "a%20b%2Fc%2Bd%26%C3%A9");
+    }
+
     #[test]
     fn another_port_on_the_same_host() {
         assert_eq!(super::with_port("http://localhost:8081", 8088), "http://localhost:8088");
