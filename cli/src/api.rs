@@ -9,6 +9,9 @@ use serde_json::Value;
 use ureq::Body;
 use ureq::http::Response;
 
+/// The password login: a 401 there is a wrong password, not a missing token.
+pub const LOGIN: &str = "/api/v1/auth/login";
+
 pub struct Api {
     base: String,
     token: Option<String>,
@@ -18,7 +21,12 @@ pub struct Api {
 impl Api {
     pub fn new(base: &str, token: Option<String>) -> Api {
         let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(60)))
+            // No limit on the whole call: an export download or a large SBOM may take longer
+            // than any fixed figure. A host that does not answer, or stalls, still fails.
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .timeout_recv_body(Some(Duration::from_secs(600)))
+            .timeout_send_body(Some(Duration::from_secs(600)))
             .http_status_as_error(false)
             .max_redirects(0)
             .build()
@@ -27,7 +35,7 @@ impl Api {
     }
 
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
-        json(path, self.send("GET", path, Vec::new()))
+        self.json(path, self.send("GET", path, Vec::new()))
     }
 
     pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
@@ -35,7 +43,7 @@ impl Api {
         let status = response.status().as_u16();
         let bytes = response.body_mut().with_config().limit(1 << 30).read_to_vec()?;
         if !(200..300).contains(&status) {
-            bail!("GET {path}: HTTP {status}: {}", message(&bytes));
+            bail!("{}{path}: HTTP {status}: {}", self.base, message(&bytes));
         }
         Ok(bytes)
     }
@@ -45,7 +53,26 @@ impl Api {
     }
 
     pub fn post_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
-        json(path, self.send("POST", path, body))
+        self.json(path, self.send("POST", path, body))
+    }
+
+    /// A JSON answer; an error names the service's URL, the path and the API's message.
+    fn json(&self, path: &str, response: Result<Response<Body>, ureq::Error>) -> anyhow::Result<Value> {
+        let base = &self.base;
+        let mut response = response.with_context(|| format!("{base}{path}: the service did not answer"))?;
+        let status = response.status().as_u16();
+        let bytes = response.body_mut().with_config().limit(64 << 20).read_to_vec()?;
+        // A refused token gets a hint; a refused password (the login itself) does not.
+        if status == 401 && path != LOGIN {
+            bail!(
+                "{base}{path}: HTTP 401: {} (give a token with --token or STELLA_TOKEN; `stella login` prints one)",
+                message(&bytes)
+            );
+        }
+        if !(200..300).contains(&status) {
+            bail!("{base}{path}: HTTP {status}: {}", message(&bytes));
+        }
+        serde_json::from_slice(&bytes).with_context(|| format!("{base}{path}: the answer is not JSON"))
     }
 
     /// Every request goes out here: the one place that adds the bearer token.
@@ -61,22 +88,6 @@ impl Api {
     }
 }
 
-fn json(path: &str, response: Result<Response<Body>, ureq::Error>) -> anyhow::Result<Value> {
-    let mut response = response.with_context(|| format!("{path}: the service did not answer"))?;
-    let status = response.status().as_u16();
-    let bytes = response.body_mut().with_config().limit(64 << 20).read_to_vec()?;
-    if status == 401 {
-        bail!(
-            "{path}: HTTP 401: {} (give a token with --token or STELLA_TOKEN; `stella login` prints one)",
-            message(&bytes)
-        );
-    }
-    if !(200..300).contains(&status) {
-        bail!("{path}: HTTP {status}: {}", message(&bytes));
-    }
-    serde_json::from_slice(&bytes).with_context(|| format!("{path}: the answer is not JSON"))
-}
-
 /// The API's `{"message": ...}`, or the start of whatever came back.
 fn message(bytes: &[u8]) -> String {
     serde_json::from_slice::<Value>(bytes)
@@ -89,6 +100,8 @@ fn message(bytes: &[u8]) -> String {
 pub fn with_port(url: &str, port: u16) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let authority = rest.split('/').next().unwrap_or(rest);
+    // `user:password@host`: the host is after the last `@` (a user name is not a host).
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
     // An IPv6 literal keeps its brackets; otherwise the host is what precedes the port.
     let host = match authority.find(']') {
         Some(end) if authority.starts_with('[') => &authority[..=end],
@@ -118,6 +131,7 @@ mod tests {
         assert_eq!(super::with_port("http://localhost:8081", 8088), "http://localhost:8088");
         assert_eq!(super::with_port("https://api.example.com/", 8083), "https://api.example.com:8083");
         assert_eq!(super::with_port("http://[::1]:8081/x", 8088), "http://[::1]:8088");
+        assert_eq!(super::with_port("https://alice:pw@api.example.com:8081", 8088), "https://api.example.com:8088");
         assert_eq!(super::with_port("http://[::1]", 8088), "http://[::1]:8088");
     }
 }

@@ -61,7 +61,7 @@ enum Command {
         /// Wait until the policy verdict exists (at most this many seconds).
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
         wait: Option<u64>,
-        /// With --wait: exit 2 unless the verdict is `pass` (for CI gates).
+        /// With --wait: exit 3 unless the verdict is `pass` (for CI gates; 2 is a usage error).
         #[arg(long, requires = "wait")]
         require_pass: bool,
     },
@@ -113,8 +113,9 @@ enum Pack {
     },
 }
 
-/// Exit status of `import --require-pass` when the verdict is not `pass`.
-const VERDICT_NOT_PASS: u8 = 2;
+/// Exit status of `import --require-pass` when the verdict is not `pass`: not 2, which is
+/// clap's for a usage error, so a CI gate can tell "the policy said no" from a mistyped flag.
+const VERDICT_NOT_PASS: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -154,7 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let body =
                 json!({"tenant": tenant, "username": username, "password": password.trim_end_matches(['\n', '\r'])});
-            let issued = api.post_json("/api/v1/auth/login", &body)?;
+            let issued = api.post_json(api::LOGIN, &body)?;
             out(&issued, issued["token"].as_str().unwrap_or_default().to_string());
         }
         Command::Whoami => {
@@ -244,14 +245,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 let timeout = format!("export {id} is not finished after {seconds} s (is stella-export running?)");
                 e = poll(seconds, &timeout, || {
                     let e = export.get(&format!("/api/v1/exports/{id}"))?;
-                    match e["status"].as_str() {
-                        Some("succeeded") => Ok(Some(e)),
-                        Some("failed") => {
-                            bail!("export {id} failed: {}", e["error"].as_str().unwrap_or("see stella-export's log"))
-                        }
-                        _ => Ok(None),
-                    }
+                    Ok(matches!(e["status"].as_str(), Some("succeeded" | "failed")).then_some(e))
                 })?;
+                // A failure is printed like a success (--json gets the record), then exits 1.
+                if e["status"] == "failed" {
+                    out(&e, format!("export {id}: failed"));
+                    eprintln!(
+                        "stella: export {id} failed: {}",
+                        e["error"].as_str().unwrap_or("see stella-export's log")
+                    );
+                    return Ok(1);
+                }
                 if let Some(dir) = &download {
                     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
                     for f in e["files"].as_array().into_iter().flatten() {
@@ -291,7 +295,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     Ok(matches!(r["status"].as_str(), Some("succeeded" | "failed")).then_some(r))
                 })?;
                 if r["status"] == "failed" {
-                    bail!("run {id} of {name} failed: {}", r["reason"].as_str().unwrap_or_default());
+                    out(&r, format!("run {id} of {name}: failed"));
+                    eprintln!("stella: run {id} of {name} failed: {}", r["reason"].as_str().unwrap_or_default());
+                    return Ok(1);
                 }
             }
             out(&r, format!("run {id} of {name}: {}", r["status"].as_str().unwrap_or_default()));

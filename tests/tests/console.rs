@@ -1,7 +1,7 @@
 //! The console over plain HTTP, on the real binaries and a real PostgreSQL: what the browser
 //! walk (in `quickstart.rs`, on the Compose stack) does not show. The quickstart banner appears
 //! only in quickstart mode; the session cookie is HttpOnly and SameSite=Strict; signing out
-//! revokes the session token; a cross-site form post is refused; every page carries the security
+//! revokes the session token; a cross-site form post is refused (a sign-out too); every page carries the security
 //! headers; the docs route cannot leave its directory; and the console's list of services is
 //! the workspace's.
 
@@ -33,9 +33,10 @@ fn outside_quickstart_mode_there_is_no_banner_and_sessions_are_guarded() {
     let docs = tempfile::tempdir().unwrap();
     std::fs::write(
         docs.path().join("overview.md"),
-        "# Overview\n\nSee [the quickstart](compose-quickstart.md), [the API](../api.md).\n",
+        "# Overview\n\nSee [the quickstart](compose-quickstart.md), [the API](../api.md), [a trap](javascript:alert(1)//://).\n",
     )
     .unwrap();
+    std::fs::write(docs.path().join("notes.md"), "No heading, only text.\n").unwrap();
     std::fs::write(docs.path().join("secret.txt"), "not a page").unwrap();
     let mut s = Stack::new(Some(&stack::admin_only()));
     s.start("api", &[]);
@@ -92,6 +93,12 @@ fn outside_quickstart_mode_there_is_no_banner_and_sessions_are_guarded() {
     let filtered = page(&s, "/findings?severity=&status=&package=&advisory=&scan=", &cookie);
     assert_eq!(filtered.status, 200, "{}", filtered.text());
     assert_eq!(page(&s, "/findings?scan=abc", &cookie).status, 422);
+    // Past the last page: back to the last page of the same filters (none here: offset 0).
+    let past = page(&s, "/findings?severity=critical&package=log4j&offset=500", &cookie);
+    assert_eq!(
+        (past.status, past.header("location")),
+        (303, Some("/findings?offset=0&severity=critical&package=log4j"))
+    );
     // Docs: links between pages stay in the console; nothing outside `*.md` is served.
     let overview = page(&s, "/docs/overview", &cookie).text();
     assert!(overview.contains("href=\"/docs/compose-quickstart\""), "{overview}");
@@ -99,6 +106,10 @@ fn outside_quickstart_mode_there_is_no_banner_and_sessions_are_guarded() {
         overview.contains("the API") && !overview.contains("api.md"),
         "a link the console cannot serve: {overview}"
     );
+    assert!(overview.contains("a trap") && !overview.contains("javascript:"), "a script link: {overview}");
+    // A page without a heading is shown whole, titled by its name.
+    let notes = page(&s, "/docs/notes", &cookie).text();
+    assert!(notes.contains("No heading, only text.") && notes.contains("<h1>notes</h1>"), "{notes}");
     for path in ["/docs/secret.txt", "/docs/..%2Fetc%2Fpasswd", "/docs/Overview"] {
         assert_eq!(page(&s, path, &cookie).status, 404, "{path}");
     }
@@ -115,6 +126,18 @@ fn outside_quickstart_mode_there_is_no_banner_and_sessions_are_guarded() {
         &[("cookie", &cookie), ("origin", "http://evil.example"), FORM],
     );
     assert_eq!(cross.status, 403);
+
+    // Another site cannot sign the user out: the post is refused and the cookie kept.
+    let cross = call(
+        "POST",
+        &s.url("console", "/logout"),
+        None,
+        Some(b""),
+        &[("cookie", &cookie), ("origin", "http://evil.example"), FORM],
+    );
+    assert_eq!(cross.status, 403, "{}", cross.text());
+    assert!(cross.header("set-cookie").is_none(), "a cross-site post cleared the cookie");
+    assert_eq!(call("GET", &s.url("api", "/api/v1/whoami"), Some(&token), None, &[]).status, 200);
 
     // Signing out revokes the session token itself, not only the cookie.
     let out = call("POST", &s.url("console", "/logout"), None, Some(b""), &[("cookie", &cookie), FORM]);

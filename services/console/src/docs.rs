@@ -33,12 +33,21 @@ fn pages(console: &Console) -> Vec<(String, String)> {
         .map(|name| {
             let text =
                 std::fs::read_to_string(console.settings.docs_dir.join(format!("{name}.md"))).unwrap_or_default();
-            let title = text.lines().find_map(|l| l.strip_prefix("# ")).unwrap_or(&name).to_string();
+            let (title, _) = split_title(&name, &text);
             (name, title)
         })
         .collect();
     out.sort();
     out
+}
+
+/// A page's title and the rest: the title is its first line when that is a `# ` heading (the
+/// frame shows it as the page's h1); a page without one is shown whole under its file name.
+fn split_title<'a>(name: &str, text: &'a str) -> (String, &'a str) {
+    match text.split_once('\n').filter(|(first, _)| first.starts_with("# ")) {
+        Some((first, rest)) => (first.trim_start_matches("# ").trim().to_string(), rest),
+        None => (name.to_string(), text),
+    }
 }
 
 /// No session needed: the install docs are public, and a user who cannot sign in needs them most.
@@ -65,19 +74,19 @@ pub async fn page(State(console): State<Console>, Path(name): Path<String>) -> R
     let Some(text) = text else {
         return page::error(&console.settings, StatusCode::NOT_FOUND, &format!("no install doc named `{name}`"));
     };
-    let title = text.lines().find_map(|l| l.strip_prefix("# ")).unwrap_or(&name).to_string();
-    let body = text.lines().skip_while(|l| !l.starts_with("# ")).skip(1).collect::<Vec<_>>().join("\n");
+    let (title, body) = split_title(&name, &text);
     // Links: a sibling page stays in the console; an absolute URL is left as written; any other
-    // relative link (`../api.md`) names a page the console does not serve, so only its text is
-    // kept. `kept` remembers, for each open link, whether its end tag is kept too.
+    // relative link (`../api.md`) names a page the console does not serve, and any other scheme
+    // is no place to go, so only its text is kept. `kept` remembers, for each open link,
+    // whether its end tag is kept too.
     let mut kept: Vec<bool> = Vec::new();
-    let parser = Parser::new_ext(&body, Options::ENABLE_TABLES).filter_map(|event| match event {
+    let parser = Parser::new_ext(body, Options::ENABLE_TABLES).filter_map(|event| match event {
         Event::Start(Tag::Link { link_type, dest_url, title, id }) => {
             let (path, fragment) = dest_url.split_once('#').unwrap_or((&dest_url, ""));
             let dest = if !path.contains('/') && path.ends_with(".md") {
                 let hash = if fragment.is_empty() { String::new() } else { format!("#{fragment}") };
                 Some(CowStr::from(format!("/docs/{}{hash}", path.trim_end_matches(".md"))))
-            } else if dest_url.contains("://") || dest_url.starts_with('#') {
+            } else if ["http://", "https://", "#"].iter().any(|p| dest_url.starts_with(p)) {
                 Some(dest_url.clone())
             } else {
                 None

@@ -58,10 +58,6 @@ pub async fn findings(State(console): State<Console>, session: Session, Query(q)
     };
     let total = list["total"].as_i64().unwrap_or(0);
     let items = list["items"].as_array().cloned().unwrap_or_default();
-    if offset > 0 && offset >= total {
-        let last = if total == 0 { 0 } else { (total - 1) / PAGE * PAGE };
-        return stella_runtime::axum::response::Redirect::to(&format!("/findings?offset={last}")).into_response();
-    }
     let link = |offset: i64| {
         let mut pairs = vec![("offset", offset.to_string())];
         for (k, v) in [
@@ -79,6 +75,11 @@ pub async fn findings(State(console): State<Console>, session: Session, Query(q)
         }
         format!("/findings?{}", pairs.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect::<Vec<_>>().join("&"))
     };
+    // Past the end (a stale link, or fewer findings since): the last page of the same filters.
+    if offset > 0 && offset >= total {
+        let last = if total == 0 { 0 } else { (total - 1) / PAGE * PAGE };
+        return stella_runtime::axum::response::Redirect::to(&link(last)).into_response();
+    }
     let frame = Frame { settings: &console.settings, user: Some(&session.caller), title: "Vulnerability Explorer" };
     let body = html! {
         form class="filters" method="get" action="/findings" role="search" aria-label="Filter findings" {

@@ -1,6 +1,6 @@
 //! The Welcome wizard's "confirm endpoints": each service's `/version` and
-//! `/health/readiness`, asked at once with a short timeout, so one service that is down costs
-//! two seconds, not two seconds each.
+//! `/health/readiness`, all asked at once (two threads per service) with a short timeout, so
+//! services that are down cost two seconds together, not two seconds each.
 
 use std::time::Duration;
 
@@ -51,19 +51,31 @@ pub async fn all(settings: &Settings) -> Vec<Probe> {
     })
 }
 
+/// Both questions at once, so a service that hangs costs [`TIMEOUT`] once, not twice.
 fn probe(agent: &ureq::Agent, service: &'static str, url: String) -> Probe {
-    let version = get(agent, &format!("{url}/version")).and_then(|(status, body)| {
+    let (version, ready) = std::thread::scope(|scope| {
+        let version = scope.spawn(|| version(agent, &url));
+        let ready = ready(agent, &url);
+        (version.join().unwrap_or_else(|_| Err("probe failed".to_string())), ready)
+    });
+    Probe { service, url, version, ready }
+}
+
+fn version(agent: &ureq::Agent, url: &str) -> Result<String, String> {
+    get(agent, &format!("{url}/version")).and_then(|(status, body)| {
         let v: serde_json::Value = serde_json::from_str(&body).map_err(|_| format!("HTTP {status}: not JSON"))?;
         v["version"].as_str().map(str::to_string).ok_or_else(|| format!("HTTP {status}: no version"))
-    });
-    let ready = get(agent, &format!("{url}/health/readiness")).and_then(|(status, body)| {
+    })
+}
+
+fn ready(agent: &ureq::Agent, url: &str) -> Result<(), String> {
+    get(agent, &format!("{url}/health/readiness")).and_then(|(status, body)| {
         if status == 200 {
             Ok(())
         } else {
             Err(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>()))
         }
-    });
-    Probe { service, url, version, ready }
+    })
 }
 
 fn get(agent: &ureq::Agent, url: &str) -> Result<(u16, String), String> {

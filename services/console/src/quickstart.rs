@@ -65,7 +65,7 @@ pub async fn export_run(State(console): State<Console>, session: Session) -> Res
     }
 }
 
-/// The run, reloaded each second until it is finished.
+/// The run, reloaded every two seconds until it is finished.
 pub async fn run_page(State(console): State<Console>, session: Session, Path(id): Path<i64>) -> Response {
     if let Some(r) = off(&console) {
         return r;

@@ -8,7 +8,7 @@ use stella_core::authority::{self, Caller};
 use stella_runtime::axum::Form;
 use stella_runtime::axum::extract::{FromRequestParts, State};
 use stella_runtime::axum::http::request::Parts;
-use stella_runtime::axum::http::{HeaderMap, StatusCode, header};
+use stella_runtime::axum::http::{HeaderMap, StatusCode, Uri, header};
 use stella_runtime::axum::response::{IntoResponse, Redirect, Response};
 use stella_runtime::sqlx;
 
@@ -32,7 +32,7 @@ impl FromRequestParts<Console> for Session {
         let caller = authority::authenticate(db, &token).await.map_err(|e| page::core_error(&console.settings, e))?;
         // A cross-site form cannot carry a SameSite=Strict cookie; the Origin check is for old
         // browsers that ignore SameSite.
-        if parts.method == stella_runtime::axum::http::Method::POST && !same_origin(&parts.headers) {
+        if parts.method == stella_runtime::axum::http::Method::POST && !same_origin(&parts.headers, &parts.uri) {
             return Err(page::error(&console.settings, StatusCode::FORBIDDEN, "cross-site request refused"));
         }
         Ok(Session { caller, token })
@@ -51,12 +51,17 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// A POST whose `Origin` (when the browser sends one) names this host.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// A POST whose `Origin` (when the browser sends one; every current browser does on a POST)
+/// names this host: the `Host` header, or under HTTP/2 the request's authority.
+fn same_origin(headers: &HeaderMap, uri: &Uri) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or_default();
     origin.split_once("://").is_some_and(|(_, rest)| rest == host)
 }
 
@@ -113,8 +118,8 @@ pub struct Login {
     password: String,
 }
 
-pub async fn login(State(console): State<Console>, headers: HeaderMap, Form(l): Form<Login>) -> Response {
-    if !same_origin(&headers) {
+pub async fn login(State(console): State<Console>, headers: HeaderMap, uri: Uri, Form(l): Form<Login>) -> Response {
+    if !same_origin(&headers, &uri) {
         return page::error(&console.settings, StatusCode::FORBIDDEN, "cross-site request refused");
     }
     let db = match console.core.db() {
@@ -143,8 +148,17 @@ fn forwarded_https(headers: &HeaderMap) -> bool {
     headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https")
 }
 
-/// Signs out: the session token is revoked, not only forgotten by the browser.
-pub async fn logout(State(console): State<Console>, session: Result<Session, Response>) -> Response {
+/// Signs out: the session token is revoked, not only forgotten by the browser. A cross-site
+/// post is refused before the cookie is cleared, so another site cannot sign a user out.
+pub async fn logout(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    uri: Uri,
+    session: Result<Session, Response>,
+) -> Response {
+    if !same_origin(&headers, &uri) {
+        return page::error(&console.settings, StatusCode::FORBIDDEN, "cross-site request refused");
+    }
     if let Ok(s) = session
         && let Ok(db) = console.core.db()
     {

@@ -205,8 +205,8 @@ pub async fn import_sample(State(console): State<Console>, session: Session) -> 
     }
 }
 
-/// Step 3: progress until the findings and the verdict exist; the page reloads itself each
-/// second until then (a `meta refresh`: no script needed).
+/// Step 3: progress until the findings and the verdict exist; the page reloads itself every
+/// two seconds until then (a `Refresh` header: no script needed).
 pub async fn scan_progress(State(console): State<Console>, session: Session, Path(id): Path<i64>) -> Response {
     let scan = match async { scans::scan(console.core.db()?, &session.caller, id).await }.await {
         Ok(s) => s,
