@@ -416,6 +416,17 @@ fn console_and_cli_agree(stack: &Stack, admin: &str, built: &Built, secrets: &[S
         serde_json::from_slice(&stella(&["import", &sample.display().to_string(), "--wait", "--json"], Some(token)))
             .unwrap();
     assert_eq!(scan["id"], walked.scan, "the same SBOM must give back the console's scan");
+    // The CI gate: --require-pass exits 3 unless the verdict is pass; a usage error exits 2.
+    let gate = |args: &[&str]| {
+        let mut cmd = Command::new(stella_e2e::bin_path("stella"));
+        cmd.args(["--url", &at("STELLA_API_PORT")]).args(args).env("STELLA_TOKEN", token);
+        output(&mut cmd).status.code()
+    };
+    let outcome = scan["verdict"]["outcome"].as_str().expect("a verdict after --wait");
+    let sample_arg = sample.display().to_string();
+    let expected = if outcome == "pass" { 0 } else { 3 };
+    assert_eq!(gate(&["import", &sample_arg, "--wait", "--require-pass"]), Some(expected), "verdict {outcome}");
+    assert_eq!(gate(&["import", &sample_arg, "--require-pass"]), Some(2), "--require-pass without --wait");
     let listed = stella(&["findings", "--scan", &walked.scan.to_string(), "--json"], Some(token));
     assert_eq!(ids(&listed), walked.findings, "the stella CLI and the console disagree");
     let files = tempfile::tempdir().unwrap();
