@@ -1,5 +1,6 @@
 //! The workers on a real PostgreSQL, through the real service binaries: the orchestrator's job
-//! leases (a runner killed mid-run, concurrency limits across replicas), the export center
+//! leases (a runner killed mid-run, concurrency limits across replicas, a failure the service
+//! cannot record), the export center
 //! (every format, into the object store, checked by pyspdxtools and by our own importers), the
 //! notifications (a webhook receives the critical finding and the failed job; a sink that is
 //! down is retried, then dead-lettered) and the AI assistant (off by default; with a model
@@ -81,6 +82,43 @@ fn a_job_whose_worker_is_killed_is_retried_and_completes_once() {
     assert!(listed["jobs"].as_array().unwrap().iter().any(|j| j["id"] == job), "{listed}");
     // Another tenant's token sees nothing of it; no token is a 401.
     assert_eq!(call("GET", &stack.url("orchestrator", "/api/v1/jobs"), None, None, &[]).status, 401);
+}
+
+/// A job whose service cannot record its failure still ends failed, once. Here the database
+/// refuses to mark the run failed (a trigger): the run's own update fails, the job is retried,
+/// then fails for good, and the task runner's failure hook fails as well. Before, that rolled
+/// the whole outcome back, and the job was claimed again at every lease for ever.
+#[test]
+fn a_job_whose_failure_cannot_be_recorded_still_ends_failed_once() {
+    let mut stack = Stack::new(Some(&admin_only()));
+    stack.start("api", &[]);
+    stack.start("orchestrator", &[]);
+    let mut env = runner_env("2s", 1);
+    env.push(("STELLA_JOBS_ATTEMPTS", "2".to_string()));
+    stack.start("task-runner", &env);
+    let token = stack.admin_token();
+    stack.pg.query(
+        "CREATE FUNCTION stella.refuse_failed_runs() RETURNS trigger LANGUAGE plpgsql
+           AS $$ BEGIN RAISE EXCEPTION 'the test refuses to mark a run failed'; END $$;
+         CREATE TRIGGER refuse_failed_runs BEFORE UPDATE ON stella.task_runs FOR EACH ROW
+           WHEN (NEW.status = 'failed') EXECUTE FUNCTION stella.refuse_failed_runs();",
+    );
+    // Nothing listens on the port: the HTTP step fails.
+    register(&stack, &token, &pack("refused", 0, &format!("http://127.0.0.1:{}/", stella_e2e::free_port())));
+    let job = start_run(&stack, &token, "refused")["job"].as_i64().unwrap();
+    let path = format!("/api/v1/jobs/{job}");
+    let history = eventually("the job fails for good", Duration::from_secs(30), || {
+        let h = stack.get("orchestrator", &path, &token).json();
+        (h["status"] == "failed").then_some(h)
+    });
+    assert!(history["error"].as_str().unwrap_or_default().contains("recording the failure failed"), "{history}");
+    // Past two more leases, nobody claimed it again.
+    std::thread::sleep(Duration::from_secs(5));
+    let after = stack.get("orchestrator", &path, &token).json();
+    assert_eq!(after["status"], "failed", "{after}");
+    let outcomes: Vec<&str> =
+        after["attempts"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap_or("none")).collect();
+    assert_eq!(outcomes, ["retry", "failed"], "{after}");
 }
 
 /// The limit holds across replicas: with a limit of 2, a first runner takes two runs of a pack

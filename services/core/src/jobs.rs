@@ -273,8 +273,24 @@ async fn finish<H: Handler>(
     .execute(&mut *tx)
     .await?;
     if status == "failed" {
-        let reason = error.unwrap_or_default();
-        handler.failed(&mut tx, job, &reason).await?;
+        let mut reason = error.unwrap_or_default();
+        // The handler's own rows (its run or export marked failed) in a savepoint. When that
+        // fails too, the job still ends failed here: rolled back instead, it would stay leased,
+        // expire and be claimed again at every lease, for ever.
+        let mut hook = sqlx::Connection::begin(&mut *tx).await?;
+        match handler.failed(&mut hook, job, &reason).await {
+            Ok(()) => hook.commit().await?,
+            Err(e) => {
+                hook.rollback().await?;
+                warn!(job = job.id, kind = worker.kind, error = %e, "the service could not record the job's failure");
+                reason = format!("{reason}; recording the failure failed too (see the worker's log)");
+                sqlx::query("UPDATE stella.jobs SET error = $2 WHERE id = $1")
+                    .bind(job.id)
+                    .bind(&reason)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         crate::notify::record(
             &mut tx,
             job.tenant_id,
