@@ -93,6 +93,17 @@ fn outside_quickstart_mode_there_is_no_banner_and_sessions_are_guarded() {
     let filtered = page(&s, "/findings?severity=&status=&package=&advisory=&scan=", &cookie);
     assert_eq!(filtered.status, 200, "{}", filtered.text());
     assert_eq!(page(&s, "/findings?scan=abc", &cookie).status, 422);
+    // A number that is not one gets the console's own error page.
+    for (path, status) in [
+        ("/findings?offset=abc", 422),
+        ("/findings/abc", 404),
+        ("/welcome/scan/abc", 404),
+        ("/documents/advisories/abc", 404),
+    ] {
+        let r = page(&s, path, &cookie);
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        assert!(r.text().contains("role=\"alert\""), "{path}: not the console's error page: {}", r.text());
+    }
     // Past the last page: back to the last page of the same filters (none here: offset 0).
     let past = page(&s, "/findings?severity=critical&package=log4j&offset=500", &cookie);
     assert_eq!(

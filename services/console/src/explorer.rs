@@ -26,7 +26,8 @@ pub struct FindingQuery {
     advisory: Option<String>,
     /// Text, not a number: an empty form field sends `scan=`.
     scan: Option<String>,
-    offset: Option<i64>,
+    /// Text too: `offset=abc` gets the console's error page, not axum's plain-text 400.
+    offset: Option<String>,
 }
 
 /// An empty form field is no filter.
@@ -50,7 +51,13 @@ pub async fn findings(State(console): State<Console>, session: Session, Query(q)
         id: None,
     };
     // Large offsets are clamped below, once the total is known; this bound keeps the arithmetic safe.
-    let offset = q.offset.unwrap_or(0).clamp(0, i64::from(i32::MAX));
+    let offset = match some(&q.offset).map(|s| s.parse::<i64>()) {
+        None => 0,
+        Some(Ok(n)) => n.clamp(0, i64::from(i32::MAX)),
+        Some(Err(_)) => {
+            return page::error(&console.settings, StatusCode::UNPROCESSABLE_ENTITY, "offset: give a number");
+        }
+    };
     let page_ = Page { limit: PAGE, offset };
     let list = match async { scans::findings(console.core.db()?, &session.caller, &filters, page_).await }.await {
         Ok(l) => l,
@@ -138,7 +145,7 @@ fn row(f: &Value) -> Markup {
 }
 
 /// One finding: what it is, the originals it rests on, the VEX statements applied, the verdict.
-pub async fn finding(State(console): State<Console>, session: Session, Path(id): Path<i64>) -> Response {
+pub async fn finding(State(console): State<Console>, session: Session, page::Id(id): page::Id) -> Response {
     let filters = Filters { id: Some(id), ..Filters::default() };
     let list =
         async { scans::findings(console.core.db()?, &session.caller, &filters, Page { limit: 1, offset: 0 }).await }
@@ -232,8 +239,11 @@ async fn linkset(console: Console, session: Session, kind: Kind, key: String) ->
 pub async fn original(
     State(console): State<Console>,
     _session: Session,
-    Path((kind, id)): Path<(String, i64)>,
+    Path((kind, id)): Path<(String, String)>,
 ) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return page::error(&console.settings, StatusCode::NOT_FOUND, &format!("no document `{id}`: give a number"));
+    };
     let kind = match kind.as_str() {
         "advisories" => Kind::Advisory,
         "vex" => Kind::Vex,

@@ -2,7 +2,8 @@
 //! CSS and JavaScript, the security headers and how an error is shown.
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use stella_runtime::axum::extract::Request;
+use stella_runtime::axum::extract::{FromRequestParts, Path, Request};
+use stella_runtime::axum::http::request::Parts;
 use stella_runtime::axum::http::{HeaderValue, StatusCode, header};
 use stella_runtime::axum::middleware::Next;
 use stella_runtime::axum::response::{Html, IntoResponse, Response};
@@ -91,6 +92,20 @@ pub fn error(settings: &Settings, status: StatusCode, message: &str) -> Response
         p { a href="/" { "Back to the console" } }
     };
     (status, render(&frame, body)).into_response()
+}
+
+/// A record's number in the path (`/findings/{id}`): anything else is a 404 page, not axum's
+/// plain-text 400.
+pub struct Id(pub i64);
+
+impl FromRequestParts<crate::Console> for Id {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, console: &crate::Console) -> Result<Id, Response> {
+        let not_found = |what: &str| error(&console.settings, StatusCode::NOT_FOUND, &format!("no page {what}"));
+        let Path(raw) = Path::<String>::from_request_parts(parts, console).await.map_err(|_| not_found("here"))?;
+        raw.parse().map(Id).map_err(|_| not_found(&format!("for `{raw}`: give a number")))
+    }
 }
 
 /// A core error, shown as a page; a missing or expired session goes to the login page.

@@ -4,7 +4,7 @@
 
 use maud::html;
 use stella_core::{seed, taskrunner};
-use stella_runtime::axum::extract::{Path, State};
+use stella_runtime::axum::extract::State;
 use stella_runtime::axum::http::{StatusCode, header};
 use stella_runtime::axum::response::{IntoResponse, Redirect, Response};
 
@@ -66,7 +66,7 @@ pub async fn export_run(State(console): State<Console>, session: Session) -> Res
 }
 
 /// The run, reloaded every two seconds until it is finished.
-pub async fn run_page(State(console): State<Console>, session: Session, Path(id): Path<i64>) -> Response {
+pub async fn run_page(State(console): State<Console>, session: Session, page::Id(id): page::Id) -> Response {
     if let Some(r) = off(&console) {
         return r;
     }

@@ -6,7 +6,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use stella_core::{authority, scans, seed};
 use stella_runtime::axum::Form;
-use stella_runtime::axum::extract::{Path, State};
+use stella_runtime::axum::extract::State;
 use stella_runtime::axum::http::StatusCode;
 use stella_runtime::axum::response::{IntoResponse, Redirect, Response};
 use stella_runtime::sqlx;
@@ -207,7 +207,7 @@ pub async fn import_sample(State(console): State<Console>, session: Session) -> 
 
 /// Step 3: progress until the findings and the verdict exist; the page reloads itself every
 /// two seconds until then (a `Refresh` header: no script needed).
-pub async fn scan_progress(State(console): State<Console>, session: Session, Path(id): Path<i64>) -> Response {
+pub async fn scan_progress(State(console): State<Console>, session: Session, page::Id(id): page::Id) -> Response {
     let scan = match async { scans::scan(console.core.db()?, &session.caller, id).await }.await {
         Ok(s) => s,
         Err(e) => return page::core_error(&console.settings, e),
