@@ -24,6 +24,13 @@ fn session_cookie(r: &Reply) -> String {
     set.split(';').next().unwrap().to_string()
 }
 
+/// A form post with the session cookie, from `origin` when given (a browser on another site).
+fn post(s: &Stack, path: &str, body: &[u8], cookie: &str, origin: Option<&str>) -> Reply {
+    let headers: Vec<(&str, &str)> =
+        [("cookie", cookie), FORM].into_iter().chain(origin.map(|o| ("origin", o))).collect();
+    call("POST", &s.url("console", path), None, Some(body), &headers)
+}
+
 fn page(s: &Stack, path: &str, cookie: &str) -> Reply {
     call("GET", &s.url("console", path), None, None, &[("cookie", cookie)])
 }
@@ -86,7 +93,7 @@ fn outside_quickstart_mode_there_is_no_banner_and_sessions_are_guarded() {
     }
     // Outside quickstart mode: no sample scan and no export pack to run in a real tenant.
     assert!(!page(&s, "/welcome/scan", &cookie).text().contains("import-sample"));
-    let sample = call("POST", &s.url("console", "/welcome/scan"), None, Some(b""), &[("cookie", &cookie), FORM]);
+    let sample = post(&s, "/welcome/scan", b"", &cookie, None);
     assert_eq!(sample.status, 404, "{}", sample.text());
     assert_eq!(page(&s, "/quickstart/export", &cookie).status, 404);
     // The explorer's form sends every field, empty ones included.
@@ -125,33 +132,21 @@ fn outside_quickstart_mode_there_is_no_banner_and_sessions_are_guarded() {
         assert_eq!(page(&s, path, &cookie).status, 404, "{path}");
     }
     // The wizard's last step marks the user onboarded: `/` then opens the explorer.
-    let done = call("POST", &s.url("console", "/welcome/done"), None, Some(b""), &[("cookie", &cookie), FORM]);
+    let done = post(&s, "/welcome/done", b"", &cookie, None);
     assert_eq!(done.header("location"), Some("/findings"));
     assert_eq!(page(&s, "/", &cookie).header("location"), Some("/findings"));
     // A cross-site post with a valid cookie is refused too.
-    let cross = call(
-        "POST",
-        &s.url("console", "/welcome/token"),
-        None,
-        Some(b"name=x&role=viewer"),
-        &[("cookie", &cookie), ("origin", "http://evil.example"), FORM],
-    );
+    let cross = post(&s, "/welcome/token", b"name=x&role=viewer", &cookie, Some("http://evil.example"));
     assert_eq!(cross.status, 403);
 
     // Another site cannot sign the user out: the post is refused and the cookie kept.
-    let cross = call(
-        "POST",
-        &s.url("console", "/logout"),
-        None,
-        Some(b""),
-        &[("cookie", &cookie), ("origin", "http://evil.example"), FORM],
-    );
+    let cross = post(&s, "/logout", b"", &cookie, Some("http://evil.example"));
     assert_eq!(cross.status, 403, "{}", cross.text());
     assert!(cross.header("set-cookie").is_none(), "a cross-site post cleared the cookie");
     assert_eq!(call("GET", &s.url("api", "/api/v1/whoami"), Some(&token), None, &[]).status, 200);
 
     // Signing out revokes the session token itself, not only the cookie.
-    let out = call("POST", &s.url("console", "/logout"), None, Some(b""), &[("cookie", &cookie), FORM]);
+    let out = post(&s, "/logout", b"", &cookie, None);
     assert_eq!(out.header("location"), Some("/login"));
     assert!(out.header("set-cookie").unwrap_or_default().contains("Max-Age=0"));
     assert_eq!(page(&s, "/findings", &cookie).header("location"), Some("/login"));
