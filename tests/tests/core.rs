@@ -389,9 +389,14 @@ fn scans_findings_verdicts_and_the_ledger() {
         assert_eq!(r.status, 422, "{}", r.text());
         assert!(r.text().contains(problem), "{}", r.text());
     }
-    // Text PostgreSQL cannot store is the input's fault: a 422, not a 500.
-    let r = call("POST", &stack.url("api", "/api/v1/scans?name=a%00b"), Some(&token), Some(&spdx[..]), &[]);
-    assert_eq!((r.status, r.json()["error"].as_str()), (200, None), "the same SBOM is found before the name is stored");
+    // A name with a control character (a NUL, which PostgreSQL cannot store), empty or too long
+    // is the input's fault: a 422 naming it, before anything is looked up or stored.
+    let long = "n".repeat(201);
+    for name in ["a%00b", "", "%20", long.as_str()] {
+        let r = call("POST", &stack.url("api", &format!("/api/v1/scans?name={name}")), Some(&token), Some(&spdx[..]), &[]);
+        assert_eq!(r.status, 422, "{name}: {}", r.text());
+        assert!(r.text().contains("a scan name is 1 to 200 characters"), "{}", r.text());
+    }
     let other = br#"{"bomFormat":"CycloneDX","specVersion":"1.5","components":[]}"#;
     let r = call("POST", &stack.url("api", "/api/v1/scans?name=a%00b"), Some(&token), Some(other), &[]);
     assert_eq!(r.status, 422, "{}", r.text());

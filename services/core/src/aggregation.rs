@@ -180,13 +180,13 @@ pub async fn linksets(db: &PgPool, kind: Kind, q: Option<&str>, page: Page) -> R
         Kind::Advisory => {
             "SELECT a.linkset, count(*)::BIGINT, array_agg(DISTINCT d.source ORDER BY d.source)
              FROM stella.advisories a JOIN stella.source_documents d ON d.id = a.document_id
-             WHERE $1::TEXT IS NULL OR a.linkset ILIKE '%' || $1 || '%' OR $1 = ANY (a.aliases)
+             WHERE $1::TEXT IS NULL OR strpos(lower(a.linkset), lower($1)) > 0 OR $1 = ANY (a.aliases)
              GROUP BY a.linkset ORDER BY a.linkset LIMIT $2 OFFSET $3"
         }
         Kind::Vex => {
             "SELECT s.vulnerability, count(DISTINCT s.document_id)::BIGINT, array_agg(DISTINCT d.source ORDER BY d.source)
              FROM stella.vex_statements s JOIN stella.source_documents d ON d.id = s.document_id
-             WHERE $1::TEXT IS NULL OR s.vulnerability ILIKE '%' || $1 || '%' OR $1 = ANY (s.aliases)
+             WHERE $1::TEXT IS NULL OR strpos(lower(s.vulnerability), lower($1)) > 0 OR $1 = ANY (s.aliases)
              GROUP BY s.vulnerability ORDER BY s.vulnerability LIMIT $2 OFFSET $3"
         }
     };

@@ -257,9 +257,13 @@ fn name_version(purl: &str) -> (String, Option<String>) {
     (name, p.version().map(str::to_string))
 }
 
-/// A CSV field quoted when it holds a comma, quote or line break (RFC 4180).
+/// A CSV field quoted when it holds a comma, quote or line break (RFC 4180). A field that a
+/// spreadsheet would read as a formula (it starts with `=`, `+`, `-`, `@`, a tab or a carriage
+/// return: `=HYPERLINK(...)` from an advisory's text) gets a leading `'`, as OWASP advises, so it
+/// is shown as text.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }
 
 #[cfg(test)]
@@ -269,6 +273,10 @@ mod tests {
     #[test]
     fn csv_quotes_only_what_needs_it() {
         assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("=HYPERLINK(\"http://x\",\"y\")"), "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"");
+        for formula in ["+1", "-2+3", "@SUM(A1)", "\tcmd"] {
+            assert_eq!(csv_field(formula), format!("'{formula}"));
+        }
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
     }

@@ -41,13 +41,25 @@ fn spdx(doc: &Value) -> Result<Sbom, String> {
     let packages = doc.get("packages").and_then(Value::as_array).ok_or("packages: missing or not a list")?;
     let mut sbom = Sbom { format: "spdx-2.3".into(), name: name.into(), components: BTreeMap::new(), unidentified: 0 };
     for (i, p) in packages.iter().enumerate() {
-        let refs = p.get("externalRefs").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-        let purl = refs
-            .iter()
-            .find(|r| r.get("referenceType").and_then(Value::as_str) == Some("purl"))
-            .and_then(|r| r.get("referenceLocator"))
-            .and_then(Value::as_str);
-        add(&mut sbom, purl, &format!("packages[{i}].externalRefs"))?;
+        let at = format!("packages[{i}]");
+        if !p.is_object() {
+            return Err(format!("{at}: a package must be an object, not {}", kind(p)));
+        }
+        let refs = match p.get("externalRefs") {
+            None => &[][..],
+            Some(Value::Array(refs)) => refs.as_slice(),
+            Some(other) => return Err(format!("{at}.externalRefs: must be a list, not {}", kind(other))),
+        };
+        let purl = refs.iter().find(|r| r.get("referenceType").and_then(Value::as_str) == Some("purl"));
+        let purl = match purl.map(|r| r.get("referenceLocator")) {
+            None => None,
+            Some(Some(Value::String(s))) => Some(s.as_str()),
+            Some(other) => {
+                let shown = other.map_or("nothing", kind);
+                return Err(format!("{at}.externalRefs: the purl's referenceLocator must be a string, not {shown}"));
+            }
+        };
+        add(&mut sbom, purl, &format!("{at}.externalRefs"))?;
     }
     Ok(sbom)
 }
@@ -60,19 +72,43 @@ fn cyclonedx(doc: &Value) -> Result<Sbom, String> {
     let name = doc.pointer("/metadata/component/name").and_then(Value::as_str).unwrap_or("CycloneDX SBOM");
     let mut sbom =
         Sbom { format: format!("cyclonedx-{spec}"), name: name.into(), components: BTreeMap::new(), unidentified: 0 };
+    // A field of the wrong type is an error, never "no components": a document that only looks
+    // empty would otherwise pass policy.
     fn walk(sbom: &mut Sbom, list: &Value, at: &str) -> Result<(), String> {
-        let Some(list) = list.as_array() else { return Ok(()) };
+        let Some(list) = list.as_array() else { return Err(format!("{at}: must be a list, not {}", kind(list))) };
         for (i, c) in list.iter().enumerate() {
             let here = format!("{at}[{i}]");
-            add(sbom, c.get("purl").and_then(Value::as_str), &format!("{here}.purl"))?;
+            if !c.is_object() {
+                return Err(format!("{here}: a component must be an object, not {}", kind(c)));
+            }
+            let purl = match c.get("purl") {
+                None => None,
+                Some(Value::String(s)) => Some(s.as_str()),
+                Some(other) => return Err(format!("{here}.purl: must be a string, not {}", kind(other))),
+            };
+            add(sbom, purl, &format!("{here}.purl"))?;
             if let Some(nested) = c.get("components") {
                 walk(sbom, nested, &format!("{here}.components"))?;
             }
         }
         Ok(())
     }
-    walk(&mut sbom, doc.get("components").unwrap_or(&Value::Null), "components")?;
+    if let Some(components) = doc.get("components") {
+        walk(&mut sbom, components, "components")?;
+    }
     Ok(sbom)
+}
+
+/// What a JSON value is, for errors.
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
 }
 
 fn add(sbom: &mut Sbom, purl: Option<&str>, at: &str) -> Result<(), String> {
@@ -119,5 +155,36 @@ mod tests {
         assert!(
             parse(bad.as_bytes()).unwrap_err().starts_with("components[0].purl: `cargo/time` is not a package URL")
         );
+    }
+
+    /// A field of the wrong type is refused, naming it: never read as "no components" or as an
+    /// unidentified package, which would pass policy.
+    #[test]
+    fn fields_of_the_wrong_type_are_refused() {
+        let cdx =
+            |components: &str| format!(r#"{{"bomFormat":"CycloneDX","specVersion":"1.5","components":{components}}}"#);
+        for (doc, error) in [
+            (cdx(r#"{"a":1}"#), "components: must be a list, not an object"),
+            (cdx(r#"[{"purl":42}]"#), "components[0].purl: must be a string, not a number"),
+            (cdx(r#"["pkg:npm/x@1"]"#), "components[0]: a component must be an object, not a string"),
+            (cdx(r#"[{"purl":"pkg:npm/x@1","components":"y"}]"#), "components[0].components: must be a list"),
+            (
+                r#"{"spdxVersion":"SPDX-2.3","name":"d","packages":[{"externalRefs":{"a":1}}]}"#.to_string(),
+                "packages[0].externalRefs: must be a list, not an object",
+            ),
+            (
+                r#"{"spdxVersion":"SPDX-2.3","name":"d","packages":[{"externalRefs":[{"referenceType":"purl","referenceLocator":7}]}]}"#
+                    .to_string(),
+                "packages[0].externalRefs: the purl's referenceLocator must be a string, not a number",
+            ),
+            (r#"{"spdxVersion":"SPDX-2.3","name":"d","packages":[3]}"#.to_string(), "packages[0]: a package must be an object"),
+        ] {
+            let e = parse(doc.as_bytes()).unwrap_err();
+            assert!(e.starts_with(error), "{doc}: {e}");
+        }
+        // Absent is not wrong: a CycloneDX BOM without components has none.
+        assert_eq!(parse(cdx("[]").as_bytes()).unwrap().components.len(), 0);
+        let none = r#"{"bomFormat":"CycloneDX","specVersion":"1.5"}"#;
+        assert_eq!(parse(none.as_bytes()).unwrap().unidentified, 0);
     }
 }

@@ -35,17 +35,46 @@ struct Finding {
 type Candidate = (i64, String, Value, Vec<String>, String, Vec<String>, String);
 type VexRow = (i64, i32, String, Vec<String>, String, String);
 
+/// The longest scan name, in characters.
+pub const NAME_LIMIT: usize = 200;
+
+/// A scan name given by the caller: 1 to [`NAME_LIMIT`] characters, no control characters.
+fn check_name(name: &str) -> Result<(), Error> {
+    let chars = name.chars().count();
+    if name.trim().is_empty() || chars > NAME_LIMIT || name.chars().any(char::is_control) {
+        return Err(Error::bad(
+            "name",
+            format!("a scan name is 1 to {NAME_LIMIT} characters without control characters (this one has {chars})"),
+        ));
+    }
+    Ok(())
+}
+
+/// A name taken from the document itself, cut to [`NAME_LIMIT`] characters (the document is
+/// kept whole; only the label is shortened).
+fn shortened(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| !c.is_control()).collect();
+    match clean.char_indices().nth(NAME_LIMIT - 1) {
+        Some((at, _)) => format!("{}…", &clean[..at]),
+        None if clean.trim().is_empty() => "unnamed SBOM".into(),
+        None => clean,
+    }
+}
+
 /// Imports an SBOM for the caller's tenant. The same bytes imported again return the first
 /// scan (`false`: nothing new was created).
 pub async fn import(db: &PgPool, caller: &Caller, name: Option<&str>, body: &[u8]) -> Result<(bool, Value), Error> {
     caller.require("operator")?;
+    if let Some(name) = name {
+        check_name(name)?;
+    }
     let parsed = sbom::parse(body).map_err(|problem| Error::bad("SBOM", problem))?;
     let sha = sha256_hex(body);
     if let Some(id) = existing(db, caller.tenant_id, &sha).await? {
         return Ok((false, scan(db, caller, id).await?));
     }
     let findings = match_components(db, &parsed).await?;
-    let name = name.map(str::to_string).unwrap_or_else(|| parsed.name.clone());
+    let name = name.map(str::to_string).unwrap_or_else(|| shortened(&parsed.name));
     let mut tx = db.begin().await?;
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO stella.scans (tenant_id, name, format, sha256, components, unidentified, created_by)
@@ -284,7 +313,7 @@ pub async fn findings(db: &PgPool, caller: &Caller, filters: &Filters, page: Pag
         () => {
             "FROM stella.findings f
              WHERE f.tenant_id = $1 AND ($2::TEXT IS NULL OR f.severity = $2) AND ($3::TEXT IS NULL OR f.status = $3)
-               AND ($4::TEXT IS NULL OR f.purl ILIKE '%' || $4 || '%') AND ($5::TEXT IS NULL OR f.linkset = $5 OR $5 = ANY (f.aliases))
+               AND ($4::TEXT IS NULL OR strpos(lower(f.purl), lower($4)) > 0) AND ($5::TEXT IS NULL OR f.linkset = $5 OR $5 = ANY (f.aliases))
                AND ($6::BIGINT IS NULL OR f.scan_id = $6) AND ($7::BIGINT IS NULL OR f.id = $7)"
         };
         ($query:expr) => {
