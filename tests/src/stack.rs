@@ -123,7 +123,12 @@ impl Listener {
 
     /// A listener that sends `reply` (a whole HTTP response) to every request.
     pub fn replying(reply: String) -> Listener {
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Listener::replying_on("127.0.0.1", reply)
+    }
+
+    /// The same, on another loopback address (`127.0.0.2`): what an egress policy tells apart.
+    pub fn replying_on(ip: &str, reply: String) -> Listener {
+        let socket = std::net::TcpListener::bind((ip, 0)).unwrap();
         let port = socket.local_addr().unwrap().port();
         let (accepted, bodies) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
         let (count, kept) = (accepted.clone(), bodies.clone());

@@ -66,6 +66,9 @@ fn every_server_honours_the_contract() {
     assert!(failures.is_empty(), "contract failures:\n{}", failures.join("\n"));
 }
 
+/// A URL with a password and a signature in a setting that is not marked secret.
+const URL_WITH_CREDENTIALS: &str = "https://minio:s3cr3t-pw@s3.internal:9000/?X-Amz-Signature=0ddf00d&region=eu";
+
 fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
     if cond { Ok(()) } else { Err(msg()) }
 }
@@ -90,6 +93,8 @@ fn check_service(s: &ServiceInfo, pg: &Postgres, secrets: &std::path::Path) -> R
         ("STELLA_DATABASE_URL_FILE", secret_file.display().to_string()),
         ("STELLA_DIAGNOSTICS", "true".into()),
         ("STELLA_SHUTDOWN_GRACE", format!("{}s", GRACE.as_secs())),
+        // Credentials inside a setting that is not secret: /config must not show them.
+        ("STELLA_OBJECT_STORE_ENDPOINT", URL_WITH_CREDENTIALS.into()),
     ];
     let mut proc = Proc::spawn(&s.path(), &[], &env);
     let ready = wait_status(&format!("{base}/health/readiness"), 200, Duration::from_secs(15));
@@ -118,6 +123,10 @@ fn check_service(s: &ServiceInfo, pg: &Postgres, secrets: &std::path::Path) -> R
     ensure(status == 200 && db["value"] == "<redacted>" && db["source"] == "secretfile", || format!("config: {body}"))?;
     ensure(c["settings"]["STELLA_LISTEN_ADDR"]["source"] == "file", || format!("config file not read: {body}"))?;
     ensure(!body.contains(&pg.password), || "config discovery leaks the database password".into())?;
+    let endpoint = &c["settings"]["STELLA_OBJECT_STORE_ENDPOINT"]["value"];
+    ensure(endpoint == "https://<redacted>@s3.internal:9000/?X-Amz-Signature=<redacted>&region=eu", || {
+        format!("a URL's credentials are shown: {endpoint}")
+    })?;
 
     let (status, body) = get(&format!("{base}/capabilities")).ok_or("capabilities: no answer")?;
     if s.aggregation_only {
@@ -126,7 +135,15 @@ fn check_service(s: &ServiceInfo, pg: &Postgres, secrets: &std::path::Path) -> R
         })?;
     } else {
         ensure(status == 404, || format!("capabilities should not exist here: {status}"))?;
+        // The framework's own refusals answer the documented JSON error body too.
+        ensure(json(&body)?["error"] == "not_found", || format!("an unknown route answers: {body}"))?;
     }
+    let (status, body) = get(&format!("{base}/debug/delay?ms=soon")).ok_or("delay: no answer")?;
+    let e = json(&body)?;
+    ensure(
+        status == 400 && e["error"] == "bad_request" && e["message"].as_str().is_some_and(|m| m.contains("ms")),
+        || format!("a query that does not parse answers {status}: {body}"),
+    )?;
 
     let (status, body) = get(&format!("{base}/metrics")).ok_or("metrics: no answer")?;
     ensure(status == 200, || format!("metrics answered {status}"))?;
@@ -198,6 +215,9 @@ fn check_logs(s: &ServiceInfo, proc: &Proc, pg: &Postgres) -> Result<(), String>
         }
     }
     ensure(stdout.contains("<redacted>"), || "the configuration log line does not show the redacted secret".into())?;
+    for credential in ["s3cr3t-pw", "0ddf00d"] {
+        ensure(!stdout.contains(credential), || format!("the log shows a URL's credential `{credential}`"))?;
+    }
     for expected in ["listening", "draining", "shutdown complete", "request"] {
         ensure(messages.iter().any(|m| m == expected), || format!("no `{expected}` log line"))?;
     }

@@ -36,6 +36,8 @@ fn runner_env(lease: &str, concurrency: u32) -> Vec<(&'static str, String)> {
         ("STELLA_JOBS_LEASE", lease.to_string()),
         ("STELLA_JOBS_POLL", "100ms".to_string()),
         ("STELLA_JOBS_CONCURRENCY", concurrency.to_string()),
+        // The listeners of these tests are on loopback, which the egress policy refuses unless allowed.
+        ("STELLA_TASK_EGRESS_ALLOW", "127.0.0.1".to_string()),
     ]
 }
 
@@ -148,6 +150,7 @@ fn concurrency_limits_hold_across_replicas() {
             ("STELLA_JOBS_LEASE", "10s".to_string()),
             ("STELLA_JOBS_POLL", "100ms".to_string()),
             ("STELLA_JOBS_CONCURRENCY", "2".to_string()),
+            ("STELLA_TASK_EGRESS_ALLOW", "127.0.0.1".to_string()),
         ],
     );
     std::thread::sleep(Duration::from_millis(1500));
@@ -678,7 +681,13 @@ fn task_run_artifacts_are_kept_then_expire() {
     let mut stack = Stack::new(Some(&admin_only()));
     let store = tempfile::tempdir().unwrap();
     stack.start("api", &[]);
-    stack.start("task-runner", &export_env(store.path(), &[("STELLA_TASKS_ARTIFACT_RETENTION", "3s".into())]));
+    stack.start(
+        "task-runner",
+        &export_env(
+            store.path(),
+            &[("STELLA_TASKS_ARTIFACT_RETENTION", "3s".into()), ("STELLA_TASK_EGRESS_ALLOW", "127.0.0.1".into())],
+        ),
+    );
     let token = stack.admin_token();
     let answer = r#"{"mirror": "ok", "documents": 42}"#;
     let small = Listener::json(answer);

@@ -1,5 +1,6 @@
-//! The HTTP client configuration (`ureq`) of every outgoing request: webhooks, task steps, the
-//! model endpoint and feed sources. Callers run it in `spawn_blocking`: `ureq` is blocking.
+//! The HTTP client configuration (`ureq`) of every outgoing request: webhooks, the model
+//! endpoint and feed sources (task steps add the egress policy: `crate::egress::Egress::agent`).
+//! Callers run it in `spawn_blocking`: `ureq` is blocking.
 
 use std::time::Duration;
 
@@ -7,9 +8,8 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Redirects {
     /// Not followed, and every status (3xx included) is an answer for the caller to judge. Why:
-    /// the offline egress check of a task step saw only the first URL, and a redirect could lead
-    /// anywhere (the step fails on a 3xx instead); a webhook or the model endpoint is sent a
-    /// payload or key meant for the configured host only.
+    /// a webhook or the model endpoint is sent a payload or key meant for the configured host
+    /// only (task steps refuse redirects too, in their own agent).
     Refused,
     /// `ureq`'s defaults: followed (at most 10), and a 4xx or 5xx status is an error (`http
     /// status: 404`). The feed poller's: its URLs are the operator's configuration, not a

@@ -19,6 +19,7 @@
 pub mod aggregation;
 pub mod ai;
 pub mod authority;
+pub mod egress;
 pub mod export_formats;
 pub mod exports;
 pub mod http;

@@ -1,5 +1,5 @@
-//! Task packs: a declarative, versioned list of steps the task runner executes, and the egress
-//! policy of offline mode.
+//! Task packs: a declarative, versioned list of steps the task runner executes (where their
+//! `http` steps may connect is [`crate::egress`]).
 //!
 //! A pack is JSON (`task-pack.schema.json` beside this crate is its JSON Schema, checked against
 //! these types by a unit test):
@@ -9,13 +9,9 @@
 //!            {"id": "pause", "type": "wait", "seconds": 2},
 //!            {"id": "export", "type": "export", "formats": ["spdx", "openvex"]}]}
 //! ```
-//! In offline mode (`STELLA_OFFLINE=true`, the air-gap values), a step that would reach a host
-//! outside `STELLA_EGRESS_ALLOW` fails before any connection is attempted.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use stella_runtime::config::{Default as Fallback, Kind as SettingKind, Setting};
-use stella_runtime::s;
 
 pub const API_VERSION: &str = "stella-ops.org/v1";
 
@@ -112,7 +108,8 @@ pub fn parse(bytes: &[u8]) -> Result<Pack, String> {
         }
         match step {
             Step::Http { url, method, .. } => {
-                host_of(url).map_err(|e| format!("steps[{i}].url: {e}"))?;
+                // The same parser the step's request uses (the offline check comes at run time).
+                crate::egress::Egress::default().uri(url).map_err(|e| format!("steps[{i}].url: {e}"))?;
                 if !["GET", "HEAD", "POST", "PUT", "DELETE"].contains(&method.as_str()) {
                     return Err(format!("steps[{i}].method: `{method}` is not GET, HEAD, POST, PUT or DELETE"));
                 }
@@ -143,71 +140,6 @@ pub fn parse(bytes: &[u8]) -> Result<Pack, String> {
     Ok(pack)
 }
 
-/// The host of an http(s) URL, lower-case, without port or brackets.
-pub fn host_of(url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or(format!("`{url}` is not an http:// or https:// URL"))?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or_default()
-    } else {
-        authority.split(':').next().unwrap_or_default()
-    };
-    if host.is_empty() {
-        return Err(format!("`{url}` has no host"));
-    }
-    Ok(host.to_ascii_lowercase())
-}
-
-pub const OFFLINE: Setting = s(
-    "STELLA_OFFLINE",
-    SettingKind::Bool,
-    Fallback::Value("false"),
-    "Offline mode (air gap): a task step that would reach a host outside STELLA_EGRESS_ALLOW fails before \
-                  connecting, with `egress blocked: <host> is not allowed in offline mode`.",
-);
-pub const EGRESS_ALLOW: Setting = s(
-    "STELLA_EGRESS_ALLOW",
-    SettingKind::Text,
-    Fallback::None,
-    "Offline mode: the hosts task steps may reach, comma-separated; `*.example.org` allows its subdomains.",
-);
-
-/// Where steps may connect.
-#[derive(Clone, Debug)]
-pub struct Egress {
-    pub offline: bool,
-    pub allow: Vec<String>,
-}
-
-impl Egress {
-    pub fn new(offline: bool, allow: Option<&str>) -> Egress {
-        let allow = allow
-            .unwrap_or_default()
-            .split(',')
-            .map(|h| h.trim().to_ascii_lowercase())
-            .filter(|h| !h.is_empty())
-            .collect();
-        Egress { offline, allow }
-    }
-
-    /// `Err` with the message the run records when `url` may not be reached.
-    pub fn check(&self, url: &str) -> Result<(), String> {
-        if !self.offline {
-            return Ok(());
-        }
-        let host = host_of(url)?;
-        let allowed = self.allow.iter().any(|a| match a.strip_prefix("*.") {
-            Some(suffix) => host.ends_with(&format!(".{suffix}")),
-            None => *a == host,
-        });
-        if allowed { Ok(()) } else { Err(format!("egress blocked: {host} is not allowed in offline mode")) }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,20 +161,6 @@ mod tests {
                 .contains("unknown field `x`")
         );
         assert!(parse(PACK.replace("https://", "ftp://").as_bytes()).unwrap_err().starts_with("steps[0].url"));
-    }
-
-    #[test]
-    fn offline_mode_allows_only_listed_hosts() {
-        let online = Egress::new(false, None);
-        assert!(online.check("http://anywhere.example/x").is_ok());
-        let offline = Egress::new(true, Some("mirror.internal, *.corp.example"));
-        assert!(offline.check("https://user@Mirror.Internal:8443/x").is_ok());
-        assert!(offline.check("http://feeds.corp.example/").is_ok());
-        assert!(offline.check("http://corp.example/").is_err());
-        assert_eq!(
-            offline.check("http://[::1]:9/x").unwrap_err(),
-            "egress blocked: ::1 is not allowed in offline mode"
-        );
     }
 
     /// The committed JSON Schema is the one these types give (update: STELLA_UPDATE_SCHEMA=1).

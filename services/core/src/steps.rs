@@ -1,7 +1,8 @@
-//! How the task runner executes each kind of step of a pack: `wait`, `http` (after the egress
-//! check of offline mode; its answer kept as an artifact when the step asks), and `export` (an
-//! export job of the run's tenant, awaited).
+//! How the task runner executes each kind of step of a pack: `wait`, `http` (through the egress
+//! policy of [`crate::egress`]; its answer kept as an artifact when the step asks), and `export`
+//! (an export job of the run's tenant, awaited).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -9,10 +10,10 @@ use stella_runtime::sqlx::{self, PgPool};
 use stella_runtime::tokio;
 
 use crate::Error;
-use crate::http::{self, Redirects};
 use object_store::ObjectStore;
 
-use crate::packs::{Egress, Step};
+use crate::egress::{self, Egress};
+use crate::packs::Step;
 
 /// Runs one step; `Ok` carries a short description of what happened.
 /// Where a run executes: what its internal steps (export) need.
@@ -31,7 +32,7 @@ pub struct Place<'a> {
 /// The largest answer an `http` step keeps.
 pub const KEEP_LIMIT: u64 = 1 << 20;
 
-pub async fn execute(step: &Step, egress: &Egress, place: &Place<'_>) -> Result<String, String> {
+pub async fn execute(step: &Step, egress: &Arc<Egress>, place: &Place<'_>) -> Result<String, String> {
     match step {
         Step::Export { formats, scan, timeout_seconds, .. } => {
             export(place, formats, *scan, Duration::from_secs(*timeout_seconds)).await.map_err(|e| e.to_string())?
@@ -41,12 +42,12 @@ pub async fn execute(step: &Step, egress: &Egress, place: &Place<'_>) -> Result<
             Ok(format!("waited {seconds} s"))
         }
         Step::Http { id, method, url, expect_status, keep } => {
-            // Before any socket is opened: offline mode refuses the host here.
-            egress.check(url)?;
+            // Parsed once: this `Uri` is what the offline check reads and what is requested.
+            let uri = egress.uri(url)?;
             if *keep && place.store.is_none() {
                 return Err("`keep` needs an object store: set STELLA_OBJECT_STORE_URL on the task runner".into());
             }
-            let (detail, body) = request(method, url, *expect_status, *keep).await?;
+            let (detail, body) = request(egress, method, uri, *expect_status, *keep).await?;
             match (body, place.store) {
                 (Some(body), Some(store)) => {
                     keep_artifact(place, store, id, body).await.map(|kept| format!("{detail}, {kept}"))
@@ -59,21 +60,24 @@ pub async fn execute(step: &Step, egress: &Egress, place: &Place<'_>) -> Result<
 
 /// One HTTP request; the detail line and, when `keep`, the body.
 async fn request(
+    egress: &Arc<Egress>,
     method: &str,
-    url: &str,
+    uri: ureq::http::Uri,
     expect: Option<u16>,
     keep: bool,
 ) -> Result<(String, Option<Vec<u8>>), String> {
-    let (method, url) = (method.to_string(), url.to_string());
+    let (method, egress) = (method.to_string(), egress.clone());
     tokio::task::spawn_blocking(move || {
-        // No redirects: the egress check saw only this URL (see `Redirects::Refused`).
-        let agent = http::agent(Duration::from_secs(30), Redirects::Refused);
+        // No redirects, no proxy, and every address checked as it is connected to.
+        let agent = egress.agent(Duration::from_secs(30));
+        let url = uri.to_string();
         let request = ureq::http::Request::builder()
             .method(method.as_str())
-            .uri(&url)
+            .uri(uri)
             .body(())
             .map_err(|e| format!("{url}: {e}"))?;
-        let mut reply = agent.run(request).map_err(|e| format!("{method} {url}: {e}"))?;
+        let mut reply =
+            agent.run(request).map_err(|e| egress::message(&e).unwrap_or(format!("{method} {url}: {e}")))?;
         let status = reply.status().as_u16();
         if !expect.map_or((200..300).contains(&status), |want| want == status) {
             return Err(format!("{method} {url}: status {status}"));

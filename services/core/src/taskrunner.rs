@@ -3,8 +3,8 @@
 //! run whose runner dies is started over by another, and failed for good after the attempts.
 //!
 //! Every step's outcome is recorded as it finishes; the first failing step fails the run with
-//! its reason. In offline mode an HTTP step to a host outside the allow-list fails before any
-//! connection is attempted (see [`crate::packs::Egress`]).
+//! its reason. An HTTP step connects only where the egress policy admits (no internal address
+//! unless allowed; in offline mode only the allowed hosts): see [`crate::egress`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,8 @@ use stella_runtime::sqlx::{self, PgPool};
 use stella_runtime::tracing::{info, warn};
 
 use crate::authority::Caller;
-use crate::packs::{self, Egress, Pack};
+use crate::egress::Egress;
+use crate::packs::{self, Pack};
 use crate::{Error, jobs, sha256_hex, steps};
 
 /// Registers a pack for the caller's tenant: 201 new, 200 the same content again, 409 other
@@ -159,8 +160,8 @@ pub const KIND: &str = "task-run";
 /// kind `task-run`, leased so a run whose runner dies is started again by another; and the
 /// artifact retention sweeper. Returns the object store of the artifacts, if one is usable.
 pub fn spawn(ctx: &stella_runtime::Context) -> Option<Arc<dyn ObjectStore>> {
-    let egress = Egress::new(ctx.config.bool(packs::OFFLINE.name), ctx.config.text(packs::EGRESS_ALLOW.name));
-    info!(offline = egress.offline, allowed = egress.allow.join(","), "task runner egress policy");
+    let egress = Arc::new(Egress::from_config(&ctx.config));
+    info!(policy = egress.summary(), "task runner egress policy");
     let store = match crate::exports::store(&crate::exports::StoreConfig::from(&ctx.config)) {
         Ok(store) => Some(store),
         Err(e) => {
@@ -256,7 +257,7 @@ pub async fn artifact(
 
 struct Runs {
     db: PgPool,
-    egress: Egress,
+    egress: Arc<Egress>,
     store: Option<Arc<dyn ObjectStore>>,
 }
 

@@ -34,6 +34,11 @@ pub enum Kind {
         schemes: &'static [&'static str],
     },
     OneOf(&'static [&'static str]),
+    /// A comma-separated list of host names (`*.example.org` for every subdomain) and IP
+    /// addresses, and with `cidrs`, also CIDR ranges such as `10.20.0.0/16`.
+    Hosts {
+        cidrs: bool,
+    },
     Text,
 }
 
@@ -50,6 +55,14 @@ impl Kind {
                 format!("a URL starting with {}", schemes.join(":// or ") + "://")
             }
             Kind::OneOf(choices) => format!("one of {}", choices.join(", ")),
+            Kind::Hosts { cidrs: false } => {
+                "host names (`*.example.org` for its subdomains) and IP addresses, comma-separated".into()
+            }
+            Kind::Hosts { cidrs: true } => {
+                "host names (`*.example.org` for its subdomains), IP addresses and CIDR ranges (`10.20.0.0/16`), \
+                 comma-separated"
+                    .into()
+            }
             Kind::Text => "any text".into(),
         }
     }
@@ -63,6 +76,7 @@ impl Kind {
             Kind::IpAddr => "ip-address",
             Kind::Url { .. } => "url",
             Kind::OneOf(_) => "enum",
+            Kind::Hosts { .. } => "host-list",
             Kind::Text => "string",
         }
     }
@@ -252,18 +266,13 @@ impl Config {
         for s in self.settings.iter().filter(|s| s.secret) {
             if let Some(Value::Text(t)) = self.get(s.name) {
                 out.insert(t.clone());
-                if let Some(pw) = url_password(t) {
-                    out.insert(pw);
-                }
             }
         }
-        // A password inside any URL is a secret, even in a setting that is not (an object store
-        // URL given as s3://key:secret@bucket by mistake).
-        for s in self.settings.iter().filter(|s| !s.secret && matches!(s.kind, Kind::Url { .. })) {
-            if let Some(Value::Text(t)) = self.get(s.name)
-                && let Some(pw) = url_password(t)
-            {
-                out.insert(pw);
+        // A password or a token inside any URL is a secret, even in a setting that is not (an
+        // object store URL given as s3://key:secret@bucket, a collector's `?token=`).
+        for s in &self.settings {
+            if let Some(Value::Text(t)) = self.get(s.name) {
+                out.extend(crate::url::credentials(t));
             }
         }
         out.into_iter().collect()
@@ -280,7 +289,8 @@ impl Config {
                 Some(Value::Bool(b)) => (*b).into(),
                 Some(Value::Int(n)) => (*n).into(),
                 Some(Value::Duration(d)) => format_duration(*d).into(),
-                Some(Value::Text(t)) => t.clone().into(),
+                // Credentials inside a URL are hidden in any setting (`crate::url`).
+                Some(Value::Text(t)) => crate::url::shown(t).into_owned().into(),
             };
             map.insert(s.name.to_string(), serde_json::json!({ "value": shown, "source": source, "secret": s.secret }));
         }
@@ -414,8 +424,32 @@ pub fn parse(s: &Setting, raw: &str) -> Result<Value, ConfigError> {
                 Err(bad())
             }
         }
+        Kind::Hosts { cidrs } => {
+            if raw.split(',').map(str::trim).filter(|h| !h.is_empty()).all(|h| host_entry(h, cidrs)) {
+                Ok(Value::Text(raw.into()))
+            } else {
+                Err(bad())
+            }
+        }
         Kind::Text => Ok(Value::Text(raw.into())),
     }
+}
+
+/// One entry of a [`Kind::Hosts`] list: an IP address, a CIDR range (when allowed), or a DNS
+/// name whose labels are letters, digits and `-`, optionally `*.`-prefixed.
+fn host_entry(entry: &str, cidrs: bool) -> bool {
+    if entry.parse::<std::net::IpAddr>().is_ok() || (cidrs && entry.parse::<ipnet::IpNet>().is_ok()) {
+        return true;
+    }
+    let name = entry.strip_prefix("*.").unwrap_or(entry);
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+        })
 }
 
 /// `500ms`, `25s`, `2m`, `1h` or a plain number of seconds.
@@ -439,13 +473,6 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// The password of a `scheme://user:password@host` URL, if any.
-fn url_password(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let userinfo = rest.split_once('@')?.0;
-    let pw = userinfo.split_once(':')?.1;
-    (!pw.is_empty()).then(|| pw.to_string())
-}
-
 impl fmt::Display for Setting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name)

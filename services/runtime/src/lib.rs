@@ -20,6 +20,7 @@ pub mod redact;
 mod server;
 mod shutdown;
 mod telemetry;
+mod url;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

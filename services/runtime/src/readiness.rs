@@ -16,12 +16,17 @@ use crate::shutdown::Drain;
 pub enum Dependency {
     /// PostgreSQL, checked with `SELECT 1` through the service's own pool.
     Postgres(PgPool, PgConnectOptions),
+    /// A check whose task panics: what `evaluate` must count as failing.
+    #[cfg(test)]
+    Panics,
 }
 
 impl Dependency {
     fn name(&self) -> &'static str {
         match self {
             Dependency::Postgres(..) => "database",
+            #[cfg(test)]
+            Dependency::Panics => "panics",
         }
     }
 
@@ -44,6 +49,8 @@ impl Dependency {
                     },
                 }
             }
+            #[cfg(test)]
+            Dependency::Panics => panic!("a check that fails to run"),
         }
     }
 }
@@ -78,6 +85,7 @@ impl Readiness {
         let mut checks = serde_json::Map::new();
         let mut failing = Vec::new();
         while let Some(joined) = set.join_next().await {
+            // A check that panicked has no result: it is counted below, as failing.
             let Ok((name, elapsed, result)) = joined else {
                 continue;
             };
@@ -92,9 +100,31 @@ impl Readiness {
             };
             checks.insert(name.into(), entry);
         }
+        let unfinished: Vec<&'static str> =
+            self.deps.iter().map(Dependency::name).filter(|n| !checks.contains_key(*n)).collect();
+        for name in unfinished {
+            failing.push(name);
+            tracing::warn!(dependency = name, "readiness check did not finish (it panicked)");
+            checks.insert(name.into(), json!({ "status": "down", "error": "the check did not finish (it panicked)" }));
+        }
         failing.sort_unstable();
         let ready = failing.is_empty();
         let status = if ready { "ready" } else { "not_ready" };
         (ready, json!({ "status": status, "failing": failing, "checks": checks }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A check that panics is a failing check, never a skipped one.
+    #[tokio::test]
+    async fn a_check_that_panics_counts_as_failing() {
+        let readiness = Readiness::new(vec![Dependency::Panics], Duration::from_secs(1), Drain::default());
+        let (ready, body) = readiness.evaluate().await;
+        assert!(!ready, "{body}");
+        assert_eq!(body["failing"], json!(["panics"]));
+        assert_eq!(body["checks"]["panics"]["status"], "down");
     }
 }

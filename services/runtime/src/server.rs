@@ -57,6 +57,47 @@ pub(crate) fn app(ctx: &Context, own: Router, readiness: Readiness, drain: Drain
         .merge(own)
         .route_layer(middleware::from_fn_with_state(metrics, metrics::track))
         .layer(middleware::from_fn_with_state(drain, gate))
+        .layer(middleware::from_fn(json_errors))
+}
+
+/// Every error answer is the documented JSON body, `{"error": "<code>", "message": "..."}`: the
+/// framework's own refusals (a query that does not parse, a body over the limit, an unknown
+/// route or method) are plain text or empty, so they are rewritten here, once for every service.
+/// HTML error pages (the console's) and JSON answers pass unchanged.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|t| t.to_str().is_ok_and(|t| t.starts_with("text/plain")));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "bad_input",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = match (text.is_empty(), status) {
+        (false, _) => text,
+        (true, StatusCode::NOT_FOUND) => format!("no route {path}"),
+        (true, StatusCode::METHOD_NOT_ALLOWED) => format!("{path} does not take {method}"),
+        (true, s) => s.canonical_reason().unwrap_or("error").to_string(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    let body = Json(json!({"error": code, "message": message}));
+    (parts, body).into_response()
 }
 
 /// Refuses new work once draining; liveness and readiness still answer so probes see the state.

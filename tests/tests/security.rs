@@ -1,0 +1,125 @@
+//! Attacks on the services, through the real binaries and a real PostgreSQL: what a tenant's
+//! operator can make the task runner reach (server-side request forgery through a pack's `http`
+//! step), and what settings shown at `/config` give away.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use stella_e2e::http::call;
+use stella_e2e::stack::{Listener, Stack, admin_only, eventually};
+use stella_e2e::{Proc, bin_path};
+
+/// Registers a one-step pack for `url` and runs it: `Err` with the registration's refusal, or
+/// the finished run.
+fn run_http_step(stack: &Stack, token: &str, name: &str, url: &str) -> Result<Value, String> {
+    let pack = serde_json::json!({"apiVersion": "stella-ops.org/v1", "kind": "TaskPack", "name": name,
+        "version": "1.0.0", "steps": [{"id": "fetch", "type": "http", "url": url}]});
+    let r =
+        call("POST", &stack.url("task-runner", "/api/v1/packs"), Some(token), Some(pack.to_string().as_bytes()), &[]);
+    if r.status == 422 {
+        return Err(r.text());
+    }
+    assert_eq!(r.status, 201, "{url}: {}", r.text());
+    let start = call("POST", &stack.url("task-runner", &format!("/api/v1/packs/{name}/runs")), Some(token), None, &[]);
+    assert_eq!(start.status, 202, "{}", start.text());
+    let id = start.json()["id"].as_i64().unwrap();
+    Ok(eventually("the run finishes", Duration::from_secs(20), || {
+        let run = stack.get("task-runner", &format!("/api/v1/runs/{id}"), token).json();
+        ["succeeded", "failed"].contains(&run["status"].as_str().unwrap()).then_some(run)
+    }))
+}
+
+/// The egress policy is on by default: a step whose URL leads to loopback, however the address
+/// is spelled or hidden (a name, userinfo, `#@`, `?@`, a backslash, IPv4-mapped IPv6, decimal,
+/// octal and hex IPv4, a trailing dot) is refused by its registration or fails with `egress
+/// blocked`, and nothing reaches the listener; a redirect from an allowed host to loopback is not
+/// followed. `STELLA_TASK_EGRESS_ALLOW` admits exactly what it lists (127.0.0.2 here).
+#[test]
+fn task_steps_reach_no_internal_address_unless_allowed() {
+    let mut stack = Stack::new(Some(&admin_only()));
+    stack.start("api", &[]);
+    stack.start(
+        "task-runner",
+        &[("STELLA_JOBS_POLL", "100ms".into()), ("STELLA_TASK_EGRESS_ALLOW", "127.0.0.2".into())],
+    );
+    let token = stack.admin_token();
+    // The target: a service on loopback whose answer a forged step would keep.
+    let target = Listener::json(r#"{"secret": "internal"}"#);
+    let allowed =
+        Listener::replying_on("127.0.0.2", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into());
+    let redirect = Listener::replying_on(
+        "127.0.0.2",
+        format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{}/config\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            target.port
+        ),
+    );
+    let (p, a) = (target.port, allowed.port);
+    let attempts = [
+        format!("http://127.0.0.1:{p}/config"),
+        format!("http://localhost:{p}/config"),
+
+        format!("http://127.0.0.2:{a}@127.0.0.1:{p}/config"),
+        format!("http://127.0.0.1:{p}#@127.0.0.2:{a}/"),
+        format!("http://127.0.0.1:{p}?@127.0.0.2:{a}/"),
+        format!("http://127.0.0.2:{a}\\@127.0.0.1:{p}/"),
+        format!("http://[::ffff:127.0.0.1]:{p}/config"),
+        format!("http://2130706433:{p}/config"),
+        format!("http://0177.0.0.1:{p}/config"),
+        format!("http://0x7f.0.0.1:{p}/config"),
+        format!("http://127.1:{p}/config"),
+    ];
+    let mut refused = Vec::new();
+    for (i, url) in attempts.iter().enumerate() {
+        match run_http_step(&stack, &token, &format!("forge-{i}"), url) {
+            // Not a URL the request parser accepts: refused at registration, never run.
+            Err(problem) => {
+                assert!(problem.contains("steps[0].url"), "{url}: {problem}");
+                refused.push(url.clone());
+            }
+            Ok(run) => {
+                assert_eq!(run["status"], "failed", "{url}: {run}");
+                let reason = run["reason"].as_str().unwrap();
+                assert!(reason.starts_with("step fetch: egress blocked: "), "{url}: {reason}");
+                assert!(reason.contains("loopback"), "{url}: {reason}");
+            }
+        }
+    }
+    // A trailing dot: the same name to DNS, though not to /etc/hosts (glibc does not find
+    // `localhost.` there). Either it resolves and is blocked, or it does not resolve; it never
+    // connects (checked at the end).
+    let run = run_http_step(&stack, &token, "trailing-dot", &format!("http://localhost.:{p}/config")).unwrap();
+    let reason = run["reason"].as_str().unwrap();
+    assert!(reason.contains("egress blocked: localhost resolves to") || reason.contains("failed to lookup"), "{run}");
+    // Only the backslash and the fragment are not URLs to the request parser; every other
+    // spelling was run, and blocked when connecting.
+    assert!(refused.len() <= 2, "refused at registration: {refused:?}");
+    // A DNS name that resolves to loopback names both.
+    let run = run_http_step(&stack, &token, "by-name", &format!("http://localhost:{p}/")).unwrap();
+    assert!(run["reason"].as_str().unwrap().contains("localhost resolves to"), "{run}");
+
+    // An allowed host answers; its redirect to loopback is an answer (the step wants a 2xx), not
+    // a second request.
+    let run = run_http_step(&stack, &token, "allowed", &format!("http://127.0.0.2:{a}/ok")).unwrap();
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(allowed.connections(), 1);
+    let run = run_http_step(&stack, &token, "redirected", &format!("http://127.0.0.2:{}/go", redirect.port)).unwrap();
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["reason"].as_str().unwrap().ends_with("status 302"), "{run}");
+    assert_eq!(redirect.connections(), 1);
+
+    // Every run above has finished, so any connection it made has been accepted by now.
+    assert_eq!(target.connections(), 0, "a forged step reached the loopback service");
+}
+
+/// A bad allow-list is a configuration error at start-up (exit 78, naming the setting), not a
+/// policy that silently allows nothing or everything.
+#[test]
+fn a_bad_egress_setting_stops_the_task_runner() {
+    for (name, value) in [("STELLA_TASK_EGRESS_ALLOW", "10.0.0.0/33"), ("STELLA_TASK_EGRESS_DENY", "mirror internal")] {
+        let mut proc = Proc::spawn(&bin_path("stella-task-runner"), &[], &[(name, value.to_string())]);
+        let status = proc.wait_for(Duration::from_secs(10));
+        assert_eq!(status.and_then(|s| s.code()), Some(78), "{name}={value}: {}", proc.stderr());
+        assert!(proc.stderr().contains(&format!("{name}=\"{value}\" is not valid")), "{}", proc.stderr());
+    }
+}
