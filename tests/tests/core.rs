@@ -362,6 +362,10 @@ fn scans_findings_verdicts_and_the_ledger() {
     assert_eq!(findings("severity=critical")["total"], 2);
     assert_eq!(findings("status=affected")["total"], 2);
     assert_eq!(findings("package=lodash")["total"], 1);
+    assert_eq!(findings("package=LODASH")["total"], 1, "the package filter ignores case");
+    // LIKE wildcards are text: `%` and `_` match only themselves (none of these purls has them).
+    assert_eq!(findings("package=%25")["total"], 0);
+    assert_eq!(findings("package=lod_sh")["total"], 0);
     assert_eq!(findings("advisory=GHSA-35jh-r3h4-6jhm")["total"], 1, "an alias finds the linkset");
     assert_eq!(findings(&format!("scan={}", by_name["demo-web"]))["total"], 2);
     let page = findings("limit=1&offset=1");
@@ -393,7 +397,8 @@ fn scans_findings_verdicts_and_the_ledger() {
     // is the input's fault: a 422 naming it, before anything is looked up or stored.
     let long = "n".repeat(201);
     for name in ["a%00b", "", "%20", long.as_str()] {
-        let r = call("POST", &stack.url("api", &format!("/api/v1/scans?name={name}")), Some(&token), Some(&spdx[..]), &[]);
+        let r =
+            call("POST", &stack.url("api", &format!("/api/v1/scans?name={name}")), Some(&token), Some(&spdx[..]), &[]);
         assert_eq!(r.status, 422, "{name}: {}", r.text());
         assert!(r.text().contains("a scan name is 1 to 200 characters"), "{}", r.text());
     }

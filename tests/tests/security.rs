@@ -58,7 +58,6 @@ fn task_steps_reach_no_internal_address_unless_allowed() {
     let attempts = [
         format!("http://127.0.0.1:{p}/config"),
         format!("http://localhost:{p}/config"),
-
         format!("http://127.0.0.2:{a}@127.0.0.1:{p}/config"),
         format!("http://127.0.0.1:{p}#@127.0.0.2:{a}/"),
         format!("http://127.0.0.1:{p}?@127.0.0.2:{a}/"),
@@ -122,4 +121,62 @@ fn a_bad_egress_setting_stops_the_task_runner() {
         assert_eq!(status.and_then(|s| s.code()), Some(78), "{name}={value}: {}", proc.stderr());
         assert!(proc.stderr().contains(&format!("{name}=\"{value}\" is not valid")), "{}", proc.stderr());
     }
+}
+
+/// A task pack's `export` step passes the checks of an export asked for through the API: a
+/// scan of another tenant is refused (not exported, not even as an empty export), and so is
+/// an export over the tenant's limit of pending ones.
+#[test]
+fn an_export_step_exports_only_the_runs_own_tenant_within_its_limit() {
+    let mut stack = Stack::new(Some(&admin_only()));
+    stack.start("api", &[]);
+    stack.start("task-runner", &[("STELLA_JOBS_POLL", "100ms".into()), ("STELLA_EXPORT_MAX_PENDING", "1".into())]);
+    let token = stack.admin_token();
+    // Another tenant's scan.
+    let hash = stella_core::authority::hash_password("other-tenant-password").unwrap();
+    stack.pg.query(&format!(
+        "WITH t AS (INSERT INTO stella.tenants (slug, display_name) VALUES ('other', 'Other') RETURNING id)
+         INSERT INTO stella.users (tenant_id, username, password_hash, role) SELECT id, 'alice', '{hash}', 'admin' FROM t"
+    ));
+    let alice = stack.login("other", "alice", "other-tenant-password").json()["token"].as_str().unwrap().to_string();
+    let sbom = br#"{"bomFormat":"CycloneDX","specVersion":"1.5","components":[{"name":"x","purl":"pkg:npm/x@1.0.0"}]}"#;
+    let r = call("POST", &stack.url("api", "/api/v1/scans?name=theirs"), Some(&alice), Some(sbom), &[]);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let theirs = r.json()["id"].as_i64().unwrap();
+
+    let export_pack = |name: &str, scan: i64| {
+        serde_json::json!({"apiVersion": "stella-ops.org/v1", "kind": "TaskPack", "name": name, "version": "1.0.0",
+            "steps": [{"id": "export", "type": "export", "formats": ["json"], "scan": scan, "timeoutSeconds": 1}]})
+        .to_string()
+    };
+    let run = |name: &str, body: &str| {
+        let r = call("POST", &stack.url("task-runner", "/api/v1/packs"), Some(&token), Some(body.as_bytes()), &[]);
+        assert_eq!(r.status, 201, "{}", r.text());
+        let start =
+            call("POST", &stack.url("task-runner", &format!("/api/v1/packs/{name}/runs")), Some(&token), None, &[]);
+        let id = start.json()["id"].as_i64().unwrap();
+        eventually("the run finishes", Duration::from_secs(20), || {
+            let run = stack.get("task-runner", &format!("/api/v1/runs/{id}"), &token).json();
+            ["succeeded", "failed"].contains(&run["status"].as_str().unwrap()).then_some(run)
+        })
+    };
+    let crossing = run("crossing", &export_pack("crossing", theirs));
+    assert_eq!(crossing["status"], "failed", "{crossing}");
+    assert_eq!(
+        crossing["reason"],
+        format!("step export: export refused: scan {theirs} in this tenant not found"),
+        "{crossing}"
+    );
+    assert_eq!(stack.pg.query("SELECT count(*) FROM stella.exports"), "0", "an export row was written");
+
+    // Over the limit: one export of the tenant is pending (no stella-export runs here), so a
+    // second, asked for by a step, is refused with the API's 429 message.
+    let r = call("POST", &stack.url("api", "/api/v1/scans?name=ours"), Some(&token), Some(sbom), &[]);
+    let ours = r.json()["id"].as_i64().unwrap();
+    let first = run("first", &export_pack("first", ours));
+    assert_eq!(first["status"], "failed", "the export is pending, so the step times out: {first}");
+    assert!(first["reason"].as_str().unwrap().contains("did not finish within 1 s"), "{first}");
+    let second = run("second", &export_pack("second", ours));
+    assert_eq!(second["status"], "failed", "{second}");
+    assert!(second["reason"].as_str().unwrap().contains("exports queued or running (at most 1)"), "{second}");
 }

@@ -169,40 +169,52 @@ pub async fn create(
     caller.require("operator")?;
     check_formats(&request.formats, enabled)?;
     let mut tx = db.begin().await?;
-    // Serialize a tenant's requests so two at once cannot both pass the limit.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('stella.exports/' || $1::text))")
-        .bind(caller.tenant_id)
-        .execute(&mut *tx)
-        .await?;
-    if let Some(scan) = request.scan {
-        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM stella.scans WHERE id = $1 AND tenant_id = $2")
-            .bind(scan)
-            .bind(caller.tenant_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        found.ok_or_else(|| Error::NotFound(format!("scan {scan} in tenant {}", caller.tenant)))?;
-    }
-    let pending: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM stella.exports e JOIN stella.jobs j ON j.id = e.job_id
-         WHERE e.tenant_id = $1 AND j.status IN ('queued', 'running')",
-    )
-    .bind(caller.tenant_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if pending >= max_pending {
-        return Err(Error::TooMany(format!(
-            "tenant {} has {pending} exports queued or running (at most {max_pending}); retry when one has finished",
-            caller.tenant
-        )));
-    }
+    admit(&mut tx, caller.tenant_id, request.scan, max_pending).await?;
     let (export, _job) =
         enqueue(&mut tx, caller.tenant_id, &request.formats, request.scan, &caller.username, attempts).await?;
     tx.commit().await?;
     show(db, caller, export).await
 }
 
+/// The checks every export passes, whoever asks for it (the API, a task pack's step, a
+/// schedule), in the transaction that records it: the scan is the tenant's own, and the tenant
+/// has fewer than `max_pending` other exports queued or running. A tenant's requests are
+/// serialized so two at once cannot both pass the limit.
+pub async fn admit(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: i64,
+    scan: Option<i64>,
+    max_pending: i64,
+) -> Result<(), Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('stella.exports/' || $1::text))")
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+    if let Some(scan) = scan {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM stella.scans WHERE id = $1 AND tenant_id = $2")
+            .bind(scan)
+            .bind(tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        found.ok_or_else(|| Error::NotFound(format!("scan {scan} in this tenant")))?;
+    }
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM stella.exports e JOIN stella.jobs j ON j.id = e.job_id
+         WHERE e.tenant_id = $1 AND j.status IN ('queued', 'running')",
+    )
+    .bind(tenant_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if pending >= max_pending {
+        return Err(Error::TooMany(format!(
+            "the tenant has {pending} exports queued or running (at most {max_pending}); retry when one has finished"
+        )));
+    }
+    Ok(())
+}
+
 /// Writes an export row and its job in the caller's transaction: `(export, job)`. The checks
-/// (role, formats, limit) are the caller's.
+/// are the caller's: role and formats, then [`admit`].
 pub async fn enqueue(
     tx: &mut sqlx::PgConnection,
     tenant_id: i64,
@@ -286,7 +298,8 @@ pub fn spawn(ctx: &stella_runtime::Context, store: Arc<dyn ObjectStore>, formats
         warn!("STELLA_DATABASE_URL is not set: no exports are written");
         return;
     };
-    jobs::spawn(ctx, jobs::Worker::new(ctx, KIND), Exports { db, store, formats });
+    let max_pending = ctx.config.int(MAX_PENDING.name).unwrap_or(4) as i64;
+    jobs::spawn(ctx, jobs::Worker::new(ctx, KIND), Exports { db, store, formats, max_pending });
 }
 
 struct Exports {
@@ -295,6 +308,8 @@ struct Exports {
     /// `STELLA_EXPORT_FORMATS`, checked again here: exports asked for by a schedule or a task
     /// pack step did not pass through this service's API.
     formats: Vec<String>,
+    /// `STELLA_EXPORT_MAX_PENDING`, for the exports schedules ask for.
+    max_pending: i64,
 }
 
 impl jobs::Handler for Exports {
@@ -330,7 +345,11 @@ impl Exports {
         if let Some(id) = existing {
             return Ok(id);
         }
-        Ok(sqlx::query_scalar(
+        // The same checks as an export asked for through the API; this job is running, so it
+        // is one of the pending ones.
+        let mut tx = self.db.begin().await?;
+        admit(&mut tx, tenant, request.scan, self.max_pending + 1).await?;
+        let id = sqlx::query_scalar(
             "INSERT INTO stella.exports (tenant_id, job_id, formats, scan_id, created_by)
              VALUES ($1, $2, $3, $4, 'orchestrator') RETURNING id",
         )
@@ -338,8 +357,10 @@ impl Exports {
         .bind(job.id)
         .bind(&request.formats)
         .bind(request.scan)
-        .fetch_one(&self.db)
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn write(&self, id: i64) -> Result<Vec<Value>, Error> {

@@ -27,6 +27,8 @@ pub struct Place<'a> {
     pub attempt: i32,
     pub attempts: i32,
     pub store: Option<&'a dyn ObjectStore>,
+    /// `STELLA_EXPORT_MAX_PENDING` of the task runner.
+    pub max_pending: i64,
 }
 
 /// The largest answer an `http` step keeps.
@@ -129,6 +131,11 @@ async fn export(
     timeout: Duration,
 ) -> Result<Result<String, String>, Error> {
     let mut tx = place.db.begin().await?;
+    // The checks of an export asked for through the API: the scan is the run's tenant's, and
+    // the tenant's limit of pending exports holds (the task runner's own STELLA_EXPORT_MAX_PENDING).
+    if let Err(refused) = crate::exports::admit(&mut tx, place.tenant_id, scan, place.max_pending).await {
+        return Ok(Err(format!("export refused: {refused}")));
+    }
     let by = format!("task run {}", place.run);
     let (export, job) = crate::exports::enqueue(&mut tx, place.tenant_id, formats, scan, &by, place.attempts).await?;
     tx.commit().await?;

@@ -161,6 +161,7 @@ pub const KIND: &str = "task-run";
 /// artifact retention sweeper. Returns the object store of the artifacts, if one is usable.
 pub fn spawn(ctx: &stella_runtime::Context) -> Option<Arc<dyn ObjectStore>> {
     let egress = Arc::new(Egress::from_config(&ctx.config));
+    let max_pending = ctx.config.int(crate::exports::MAX_PENDING.name).unwrap_or(4) as i64;
     info!(policy = egress.summary(), "task runner egress policy");
     let store = match crate::exports::store(&crate::exports::StoreConfig::from(&ctx.config)) {
         Ok(store) => Some(store),
@@ -177,7 +178,7 @@ pub fn spawn(ctx: &stella_runtime::Context) -> Option<Arc<dyn ObjectStore>> {
     if let Some(store) = &store {
         spawn_sweeper(ctx, db.clone(), store.clone(), retention);
     }
-    jobs::spawn(ctx, jobs::Worker::new(ctx, KIND), Runs { db, egress, store: store.clone() });
+    jobs::spawn(ctx, jobs::Worker::new(ctx, KIND), Runs { db, egress, store: store.clone(), max_pending });
     store
 }
 
@@ -259,6 +260,7 @@ struct Runs {
     db: PgPool,
     egress: Arc<Egress>,
     store: Option<Arc<dyn ObjectStore>>,
+    max_pending: i64,
 }
 
 impl jobs::Handler for Runs {
@@ -356,6 +358,7 @@ impl Runs {
             attempt: job.attempt,
             attempts: job.max_attempts,
             store: self.store.as_deref(),
+            max_pending: self.max_pending,
         };
         let pack: Pack = serde_json::from_value(document).map_err(|e| Error::Internal(format!("run {id}: {e}")))?;
         info!(run = id, pack = %pack.name, version = %pack.version, attempt = job.attempt, "task run started");

@@ -14,6 +14,7 @@ fn main() -> std::process::ExitCode {
         .setting(stella_core::egress::TASK_EGRESS_ALLOW)
         .setting(stella_core::egress::TASK_EGRESS_DENY)
         .setting(stella_core::taskrunner::ARTIFACT_RETENTION)
+        .setting(stella_core::exports::MAX_PENDING)
         .routes(|ctx| {
             // The route builder runs once, inside the runtime, before the server starts.
             let store = stella_core::taskrunner::spawn(ctx);
