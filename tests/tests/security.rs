@@ -180,3 +180,160 @@ fn an_export_step_exports_only_the_runs_own_tenant_within_its_limit() {
     assert_eq!(second["status"], "failed", "{second}");
     assert!(second["reason"].as_str().unwrap().contains("exports queued or running (at most 1)"), "{second}");
 }
+
+/// Adds a user of the default tenant with a role, and returns a session token of theirs.
+fn user(stack: &Stack, name: &str, role: &str) -> String {
+    let hash = stella_core::authority::hash_password("a-long-user-password").unwrap();
+    stack.pg.query(&format!(
+        "INSERT INTO stella.users (tenant_id, username, password_hash, role)
+         SELECT id, '{name}', '{hash}', '{role}' FROM stella.tenants WHERE slug = 'default'"
+    ));
+    let r = stack.login("default", name, "a-long-user-password");
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["token"].as_str().unwrap().to_string()
+}
+
+/// API tokens: a default and a maximum lifetime, an expired token refused, a viewer refused,
+/// a demoted user's token demoted at its next use, and `Cache-Control: no-store` on every answer
+/// that carries a credential. Expired sessions are deleted by the API's purge.
+#[test]
+fn tokens_expire_and_act_with_their_users_current_role() {
+    let mut stack = Stack::new(Some(&admin_only()));
+    // An expired session from long ago, which the purge at start-up deletes.
+    stack.pg.query(
+        "INSERT INTO stella.api_tokens (tenant_id, user_id, name, role, kind, token_sha256, prefix, expires_at)
+         SELECT tenant_id, id, 'session', role, 'session', 'old', 'stella_old', now() - interval '3 days'
+         FROM stella.users WHERE username = 'admin'",
+    );
+    stack.start("api", &[("STELLA_TOKEN_TTL", "7d".into()), ("STELLA_TOKEN_MAX_TTL", "30d".into())]);
+    let login = stack.login("default", "admin", stella_e2e::stack::PASSWORD);
+    assert_eq!(login.header("cache-control"), Some("no-store"), "a login answer may be cached");
+    let admin = login.json()["token"].as_str().unwrap().to_string();
+    let tokens = stack.url("api", "/api/v1/tokens");
+    let create = |token: &str, body: &str| call("POST", &tokens, Some(token), Some(body.as_bytes()), &[]);
+
+    let r = create(&admin, r#"{"name": "ci", "role": "operator"}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let expires = r.json()["expiresAt"].as_str().expect("a token that never expires").to_string();
+    let in_days: i64 = stack
+        .pg
+        .query(&format!("SELECT round(extract(epoch FROM '{expires}'::timestamptz - now()) / 86400)"))
+        .parse()
+        .unwrap();
+    assert_eq!(in_days, 7, "the default lifetime is STELLA_TOKEN_TTL");
+    let r = create(&admin, r#"{"name": "forever", "ttl": "3650d"}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("a token lives from 1 s to 2592000s (STELLA_TOKEN_MAX_TTL)"), "{}", r.text());
+    assert_eq!(create(&admin, r#"{"name": "x", "ttl": "soon"}"#).status, 422);
+
+    // A short-lived token works, then is refused once its time has passed.
+    let short = create(&admin, r#"{"name": "short", "ttl": "2s"}"#).json()["token"].as_str().unwrap().to_string();
+    assert_eq!(stack.get("api", "/api/v1/whoami", &short).status, 200);
+    let expired = eventually("the short token expires", Duration::from_secs(10), || {
+        let r = stack.get("api", "/api/v1/whoami", &short);
+        (r.status == 401).then_some(r)
+    });
+    assert!(expired.text().contains("unknown, expired or revoked"), "{}", expired.text());
+
+    // A viewer mints no token; an operator's token follows the user's demotion at once.
+    let viewer = user(&stack, "val", "viewer");
+    let r = create(&viewer, r#"{"name": "mine", "role": "viewer"}"#);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let operator = user(&stack, "otto", "operator");
+    let otto =
+        create(&operator, r#"{"name": "otto-ci", "role": "operator"}"#).json()["token"].as_str().unwrap().to_string();
+    stack.pg.query("UPDATE stella.users SET role = 'viewer' WHERE username = 'otto'");
+    let me = stack.get("api", "/api/v1/whoami", &otto).json();
+    assert_eq!(me["role"], "viewer", "{me}");
+    let sbom = br#"{"bomFormat":"CycloneDX","specVersion":"1.5","components":[]}"#;
+    let r = call("POST", &stack.url("api", "/api/v1/scans"), Some(&otto), Some(sbom), &[]);
+    assert_eq!(r.status, 403, "a demoted user's token still imports: {}", r.text());
+
+    // The purge at start-up deleted the session that expired days ago.
+    eventually("the expired session is purged", Duration::from_secs(10), || {
+        (stack.pg.query("SELECT count(*) FROM stella.api_tokens WHERE token_sha256 = 'old'") == "0").then_some(())
+    });
+}
+
+/// Login throttling: after the account's limit of failures even the right password is refused
+/// with 429, `Retry-After` and the JSON error body; the limit is per source too; and two API
+/// processes on one database enforce one limit.
+#[test]
+fn logins_are_throttled_per_account_and_source_across_replicas() {
+    let mut stack = Stack::new(Some(&admin_only()));
+    let limits = [("STELLA_LOGIN_MAX_FAILURES", "3".to_string()), ("STELLA_LOGIN_MAX_FAILURES_PER_SOURCE", "5".into())];
+    stack.start("api", &limits);
+    let second = stella_e2e::free_port();
+    let mut replica = Proc::spawn(
+        &bin_path("stella-api"),
+        &[],
+        &[
+            ("STELLA_PORT", second.to_string()),
+            ("STELLA_LISTEN_ADDR", "127.0.0.1".into()),
+            ("STELLA_DATABASE_URL", stack.pg.url()),
+            limits[0].clone(),
+            limits[1].clone(),
+        ],
+    );
+    let replica_login = format!("http://127.0.0.1:{second}/api/v1/auth/login");
+    eventually("the second API answers", Duration::from_secs(20), || {
+        stella_e2e::get(&format!("http://127.0.0.1:{second}/health/readiness")).filter(|(s, _)| *s == 200)
+    });
+    let _ = user(&stack, "bob", "viewer");
+    let attempt = |url: &str, name: &str, password: &str| {
+        let body = serde_json::json!({"tenant": "default", "username": name, "password": password}).to_string();
+        call("POST", url, None, Some(body.as_bytes()), &[])
+    };
+    let first_login = stack.url("api", "/api/v1/auth/login");
+    // Three failures of the admin, spread over both replicas.
+    for url in [&first_login, &replica_login, &first_login] {
+        assert_eq!(attempt(url, "admin", "wrong-password").status, 401);
+    }
+    for url in [&first_login, &replica_login] {
+        let r = attempt(url, "admin", stella_e2e::stack::PASSWORD);
+        assert_eq!(r.status, 429, "the right password after the limit: {}", r.text());
+        let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+        assert!((1..=900).contains(&retry), "Retry-After: {retry}");
+        let e = r.json();
+        assert_eq!(e["error"], "too_many_requests");
+        assert!(e["message"].as_str().unwrap().contains("too many failed logins for the account default/admin"), "{e}");
+    }
+    // Another account from the same address still signs in, until the source's limit (5).
+    assert_eq!(attempt(&first_login, "bob", "a-long-user-password").status, 201);
+    for _ in 0..2 {
+        assert_eq!(attempt(&replica_login, "bob", "wrong-password").status, 401);
+    }
+    let r = attempt(&first_login, "bob", "a-long-user-password");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("too many failed logins for this address (127.0.0.1)"), "{}", r.text());
+    replica.signal(libc::SIGTERM);
+    assert!(replica.wait_for(Duration::from_secs(10)).is_some(), "{}", replica.stdout());
+}
+
+/// The console applies the API's rules: a viewer is offered no token and a forged form post
+/// for one is refused (403) as the API refuses it; with `STELLA_CONSOLE_COOKIE_SECURE=true` the
+/// session cookie is `Secure` without any forwarded header, and lives `STELLA_SESSION_TTL`.
+#[test]
+fn the_console_mints_tokens_by_the_apis_rules() {
+    let mut stack = Stack::new(Some(&admin_only()));
+    stack.start("api", &[]);
+    stack.start("console", &[("STELLA_CONSOLE_COOKIE_SECURE", "true".into()), ("STELLA_SESSION_TTL", "2h".into())]);
+    let _ = user(&stack, "vera", "viewer");
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let body = "tenant=default&username=vera&password=a-long-user-password";
+    let r = call("POST", &stack.url("console", "/login"), None, Some(body.as_bytes()), &form);
+    assert_eq!(r.status, 303, "{}", r.text());
+    let set = r.header("set-cookie").unwrap().to_string();
+    assert!(set.contains("; Secure") && set.contains("Max-Age=7200"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = call("GET", &stack.url("console", "/welcome/token"), None, None, &[("cookie", &cookie)]);
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("Creating API tokens needs the operator role"), "{}", page.text());
+    assert!(!page.text().contains("action=\"/welcome/token\""), "a viewer is offered the form");
+    let headers = [("cookie", cookie.as_str()), form[0]];
+    let forged = call("POST", &stack.url("console", "/welcome/token"), None, Some(b"name=mine&role=viewer"), &headers);
+    assert_eq!(forged.status, 403, "{}", forged.text());
+    assert!(forged.text().contains("this needs the operator role"), "{}", forged.text());
+    assert_eq!(stack.pg.query("SELECT count(*) FROM stella.api_tokens WHERE kind = 'api'"), "0");
+}

@@ -4,7 +4,13 @@
 //! beside the operational contract of `stella-runtime`.
 
 fn main() -> std::process::ExitCode {
-    stella_runtime::Service::server("api", 8081)
-        .routes(|ctx| stella_core::routes::api(stella_core::Core::new(ctx)))
+    stella_core::authority::SETTINGS
+        .iter()
+        .fold(stella_runtime::Service::server("api", 8081), |s, setting| s.setting(*setting))
+        .routes(|ctx| {
+            // Expired sessions and old login failures are deleted by the API, hourly.
+            stella_core::authority::spawn_purge(ctx);
+            stella_core::routes::api(stella_core::Core::new(ctx))
+        })
         .main()
 }

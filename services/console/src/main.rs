@@ -64,6 +64,7 @@ fn routes(ctx: &stella_runtime::Context) -> Router {
 fn main() -> std::process::ExitCode {
     settings::ALL
         .iter()
+        .chain(stella_core::authority::SETTINGS)
         .fold(stella_runtime::Service::server("console", 8080), |s, setting| s.setting(*setting))
         .routes(routes)
         .main()

@@ -118,7 +118,13 @@ pub struct Login {
     password: String,
 }
 
-pub async fn login(State(console): State<Console>, headers: HeaderMap, uri: Uri, Form(l): Form<Login>) -> Response {
+pub async fn login(
+    State(console): State<Console>,
+    authority::Source(source): authority::Source,
+    headers: HeaderMap,
+    uri: Uri,
+    Form(l): Form<Login>,
+) -> Response {
     if !same_origin(&headers, &uri) {
         return page::error(&console.settings, StatusCode::FORBIDDEN, "cross-site request refused");
     }
@@ -126,24 +132,29 @@ pub async fn login(State(console): State<Console>, headers: HeaderMap, uri: Uri,
         Ok(db) => db,
         Err(e) => return page::core_error(&console.settings, e),
     };
-    match authority::login(db, l.tenant.trim(), l.username.trim(), &l.password).await {
+    let policy = &console.core.authority;
+    match authority::login(db, policy, l.tenant.trim(), l.username.trim(), &l.password, source).await {
         Ok(issued) => {
-            let secure = if forwarded_https(&headers) { "; Secure" } else { "" };
+            let secure = console.settings.cookie_secure.unwrap_or_else(|| forwarded_https(&headers));
             let cookie = format!(
-                "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
                 issued.token,
-                authority::SESSION_HOURS * 3600
+                policy.session_ttl.as_secs(),
+                if secure { "; Secure" } else { "" }
             );
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
         }
         Err(stella_core::Error::Unauthorized(m)) => {
             login_form(&console, Some(&m), &l.tenant, &l.username, StatusCode::UNAUTHORIZED)
         }
+        Err(e @ stella_core::Error::Throttled { .. }) => {
+            login_form(&console, Some(&e.to_string()), &l.tenant, &l.username, StatusCode::TOO_MANY_REQUESTS)
+        }
         Err(e) => page::core_error(&console.settings, e),
     }
 }
 
-/// Behind a TLS-terminating ingress the cookie is marked Secure.
+/// `auto`: behind a TLS-terminating ingress the cookie is marked Secure.
 fn forwarded_https(headers: &HeaderMap) -> bool {
     headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https")
 }

@@ -43,7 +43,17 @@ pub const TASK_RUNNER_URL: Setting = s(
     "The task runner's URL as users reach it (stella-task-runner), for the copyable `stella pack` lines.",
 );
 
-pub const ALL: &[Setting] = &[SERVICE_URL, API_URL, TASK_RUNNER_URL, CLI_IMAGE, DOCS_DIR];
+pub const COOKIE_SECURE: Setting = s(
+    "STELLA_CONSOLE_COOKIE_SECURE",
+    Kind::OneOf(&["auto", "true", "false"]),
+    Default::Value("auto"),
+    "Mark the session cookie Secure (sent over HTTPS only): `true` behind any HTTPS ingress (the production \
+                  chart's value), `auto` only when the request says `X-Forwarded-Proto: https`, `false` never.",
+);
+
+/// The console's own settings; it also declares the Authority's (`stella_core::authority::SETTINGS`),
+/// since it signs users in and creates tokens through the same functions as the API.
+pub const ALL: &[Setting] = &[SERVICE_URL, API_URL, TASK_RUNNER_URL, CLI_IMAGE, DOCS_DIR, COOKIE_SECURE];
 
 /// The services whose version and readiness the wizard shows, with their ports: every server of
 /// the workspace (a test compares this list with the binaries' own `describe`).
@@ -71,6 +81,8 @@ pub struct Settings {
     pub docs_dir: std::path::PathBuf,
     pub quickstart: bool,
     pub version: &'static str,
+    /// `STELLA_CONSOLE_COOKIE_SECURE`: `Some(always)`, or `None` for `auto`.
+    pub cookie_secure: Option<bool>,
 }
 
 impl Settings {
@@ -84,6 +96,11 @@ impl Settings {
             docs_dir: text(&DOCS_DIR).into(),
             quickstart: ctx.config.bool("STELLA_QUICKSTART_MODE"),
             version: ctx.build.version,
+            cookie_secure: match ctx.config.text(COOKIE_SECURE.name) {
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                _ => None,
+            },
         }
     }
 

@@ -97,6 +97,10 @@ fn token_form(caller: &stella_core::authority::Caller, problem: Option<&str>) ->
         h2 { "2. Create an API token" }
         p { "Scripts and the " code { "stella" } " CLI use an API token. It is shown once: copy it now." }
         @if let Some(p) = problem { p class="error" role="alert" { (p) } }
+        @if authority::role_rank(&caller.role) < authority::role_rank("operator") {
+            // The API's rule: viewers read with their session, they do not mint tokens.
+            p { "Creating API tokens needs the operator role; you are a viewer. Ask an administrator for one." }
+        } @else {
         form class="stack" method="post" action="/welcome/token" {
             label { "Token name" input name="name" value="my-first-token" required maxlength="100"; }
             label { "Role"
@@ -105,6 +109,7 @@ fn token_form(caller: &stella_core::authority::Caller, problem: Option<&str>) ->
                 }
             }
             button type="submit" { "Create token" }
+        }
         }
         p { a href="/welcome/scan" { "Skip to the next step" } }
         (finish())
@@ -124,7 +129,9 @@ pub async fn create_token(State(console): State<Console>, session: Session, Form
         Err(e) => return page::core_error(&console.settings, e),
     };
     let frame = Frame { settings: &console.settings, user: Some(&session.caller), title: "Welcome to StellaOps" };
-    let issued = match authority::create_token(db, &session.caller, t.name.trim(), &t.role).await {
+    // The API's own rules: an operator or admin, a role up to theirs, the default lifetime.
+    let policy = &console.core.authority;
+    let issued = match authority::create_token(db, policy, &session.caller, t.name.trim(), &t.role, None).await {
         Ok(i) => i,
         Err(e @ (stella_core::Error::BadInput { .. } | stella_core::Error::Forbidden(_))) => {
             let body = token_form(&session.caller, Some(&e.to_string()));
@@ -138,8 +145,8 @@ pub async fn create_token(State(console): State<Console>, session: Session, Form
     let body = html! {
         (steps(1))
         h2 { "2. Your API token" }
-        p class="ok" role="status" { "Token “" (issued.name) "” created with the " (issued.role) " role. "
-            "It is shown only on this page." }
+        p class="ok" role="status" { "Token “" (issued.name) "” created with the " (issued.role) " role, valid until "
+            (issued.expires_at.as_deref().unwrap_or("it is revoked")) ". It is shown only on this page." }
         (copyable("token", "Token", &issued.token))
         (copyable("curl", "Try it with curl", &curl))
         h3 { "With the stella CLI" }

@@ -2,21 +2,109 @@
 //!
 //! A token is `stella_` and 43 base64url characters (32 random bytes). Only its SHA-256 is
 //! stored; the token is shown once, when created. Sessions (from a password login) and API
-//! tokens are the same kind of row, a session with an expiry. Every protected route extracts a
-//! [`Caller`], which checks the token and, when the request names a tenant (`X-Stella-Tenant`),
-//! that it is the token's tenant.
+//! tokens are the same kind of row, each with an expiry: a session lasts `STELLA_SESSION_TTL`,
+//! an API token `STELLA_TOKEN_TTL` unless its creator asks for less (at most
+//! `STELLA_TOKEN_MAX_TTL`). Every protected route extracts a [`Caller`], which checks the token
+//! and, when the request names a tenant (`X-Stella-Tenant`), that it is the token's tenant. A
+//! token acts with the lower of its own role and its user's current one, so demoting a user
+//! demotes their tokens at once. Password logins are throttled ([`crate::throttle`]), the same
+//! for the API and the console, which both call [`login`] and [`create_token`].
+
+use std::net::IpAddr;
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use base64::Engine as _;
 use serde::Serialize;
 use stella_runtime::axum::extract::{FromRef, FromRequestParts};
 use stella_runtime::axum::http::request::Parts;
+use stella_runtime::config::{Config, Default as Fallback, Kind as SettingKind, Setting};
+use stella_runtime::s;
 use stella_runtime::sqlx::{self, PgPool};
+use stella_runtime::tracing::{info, warn};
 
+use crate::throttle::{self, Limits};
 use crate::{Core, Error, sha256_hex};
 
-/// How long a session from a password login lasts.
-pub const SESSION_HOURS: i32 = 12;
+/// The Authority's settings: every service that signs users in or creates tokens (the API and
+/// the console) declares them.
+pub const SETTINGS: &[Setting] = &[
+    s(
+        "STELLA_SESSION_TTL",
+        SettingKind::Duration,
+        Fallback::Value("12h"),
+        "How long a session from a password login (the API's or the console's) lasts.",
+    ),
+    s(
+        "STELLA_TOKEN_TTL",
+        SettingKind::Duration,
+        Fallback::Value("30d"),
+        "Lifetime of an API token whose creator names none.",
+    ),
+    s(
+        "STELLA_TOKEN_MAX_TTL",
+        SettingKind::Duration,
+        Fallback::Value("365d"),
+        "The longest lifetime an API token may be given; longer requests are refused (422).",
+    ),
+    s(
+        "STELLA_LOGIN_MAX_FAILURES",
+        SettingKind::Count { min: 1, max: 1000 },
+        Fallback::Value("5"),
+        "Failed logins of one account within STELLA_LOGIN_FAILURE_WINDOW before its logins are refused (429).",
+    ),
+    s(
+        "STELLA_LOGIN_MAX_FAILURES_PER_SOURCE",
+        SettingKind::Count { min: 1, max: 100000 },
+        Fallback::Value("50"),
+        "Failed logins from one source address within the window, whatever the account, before its logins are \
+         refused (429). Behind a proxy every client shares its address: raise this.",
+    ),
+    s(
+        "STELLA_LOGIN_FAILURE_WINDOW",
+        SettingKind::Duration,
+        Fallback::Value("15m"),
+        "How long a failed login counts toward the limits above.",
+    ),
+];
+
+/// Lifetimes and limits, from [`SETTINGS`].
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub session_ttl: Duration,
+    pub token_ttl: Duration,
+    pub token_max_ttl: Duration,
+    pub limits: Limits,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            session_ttl: Duration::from_secs(12 * 3600),
+            token_ttl: Duration::from_secs(30 * 86400),
+            token_max_ttl: Duration::from_secs(365 * 86400),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Policy {
+    pub fn from_config(config: &Config) -> Policy {
+        let d = Policy::default();
+        let duration = |name, fallback| config.duration(name).unwrap_or(fallback);
+        let count = |name, fallback: i64| config.int(name).map_or(fallback, |n| n as i64);
+        Policy {
+            session_ttl: duration("STELLA_SESSION_TTL", d.session_ttl),
+            token_ttl: duration("STELLA_TOKEN_TTL", d.token_ttl),
+            token_max_ttl: duration("STELLA_TOKEN_MAX_TTL", d.token_max_ttl),
+            limits: Limits {
+                per_account: count("STELLA_LOGIN_MAX_FAILURES", d.limits.per_account),
+                per_source: count("STELLA_LOGIN_MAX_FAILURES_PER_SOURCE", d.limits.per_source),
+                window: duration("STELLA_LOGIN_FAILURE_WINDOW", d.limits.window),
+            },
+        }
+    }
+}
 
 /// Roles, weakest first: a caller may grant only roles up to its own.
 pub const ROLES: &[&str] = &["viewer", "operator", "admin"];
@@ -77,18 +165,33 @@ where
     }
 }
 
+/// The address a request came from (the TCP peer), for login throttling; `None` where the
+/// server does not record it.
+pub struct Source(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Source, Self::Rejection> {
+        use stella_runtime::axum::extract::ConnectInfo;
+        Ok(Source(parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())))
+    }
+}
+
 /// Looks a token up by its hash; expired and revoked tokens are refused alike.
 pub async fn authenticate(db: &PgPool, token: &str) -> Result<Caller, Error> {
-    let row: Option<(i64, String, i64, String, String, String)> = sqlx::query_as(
-        "SELECT t.tenant_id, n.slug, u.id, u.username, t.role, t.name
+    let row: Option<(i64, String, i64, String, String, String, String)> = sqlx::query_as(
+        "SELECT t.tenant_id, n.slug, u.id, u.username, t.role, u.role, t.name
          FROM stella.api_tokens t JOIN stella.tenants n ON n.id = t.tenant_id JOIN stella.users u ON u.id = t.user_id
          WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
     )
     .bind(sha256_hex(token.as_bytes()))
     .fetch_optional(db)
     .await?;
-    let (tenant_id, tenant, user_id, username, role, token_name) =
+    let (tenant_id, tenant, user_id, username, token_role, user_role, token_name) =
         row.ok_or_else(|| Error::Unauthorized("the token is unknown, expired or revoked".into()))?;
+    // The user's role now, not when the token was made: a demotion takes effect at once.
+    let role = if role_rank(&user_role) < role_rank(&token_role) { user_role } else { token_role };
     Ok(Caller { tenant_id, tenant, username, user_id, role, token_name })
 }
 
@@ -117,12 +220,12 @@ async fn issue(
     name: &str,
     role: &str,
     kind: &str,
-    hours: Option<i32>,
+    ttl: Duration,
 ) -> Result<Issued, Error> {
     let token = new_token()?;
     let (id, expires_at): (i64, Option<String>) = sqlx::query_as(
         "INSERT INTO stella.api_tokens (tenant_id, user_id, name, role, kind, token_sha256, prefix, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(hours => $8))
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
          RETURNING id, stella.rfc3339(expires_at)",
     )
     .bind(tenant.0)
@@ -132,7 +235,7 @@ async fn issue(
     .bind(kind)
     .bind(sha256_hex(token.as_bytes()))
     .bind(&token[..12])
-    .bind(hours)
+    .bind(ttl.as_secs_f64())
     .fetch_one(db)
     .await?;
     Ok(Issued { id, token, name: name.into(), role: role.into(), tenant: tenant.1.into(), expires_at })
@@ -148,8 +251,17 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// Password checks running at once, at most.
 static VERIFYING: stella_runtime::tokio::sync::Semaphore = stella_runtime::tokio::sync::Semaphore::const_new(4);
 
-/// Password login: a session token of the user's role, valid [`SESSION_HOURS`].
-pub async fn login(db: &PgPool, tenant: &str, username: &str, password: &str) -> Result<Issued, Error> {
+/// Password login from `source`: a session token of the user's role, valid for the policy's
+/// session lifetime; refused (429) while the account or the source is over its failure limit.
+pub async fn login(
+    db: &PgPool,
+    policy: &Policy,
+    tenant: &str,
+    username: &str,
+    password: &str,
+    source: Option<IpAddr>,
+) -> Result<Issued, Error> {
+    throttle::check(db, &policy.limits, tenant, username, source).await?;
     let row: Option<(i64, i64, String, String)> = sqlx::query_as(
         "SELECT n.id, u.id, u.password_hash, u.role FROM stella.users u JOIN stella.tenants n ON n.id = u.tenant_id
          WHERE n.slug = $1 AND u.username = $2",
@@ -172,15 +284,35 @@ pub async fn login(db: &PgPool, tenant: &str, username: &str, password: &str) ->
     let ok = stella_runtime::tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
-    let (tenant_id, user_id, _, role) = row.ok_or_else(refused)?;
-    if !ok {
+    let Some((tenant_id, user_id, _, role)) = row.filter(|_| ok) else {
+        throttle::failed(db, tenant, username, source).await?;
         return Err(refused());
-    }
-    issue(db, (tenant_id, tenant), user_id, "session", &role, "session", Some(SESSION_HOURS)).await
+    };
+    throttle::succeeded(db, tenant, username).await?;
+    issue(db, (tenant_id, tenant), user_id, "session", &role, "session", policy.session_ttl).await
 }
 
-/// An API token created by `caller`, with a role up to the caller's own.
-pub async fn create_token(db: &PgPool, caller: &Caller, name: &str, role: &str) -> Result<Issued, Error> {
+/// An API token created by `caller` (an operator or admin), with a role up to the caller's own
+/// and a lifetime of `ttl` (the policy's default when `None`, never above its maximum).
+pub async fn create_token(
+    db: &PgPool,
+    policy: &Policy,
+    caller: &Caller,
+    name: &str,
+    role: &str,
+    ttl: Option<Duration>,
+) -> Result<Issued, Error> {
+    caller.require("operator")?;
+    let ttl = ttl.unwrap_or(policy.token_ttl);
+    if ttl.is_zero() || ttl > policy.token_max_ttl {
+        return Err(Error::bad(
+            "ttl",
+            format!(
+                "a token lives from 1 s to {} (STELLA_TOKEN_MAX_TTL)",
+                stella_runtime::config::format_duration(policy.token_max_ttl)
+            ),
+        ));
+    }
     if !ROLES.contains(&role) {
         return Err(Error::bad("role", format!("`{role}` is not one of {}", ROLES.join(", "))));
     }
@@ -188,7 +320,38 @@ pub async fn create_token(db: &PgPool, caller: &Caller, name: &str, role: &str) 
         return Err(Error::bad("name", "give the token a name of 1 to 100 characters"));
     }
     caller.require(role)?;
-    issue(db, (caller.tenant_id, &caller.tenant), caller.user_id, name, role, "api", None).await
+    issue(db, (caller.tenant_id, &caller.tenant), caller.user_id, name, role, "api", ttl).await
+}
+
+/// Deletes sessions that expired or were revoked more than a day ago (API tokens stay listed
+/// with their state), and login failures that no longer count.
+pub async fn purge(db: &PgPool, policy: &Policy) -> Result<(u64, u64), Error> {
+    let sessions = sqlx::query(
+        "DELETE FROM stella.api_tokens WHERE kind = 'session'
+           AND (expires_at < now() - interval '1 day' OR revoked_at < now() - interval '1 day')",
+    )
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok((sessions, throttle::purge(db, &policy.limits).await?))
+}
+
+/// Runs [`purge`] at start-up and every hour (the API service).
+pub fn spawn_purge(ctx: &stella_runtime::Context) {
+    let Some(db) = ctx.db.clone() else { return };
+    let policy = Policy::from_config(&ctx.config);
+    ctx.every("session purge", Duration::from_secs(3600), move || {
+        let (db, policy) = (db.clone(), policy.clone());
+        async move {
+            match purge(&db, &policy).await {
+                Ok((0, 0)) => {}
+                Ok((sessions, failures)) => {
+                    info!(sessions, failures, "expired sessions and old login failures deleted")
+                }
+                Err(e) => warn!(error = %e, "purging expired sessions failed"),
+            }
+        }
+    });
 }
 
 /// The tenant's tokens, without secrets.

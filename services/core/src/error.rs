@@ -28,6 +28,9 @@ pub enum Error {
     /// A rate limit: the message says what the limit is and when to retry.
     #[error("{0}")]
     TooMany(String),
+    /// Refused for a while (login throttling): `Retry-After` is `retry_after` seconds.
+    #[error("{message}")]
+    Throttled { message: String, retry_after: u64 },
     #[error("database: {0}")]
     Database(stella_runtime::sqlx::Error),
     #[error("{0}")]
@@ -61,7 +64,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::TooMany(_) | Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Gone(_) => StatusCode::GONE,
             Error::Database(stella_runtime::sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -76,7 +79,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::Unavailable(_) => "unavailable",
-            Error::TooMany(_) => "too_many_requests",
+            Error::TooMany(_) | Error::Throttled { .. } => "too_many_requests",
             Error::Gone(_) => "gone",
             Error::Database(_) | Error::Internal(_) => "internal",
         }
@@ -100,7 +103,11 @@ impl IntoResponse for Error {
         let mut response =
             (status, Json(serde_json::json!({"error": self.code(), "message": message}))).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert("retry-after", "30".parse().expect("static header"));
+            let seconds = match &self {
+                Error::Throttled { retry_after, .. } => *retry_after,
+                _ => 30,
+            };
+            response.headers_mut().insert("retry-after", seconds.into());
         }
         if status == StatusCode::UNAUTHORIZED {
             response

@@ -39,6 +39,7 @@ pub mod seed;
 pub mod sources;
 pub mod steps;
 pub mod taskrunner;
+pub mod throttle;
 pub mod urls;
 pub mod version;
 pub mod worker_routes;
@@ -54,16 +55,18 @@ pub struct Core {
     db: Option<PgPool>,
     /// Attempts of the jobs this service enqueues ([`jobs::ATTEMPTS`]).
     pub(crate) attempts: i32,
+    /// Session and token lifetimes, login limits ([`authority::SETTINGS`]).
+    pub authority: authority::Policy,
 }
 
 impl Core {
     pub fn new(ctx: &stella_runtime::Context) -> Core {
         let attempts = ctx.config.int(jobs::ATTEMPTS.name).unwrap_or(3).clamp(1, 100) as i32;
-        Core { db: ctx.db.clone(), attempts }
+        Core { db: ctx.db.clone(), attempts, authority: authority::Policy::from_config(&ctx.config) }
     }
 
     pub fn from_pool(db: PgPool) -> Core {
-        Core { db: Some(db), attempts: 3 }
+        Core { db: Some(db), attempts: 3, authority: authority::Policy::default() }
     }
 
     /// Attempts of the jobs this service enqueues (`STELLA_JOBS_ATTEMPTS`).

@@ -70,10 +70,17 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
     serde_json::from_slice(body).map_err(|e| Error::bad("request body", e.to_string()))
 }
 
-async fn login(State(core): State<Core>, body: Bytes) -> Result<impl IntoResponse, Error> {
+/// An answer that carries a credential: never stored by a browser or a proxy.
+const NO_STORE: [(&str, &str); 1] = [("cache-control", "no-store")];
+
+async fn login(
+    State(core): State<Core>,
+    authority::Source(source): authority::Source,
+    body: Bytes,
+) -> Result<impl IntoResponse, Error> {
     let l: Login = json_body(&body)?;
-    let issued = authority::login(core.db()?, &l.tenant, &l.username, &l.password).await?;
-    Ok((StatusCode::CREATED, Json(issued)))
+    let issued = authority::login(core.db()?, &core.authority, &l.tenant, &l.username, &l.password, source).await?;
+    Ok((StatusCode::CREATED, NO_STORE, Json(issued)))
 }
 
 async fn whoami(caller: Caller) -> Json<Caller> {
@@ -85,6 +92,8 @@ struct NewToken {
     name: String,
     #[serde(default = "viewer")]
     role: String,
+    /// A lifetime such as `90d` or `12h`; the default is `STELLA_TOKEN_TTL`.
+    ttl: Option<String>,
 }
 
 fn viewer() -> String {
@@ -92,10 +101,14 @@ fn viewer() -> String {
 }
 
 async fn create_token(State(core): State<Core>, caller: Caller, body: Bytes) -> Result<impl IntoResponse, Error> {
-    caller.require("operator")?;
     let t: NewToken = json_body(&body)?;
-    let issued = authority::create_token(core.db()?, &caller, &t.name, &t.role).await?;
-    Ok((StatusCode::CREATED, Json(issued)))
+    let ttl = match t.ttl.as_deref().map(|raw| (raw, stella_runtime::config::parse_duration(raw.trim()))) {
+        None => None,
+        Some((_, Some(ttl))) => Some(ttl),
+        Some((raw, None)) => return Err(Error::bad("ttl", format!("`{raw}` is not a duration such as 90d or 12h"))),
+    };
+    let issued = authority::create_token(core.db()?, &core.authority, &caller, &t.name, &t.role, ttl).await?;
+    Ok((StatusCode::CREATED, NO_STORE, Json(issued)))
 }
 
 async fn list_tokens(State(core): State<Core>, caller: Caller) -> Result<Json<Value>, Error> {

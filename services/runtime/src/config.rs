@@ -49,7 +49,7 @@ impl Kind {
             Kind::Bool => "true or false".into(),
             Kind::Port => "a port number from 1 to 65535".into(),
             Kind::Count { min, max } => format!("an integer from {min} to {max}"),
-            Kind::Duration => "a duration such as 500ms, 25s, 2m or 1h".into(),
+            Kind::Duration => "a duration such as 500ms, 25s, 2m, 1h or 30d".into(),
             Kind::IpAddr => "an IPv4 or IPv6 address such as 0.0.0.0 or ::".into(),
             Kind::Url { schemes } => {
                 format!("a URL starting with {}", schemes.join(":// or ") + "://")
@@ -462,6 +462,7 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
         "" | "s" => n.checked_mul(1000)?,
         "m" => n.checked_mul(60_000)?,
         "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
         _ => return None,
     };
     Some(Duration::from_millis(ms))
@@ -472,7 +473,6 @@ pub fn format_duration(d: Duration) -> String {
     if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
-/// The password of a `scheme://user:password@host` URL, if any.
 impl fmt::Display for Setting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name)

@@ -13,6 +13,7 @@ use crate::shutdown::Drain;
 
 /// A dependency that must answer for the service to be ready.
 #[derive(Clone)]
+#[cfg_attr(test, allow(clippy::large_enum_variant))]
 pub enum Dependency {
     /// PostgreSQL, checked with `SELECT 1` through the service's own pool.
     Postgres(PgPool, PgConnectOptions),
