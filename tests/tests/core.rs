@@ -380,7 +380,7 @@ fn scans_findings_verdicts_and_the_ledger() {
     let spdx = std::fs::read(stella_e2e::root().join("services/core/seed/sboms/demo-payments.spdx.json")).unwrap();
     let r = call("POST", &stack.url("api", "/api/v1/scans"), Some(&token), Some(&spdx), &[]);
     assert_eq!((r.status, r.json()["id"].as_i64()), (200, Some(by_name["demo-payments"])));
-    let events_before = stack.pg.query("SELECT count(*) FROM stella.ledger_events");
+    let events_before = stack.pg.query("SELECT count(*) FROM stella.tenant_ledger");
     for (bad, problem) in [
         (&b"{\"spdxVersion\": \"SPDX-2.3\", \"name\": \"x\"}"[..], "packages: missing"),
         (b"not json", "not JSON"),
@@ -406,7 +406,7 @@ fn scans_findings_verdicts_and_the_ledger() {
     let r = call("POST", &stack.url("api", "/api/v1/scans?name=a%00b"), Some(&token), Some(other), &[]);
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(stack.pg.query("SELECT count(*) FROM stella.scans"), "2");
-    assert_eq!(stack.pg.query("SELECT count(*) FROM stella.ledger_events"), events_before);
+    assert_eq!(stack.pg.query("SELECT count(*) FROM stella.tenant_ledger"), events_before);
 
     // The ledger: every import, finding, VEX application and verdict, in one verified chain.
     let events = stack.get("ledger", "/api/v1/ledger/events?limit=500", &token).json();
@@ -420,18 +420,22 @@ fn scans_findings_verdicts_and_the_ledger() {
     assert!(
         stack
             .pg
-            .try_query("UPDATE stella.ledger_events SET kind = 'x' WHERE seq = 2")
+            .try_query("UPDATE stella.tenant_ledger SET kind = 'x' WHERE seq = 2")
             .unwrap_err()
             .contains("append-only")
     );
     // Around the trigger (as the database owner can), an edit is found at the event edited.
     stack.pg.query(
-        "ALTER TABLE stella.ledger_events DISABLE TRIGGER ledger_events_append_only;
-         UPDATE stella.ledger_events SET payload = jsonb_set(payload, '{severity}', '\"low\"') WHERE seq = 3;
-         ALTER TABLE stella.ledger_events ENABLE TRIGGER ledger_events_append_only;",
+        "ALTER TABLE stella.tenant_ledger DISABLE TRIGGER tenant_ledger_append_only;
+         UPDATE stella.tenant_ledger SET payload = jsonb_set(payload, '{severity}', '\"low\"') WHERE seq = 3;
+         ALTER TABLE stella.tenant_ledger ENABLE TRIGGER tenant_ledger_append_only;",
     );
     let verify = stack.get("ledger", "/api/v1/ledger/verify", &token).json();
-    assert_eq!((verify["valid"].as_bool(), verify["brokenAt"].as_i64()), (Some(false), Some(3)), "{verify}");
+    assert_eq!(
+        (verify["valid"].as_bool(), verify["brokenAt"].as_i64(), verify["chain"].as_str()),
+        (Some(false), Some(3), Some("tenant")),
+        "{verify}"
+    );
     let policies = stack.get("policy", "/api/v1/policies", &token).json();
     assert_eq!(policies[0]["name"], "baseline");
     let verdicts = stack.get("policy", &format!("/api/v1/scans/{}/verdicts", by_name["demo-web"]), &token).json();

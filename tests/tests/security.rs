@@ -337,3 +337,98 @@ fn the_console_mints_tokens_by_the_apis_rules() {
     assert!(forged.text().contains("this needs the operator role"), "{}", forged.text());
     assert_eq!(stack.pg.query("SELECT count(*) FROM stella.api_tokens WHERE kind = 'api'"), "0");
 }
+
+/// Adds a tenant `slug` with an admin `name`, and returns a session token of theirs.
+fn tenant(stack: &Stack, slug: &str, name: &str) -> String {
+    let hash = stella_core::authority::hash_password("other-tenant-password").unwrap();
+    stack.pg.query(&format!(
+        "WITH t AS (INSERT INTO stella.tenants (slug, display_name) VALUES ('{slug}', '{slug}') RETURNING id)
+         INSERT INTO stella.users (tenant_id, username, password_hash, role) SELECT id, '{name}', '{hash}', 'admin' FROM t"
+    ));
+    stack.login(slug, name, "other-tenant-password").json()["token"].as_str().unwrap().to_string()
+}
+
+/// A CycloneDX SBOM of `n` versions of lodash, every one affected by the seeded advisory: `n`
+/// findings and as many ledger events in one import.
+fn lodash_sbom(name: &str, n: usize) -> Vec<u8> {
+    let components: Vec<Value> = (0..n)
+        .map(|i| serde_json::json!({"name": "lodash", "purl": format!("pkg:npm/lodash@1.{}.{}", i / 1000, i % 1000)}))
+        .collect();
+    serde_json::json!({"bomFormat": "CycloneDX", "specVersion": "1.5", "metadata": {"component": {"name": name}},
+        "components": components})
+    .to_string()
+    .into_bytes()
+}
+
+/// The ledger is a chain per tenant: a viewer of one tenant verifies, counts and sees the head of
+/// its own events only; the platform check is for the default tenant's admin. And one tenant's
+/// largest import does not hold up another's: the small import of the second tenant finishes
+/// while the first one's transaction still holds its ledger lock (with one lock for all tenants
+/// it waited for the whole import).
+#[test]
+fn ledger_chains_are_per_tenant_and_imports_do_not_wait_for_other_tenants() {
+    let mut stack = Stack::new(Some(&stella_e2e::stack::quickstart()));
+    stack.start("api", &[]);
+    stack.start("ledger", &[]);
+    let admin = stack.admin_token();
+    let alice = tenant(&stack, "other", "alice");
+    let import = |token: &str, body: &[u8]| {
+        let r = call("POST", &stack.url("api", "/api/v1/scans"), Some(token), Some(body), &[]);
+        assert_eq!(r.status, 201, "{}", r.text());
+    };
+    import(&alice, &lodash_sbom("theirs", 2));
+    let verify = |token: &str| stack.get("ledger", "/api/v1/ledger/verify", token).json();
+    let (mine, theirs) = (verify(&admin), verify(&alice));
+    assert_eq!(theirs["valid"], true, "{theirs}");
+    assert_eq!(theirs["events"], 3, "one import and two findings: {theirs}");
+    let events = stack.get("ledger", "/api/v1/ledger/events", &alice).json();
+    assert_eq!(events.as_array().unwrap().len(), 3, "{events}");
+    assert_eq!(theirs["head"], events[2]["hash"], "the head is the tenant's own last event");
+    assert_ne!(mine["head"], theirs["head"]);
+    let all: i64 = stack.pg.query("SELECT count(*) FROM stella.tenant_ledger").parse().unwrap();
+    assert_eq!(mine["events"].as_i64().unwrap() + 3, all, "{mine}");
+    let r = stack.get("ledger", "/api/v1/ledger/verify?scope=platform", &alice);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let platform = stack.get("ledger", "/api/v1/ledger/verify?scope=platform", &admin).json();
+    assert_eq!(platform["valid"], true, "{platform}");
+    assert_eq!(platform["tenants"].as_array().unwrap().len(), 2, "{platform}");
+
+    // The noisy neighbour: 20,000 findings for the default tenant, one for the other.
+    import(&alice, &lodash_sbom("warm-up", 1));
+    let alone = std::time::Instant::now();
+    import(&alice, &lodash_sbom("small", 1));
+    let alone = alone.elapsed();
+    let big = lodash_sbom("big", 20_000);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        let (finished, url, token) = (done.clone(), stack.url("api", "/api/v1/scans"), admin.clone());
+        let big = &big;
+        scope.spawn(move || {
+            let r = call("POST", &url, Some(&token), Some(big), &[]);
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(r.status, 201, "{}", r.text());
+        });
+        // The big import holds its tenant's ledger lock (`pg_locks`: the two-key advisory lock).
+        let default_id = stack.pg.query("SELECT id FROM stella.tenants WHERE slug = 'default'");
+        let lock_held = || {
+            stack.pg.query(&format!(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = {} AND objid = {default_id}",
+                0x4c45_4447
+            ))
+        };
+        eventually("the big import holds its ledger lock", Duration::from_secs(60), || {
+            (lock_held() == "1").then_some(())
+        });
+        let during = std::time::Instant::now();
+        import(&alice, &lodash_sbom("small-during", 1));
+        let during = during.elapsed();
+        let still_running = !done.load(std::sync::atomic::Ordering::SeqCst);
+        println!("the other tenant's 1-component import: {alone:?} alone, {during:?} during a 20,000-component import");
+        assert!(still_running, "the big import finished first: the small one may have waited for it");
+        // The evidence that it did not wait: the big import's lock is still held now that the
+        // small one has committed. (The delay itself is a figure, not an assertion: on a busy
+        // 2-core runner CPU contention alone can add tens of milliseconds.)
+        assert_eq!(lock_held(), "1", "the big import's transaction ended before the small import finished");
+    });
+    assert_eq!(verify(&admin)["valid"], true);
+}

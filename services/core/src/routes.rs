@@ -264,7 +264,8 @@ async fn verdicts(State(core): State<Core>, caller: Caller, Path(id): Path<i64>)
     Ok(Json(policy::verdicts(core.db()?, &caller, id).await?))
 }
 
-/// `stella-ledger`: the tenant's events and the verification of the whole chain.
+/// `stella-ledger`: the tenant's events and the verification of its chain (or, for the
+/// platform's admin, of every chain).
 pub fn ledger(core: Core) -> Router {
     Router::new()
         .route("/api/v1/ledger/events", get(events))
@@ -286,8 +287,30 @@ async fn events(
     Ok(Json(ledger::events(core.db()?, caller.tenant_id, a.after.unwrap_or(0), p.page()?.limit).await?))
 }
 
-async fn verify(State(core): State<Core>, _: Caller) -> Result<Json<ledger::Verification>, Error> {
-    Ok(Json(ledger::verify(core.db()?).await?))
+#[derive(Deserialize)]
+struct Scope {
+    scope: Option<String>,
+}
+
+/// The caller's tenant's chain; `?scope=platform` (an admin of the default tenant): every chain.
+async fn verify(State(core): State<Core>, caller: Caller, Query(s): Query<Scope>) -> Result<Json<Value>, Error> {
+    match s.scope.as_deref() {
+        None | Some("tenant") => Ok(Json(
+            serde_json::to_value(ledger::verify(core.db()?, caller.tenant_id).await?)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        )),
+        Some("platform") => {
+            caller.require("admin")?;
+            if caller.tenant != crate::seed::TENANT {
+                return Err(Error::Forbidden(format!(
+                    "the platform check is for an admin of the `{}` tenant",
+                    crate::seed::TENANT
+                )));
+            }
+            Ok(Json(ledger::verify_platform(core.db()?).await?))
+        }
+        Some(other) => Err(Error::bad("scope", format!("`{other}` is not tenant or platform"))),
+    }
 }
 
 /// `stella-task-runner`: task packs and their runs.
