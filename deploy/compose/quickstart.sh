@@ -85,8 +85,16 @@ first_run=0
 for s in postgres-password redis-password admin-password; do
     if [ ! -s ".secrets/$s" ]; then random >".secrets/$s"; first_run=1; fi
 done
-if [ ! -s .secrets/database-url ]; then
-    printf 'postgres://postgres:%s@stella-postgres:5432/stella\n' "$(cat .secrets/postgres-password)" >.secrets/database-url
+# The services connect as stella_service, a role that can neither change the schema nor rewrite
+# append-only data; the migrator alone uses the owner's URL, and creates that role.
+if [ ! -s .secrets/db-service-password ]; then random >.secrets/db-service-password; fi
+if [ ! -s .secrets/migrator-database-url ]; then
+    printf 'postgres://postgres:%s@stella-postgres:5432/stella\n' "$(cat .secrets/postgres-password)" >.secrets/migrator-database-url
+fi
+# An earlier quickstart gave the services the owner's URL: they get the role's from now on.
+if [ ! -s .secrets/database-url ] || grep -q '^postgres://postgres:' .secrets/database-url; then
+    [ -s .secrets/database-url ] && step "the services now connect as stella_service (least privilege), not as postgres"
+    printf 'postgres://stella_service:%s@stella-postgres:5432/stella\n' "$(cat .secrets/db-service-password)" >.secrets/database-url
 fi
 # The URLs of Redis and NATS, as every service reads them (the Helm chart mounts the same files).
 if [ ! -s .secrets/redis-url ]; then

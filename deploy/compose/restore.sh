@@ -67,6 +67,6 @@ for _ in $(seq 120); do
     sleep 1
 done
 docker exec -i -e PGPASSWORD="$(cat .secrets/postgres-password)" "$pg" \
-    /usr/lib/postgresql/15/bin/pg_restore -h 127.0.0.1 -U postgres -d stella --clean --if-exists --no-owner <"$work/stella.pgdump"
+    /usr/lib/postgresql/15/bin/pg_restore -h 127.0.0.1 -U postgres -d stella --clean --if-exists --no-owner --no-privileges <"$work/stella.pgdump"
 echo "restored $file; starting the stack"
 exec ./quickstart.sh --timeout 180

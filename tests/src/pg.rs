@@ -125,17 +125,13 @@ impl Postgres {
 
     /// Like [`Postgres::query`], but a failing statement is an `Err` with psql's message.
     pub fn try_query(&self, sql: &str) -> Result<String, String> {
+        self.try_query_as("stella", sql)
+    }
+
+    /// [`Postgres::try_query`] as another role (over the local socket).
+    pub fn try_query_as(&self, role: &str, sql: &str) -> Result<String, String> {
         let out = Command::new("psql")
-            .args([
-                "-h",
-                self.dir.path().to_str().unwrap(),
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "stella",
-                "-d",
-                "stella",
-            ])
+            .args(["-h", self.dir.path().to_str().unwrap(), "-p", &self.port.to_string(), "-U", role, "-d", "stella"])
             .args(["-v", "ON_ERROR_STOP=1", "-Atqc", sql])
             .output()
             .expect("running psql");

@@ -354,6 +354,25 @@ fn check_scenario(
         assert!(volumes.iter().any(|v| v["secret"]["secretName"] == admin_secret), "{name}");
     }
 
+    // Least privilege (bundled mode): the migrator alone connects as the owner and manages the
+    // services' role, whose password and URL the bundled Secret holds.
+    assert_eq!(env.contains(&"STELLA_DATABASE_SERVICE_PASSWORD_FILE"), bundled, "{name}");
+    if bundled {
+        let volumes = job["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+        let keys: BTreeSet<&str> = volumes
+            .iter()
+            .filter_map(|v| v["secret"]["items"].as_array())
+            .flatten()
+            .map(|i| i["key"].as_str().unwrap())
+            .collect();
+        assert!(keys.contains("migrator-database-url") && keys.contains("db-service-password"), "{name}: {keys:?}");
+        if values["bundled"]["existingSecret"].as_str().unwrap_or_default().is_empty() {
+            let secret = kind(docs, "Secret").into_iter().find(|s| s["data"].get("db-service-password").is_some());
+            let data = &secret.unwrap_or_else(|| panic!("{name}: no bundled Secret with db-service-password"))["data"];
+            assert!(data.get("migrator-database-url").is_some() && data.get("database-url").is_some(), "{name}");
+        }
+    }
+
     // Bundled mode: the support images as StatefulSets; external mode: none of them.
     let statefulsets = kind(docs, "StatefulSet");
     if bundled {

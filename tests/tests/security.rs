@@ -432,3 +432,60 @@ fn ledger_chains_are_per_tenant_and_imports_do_not_wait_for_other_tenants() {
     });
     assert_eq!(verify(&admin)["valid"], true);
 }
+
+/// Least privilege in the database: the migrator (the owner) creates the services' login role;
+/// the API and the ledger do their work as it, and it can neither rewrite nor delete what is
+/// append-only (originals, derived advisory and VEX facts, both ledgers), nor alter a table or
+/// switch a trigger off, nor read the migration history.
+#[test]
+fn services_run_as_a_role_that_cannot_rewrite_history() {
+    let mut stack = Stack::new(Some(&stella_e2e::stack::quickstart()));
+    let password = "service-role-password-0123";
+    let mut env = stella_e2e::stack::quickstart();
+    env.push(("STELLA_DATABASE_SERVICE_PASSWORD", password.to_string()));
+    let (code, log) = stack.migrate(Some(&env));
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("least-privilege database role is current"), "{log}");
+    assert!(!log.contains(password), "the migrator logged the role's password");
+    let url =
+        stack.pg.url().replacen(&format!("stella:{}@", stack.pg.password), &format!("stella_service:{password}@"), 1);
+    stack.start("api", &[("STELLA_DATABASE_URL", url.clone())]);
+    stack.start("ledger", &[("STELLA_DATABASE_URL", url)]);
+    let token = stack.admin_token();
+    let r = call("POST", &stack.url("api", "/api/v1/scans"), Some(&token), Some(&lodash_sbom("as-the-role", 3)), &[]);
+    assert_eq!(r.status, 201, "the API cannot import as the service role: {}", r.text());
+    assert_eq!(stack.get("ledger", "/api/v1/ledger/verify", &token).json()["valid"], true);
+
+    let as_role = |sql: &str| stack.pg.try_query_as("stella_service", sql);
+    assert_eq!(as_role("SELECT current_user").unwrap(), "stella_service");
+    as_role("SELECT count(*) FROM stella.scans").unwrap();
+    for table in
+        ["source_documents", "advisories", "advisory_affected", "vex_statements", "ledger_events", "tenant_ledger"]
+    {
+        let column = stack.pg.query(&format!(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'stella' AND table_name = '{table}'
+             AND is_identity = 'NO' ORDER BY ordinal_position LIMIT 1"
+        ));
+        for sql in [
+            format!("UPDATE stella.{table} SET {column} = {column} WHERE false"),
+            format!("DELETE FROM stella.{table} WHERE false"),
+            format!("TRUNCATE stella.{table}"),
+        ] {
+            let e = as_role(&sql).expect_err(&sql);
+            assert!(e.contains("permission denied"), "{sql}: {e}");
+        }
+    }
+    for sql in [
+        "ALTER TABLE stella.tenant_ledger DISABLE TRIGGER tenant_ledger_append_only",
+        "DROP TRIGGER tenant_ledger_append_only ON stella.tenant_ledger",
+        "ALTER TABLE stella.scans ADD COLUMN x int",
+    ] {
+        let e = as_role(sql).expect_err(sql);
+        assert!(e.contains("must be owner"), "{sql}: {e}");
+    }
+    let e = as_role("SELECT * FROM stella._sqlx_migrations").unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
+    // A second run updates the role rather than failing on it.
+    let (code, log) = stack.migrate(Some(&env));
+    assert_eq!(code, 0, "{log}");
+}

@@ -7,6 +7,8 @@
 //! migration (an edited, already-applied migration is refused) and skips what is applied, so a
 //! second run is a no-op.
 
+mod roles;
+
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -78,6 +80,11 @@ fn main() -> std::process::ExitCode {
                 "the database has migrations of a newer release (a rollback): they are kept, and this release runs on them"
             );
         }
+        if let Some(password) = ctx.config.text(roles::SERVICE_PASSWORD.name) {
+            let role = ctx.config.text(roles::SERVICE_ROLE.name).unwrap_or("stella_service");
+            roles::ensure(&pool, role, password).await.context("the services' database role")?;
+            info!(role, "the services' least-privilege database role is current");
+        }
         if args.seed {
             let quickstart = ctx.config.bool("STELLA_QUICKSTART_MODE");
             stella_core::seed::run(&pool, ctx.config.text(ADMIN_PASSWORD.name), quickstart)
@@ -88,6 +95,8 @@ fn main() -> std::process::ExitCode {
     })
     .setting(WAIT)
     .setting(ADMIN_PASSWORD)
+    .setting(roles::SERVICE_PASSWORD)
+    .setting(roles::SERVICE_ROLE)
     .main()
 }
 

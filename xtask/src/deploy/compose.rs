@@ -44,7 +44,15 @@ pub fn support(name: &str) -> anyhow::Result<Support> {
 /// Every secret the stack uses: the file under `.secrets/` quickstart.sh creates, and what it is.
 pub const SECRETS: &[(&str, &str)] = &[
     ("postgres-password", "PostgreSQL superuser password (stella-postgres initialises its volume with it)"),
-    ("database-url", "postgres://postgres:<password>@stella-postgres:5432/stella, read by every service"),
+    ("database-url", "postgres://stella_service:<password>@stella-postgres:5432/stella, read by every service"),
+    (
+        "migrator-database-url",
+        "postgres://postgres:<password>@stella-postgres:5432/stella: the owner's, read by stella-migrator only",
+    ),
+    (
+        "db-service-password",
+        "password of stella_service, the services' least-privilege database role, which stella-migrator manages",
+    ),
     ("redis-password", "Redis password (requirepass)"),
     ("redis-url", "redis://:<password>@stella-redis:6379, read by every service"),
     ("queue-url", "nats://stella-nats:4222, read by every service"),
@@ -146,7 +154,11 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
         writeln!(w, "    environment:")?;
         writeln!(w, "      STELLA_LOG_LEVEL: \"${{STELLA_LOG_LEVEL:-info}}\"")?;
         writeln!(w, "      STELLA_QUICKSTART_MODE: \"${{QUICKSTART_MODE:-true}}\"")?;
-        if database {
+        if database && job {
+            // The migrator alone connects as the owner; it creates the services' role.
+            writeln!(w, "      STELLA_DATABASE_URL_FILE: \"/run/secrets/migrator-database-url\"")?;
+            writeln!(w, "      STELLA_DATABASE_SERVICE_PASSWORD_FILE: \"/run/secrets/db-service-password\"")?;
+        } else if database {
             writeln!(w, "      STELLA_DATABASE_URL_FILE: \"/run/secrets/database-url\"")?;
         }
         if !job {
@@ -186,7 +198,7 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
             writeln!(w, "      STELLA_ADMIN_PASSWORD_FILE: \"/run/secrets/admin-password\"")?;
         }
         if job && database {
-            writeln!(w, "    secrets: [\"database-url\", \"admin-password\"]")?;
+            writeln!(w, "    secrets: [\"migrator-database-url\", \"db-service-password\", \"admin-password\"]")?;
         } else if database {
             writeln!(w, "    secrets: [\"database-url\", \"redis-url\", \"queue-url\"]")?;
         } else if !job {

@@ -399,7 +399,8 @@ pub fn tree(catalog: &Catalog, built: &Built, described: &[ServiceInfo]) -> anyh
     let mut bundled = vec![(
         "existingSecret".to_string(),
         string(
-            "Secret with postgres-password, redis-password, database-url, redis-url and queue-url; empty: the \
+            "Secret with postgres-password, redis-password, database-url (the services' role, stella_service), \
+             migrator-database-url (the owner's), db-service-password, redis-url and queue-url; empty: the \
              chart creates one with random passwords and keeps it across upgrades (with `helm install/upgrade`; \
              GitOps tools that render with `helm template` cannot look it up: give one).",
             "",
