@@ -489,3 +489,71 @@ fn services_run_as_a_role_that_cannot_rewrite_history() {
     let (code, log) = stack.migrate(Some(&env));
     assert_eq!(code, 0, "{log}");
 }
+
+/// The peak resident memory of a process (`VmHWM`), in MiB.
+fn peak_mib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib / 1024
+}
+
+/// Import memory is bounded: six concurrent imports of a 2 MB SBOM (about 60 MiB each by the
+/// estimate) under a 64 MiB budget run one at a time, so the API's peak grows by less than the
+/// budget; the same six without a budget are measured beside them (a figure, not asserted). An
+/// SBOM whose estimate exceeds the whole budget is refused with 413 and the documented JSON body
+/// naming the setting.
+#[test]
+fn concurrent_imports_stay_within_the_memory_budget() {
+    let sbom = |tag: &str, n: usize| {
+        let components: Vec<Value> = (0..n)
+            .map(|i| serde_json::json!({"name": format!("p{i}"), "purl": format!("pkg:npm/p-{tag}-{i}@1.0.0")}))
+            .collect();
+        serde_json::json!({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": components})
+            .to_string()
+            .into_bytes()
+    };
+    let mut growth = Vec::new();
+    for budget in ["64", "65536"] {
+        let mut stack = Stack::new(Some(&admin_only()));
+        stack.start("api", &[("STELLA_IMPORT_MEMORY_BUDGET", budget.into())]);
+        let token = stack.admin_token();
+        let pid = stack.services["api"].0.pid();
+        let before = peak_mib(pid);
+        let url = stack.url("api", "/api/v1/scans");
+        let bodies: Vec<Vec<u8>> = (0..6).map(|i| sbom(&format!("{budget}-{i}"), 28_000)).collect();
+        assert!(bodies[0].len() * 30 <= 64 << 20, "each import must fit the budget: {} bytes", bodies[0].len());
+        std::thread::scope(|scope| {
+            for body in &bodies {
+                let (url, token) = (&url, &token);
+                scope.spawn(move || {
+                    let r = call("POST", url, Some(token), Some(body), &[]);
+                    assert_eq!(r.status, 201, "{}", r.text());
+                });
+            }
+        });
+        growth.push((before, peak_mib(pid)));
+        if budget == "64" {
+            let r = call("POST", &url, Some(&token), Some(&sbom("big", 50_000)), &[]);
+            assert_eq!(r.status, 413, "{}", r.text());
+            assert_eq!(r.json()["error"], "too_large");
+            assert!(
+                r.json()["message"].as_str().unwrap().contains("STELLA_IMPORT_MEMORY_BUDGET (64 MiB)"),
+                "{}",
+                r.text()
+            );
+        }
+    }
+    println!(
+        "stella-api peak RSS, six concurrent 2 MB imports: {} -> {} MiB with a 64 MiB budget, {} -> {} MiB without",
+        growth[0].0, growth[0].1, growth[1].0, growth[1].1
+    );
+    assert!(growth[0].1 - growth[0].0 <= 64, "the peak grew by more than the budget: {growth:?}");
+}

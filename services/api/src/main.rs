@@ -6,6 +6,7 @@
 fn main() -> std::process::ExitCode {
     stella_core::authority::SETTINGS
         .iter()
+        .chain([&stella_core::budget::IMPORT_MEMORY_BUDGET])
         .fold(stella_runtime::Service::server("api", 8081), |s, setting| s.setting(*setting))
         .routes(|ctx| {
             // Expired sessions and old login failures are deleted by the API, hourly.

@@ -65,6 +65,7 @@ fn main() -> std::process::ExitCode {
     settings::ALL
         .iter()
         .chain(stella_core::authority::SETTINGS)
+        .chain([&stella_core::budget::IMPORT_MEMORY_BUDGET])
         .fold(stella_runtime::Service::server("console", 8080), |s, setting| s.setting(*setting))
         .routes(routes)
         .main()

@@ -205,7 +205,11 @@ pub async fn import_sample(State(console): State<Console>, session: Session) -> 
         );
     }
     let (name, bytes) = seed::SAMPLE_SBOM;
-    let result = async { scans::import(console.core.db()?, &session.caller, Some(name), bytes).await }.await;
+    let result = async {
+        let _room = console.core.imports.admit(bytes.len()).await?;
+        scans::import(console.core.db()?, &session.caller, Some(name), bytes).await
+    }
+    .await;
     match result {
         Ok((_, scan)) => Redirect::to(&format!("/welcome/scan/{}", scan["id"])).into_response(),
         Err(e) => page::core_error(&console.settings, e),

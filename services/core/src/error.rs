@@ -20,6 +20,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The request is larger than this service will take.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{0}")]
     Unavailable(String),
     /// It existed and was deleted on purpose (retention).
@@ -63,6 +66,7 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::TooMany(_) | Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Gone(_) => StatusCode::GONE,
@@ -78,6 +82,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
+            Error::TooLarge(_) => "too_large",
             Error::Unavailable(_) => "unavailable",
             Error::TooMany(_) | Error::Throttled { .. } => "too_many_requests",
             Error::Gone(_) => "gone",

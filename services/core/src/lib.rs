@@ -19,6 +19,7 @@
 pub mod aggregation;
 pub mod ai;
 pub mod authority;
+pub mod budget;
 pub mod egress;
 pub mod export_formats;
 pub mod exports;
@@ -57,16 +58,28 @@ pub struct Core {
     pub(crate) attempts: i32,
     /// Session and token lifetimes, login limits ([`authority::SETTINGS`]).
     pub authority: authority::Policy,
+    /// The memory budget of SBOM imports ([`budget::IMPORT_MEMORY_BUDGET`]).
+    pub imports: budget::ImportBudget,
 }
 
 impl Core {
     pub fn new(ctx: &stella_runtime::Context) -> Core {
         let attempts = ctx.config.int(jobs::ATTEMPTS.name).unwrap_or(3).clamp(1, 100) as i32;
-        Core { db: ctx.db.clone(), attempts, authority: authority::Policy::from_config(&ctx.config) }
+        Core {
+            db: ctx.db.clone(),
+            attempts,
+            authority: authority::Policy::from_config(&ctx.config),
+            imports: budget::ImportBudget::from_config(&ctx.config),
+        }
     }
 
     pub fn from_pool(db: PgPool) -> Core {
-        Core { db: Some(db), attempts: 3, authority: authority::Policy::default() }
+        Core {
+            db: Some(db),
+            attempts: 3,
+            authority: authority::Policy::default(),
+            imports: budget::ImportBudget::new(192),
+        }
     }
 
     /// Attempts of the jobs this service enqueues (`STELLA_JOBS_ATTEMPTS`).

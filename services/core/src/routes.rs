@@ -133,6 +133,8 @@ async fn import_scan(
     Query(q): Query<ScanName>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Error> {
+    caller.require("operator")?;
+    let _room = core.imports.admit(body.len()).await?;
     let (created, scan) = scans::import(core.db()?, &caller, q.name.as_deref(), &body).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(scan)))
 }
