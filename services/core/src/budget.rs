@@ -75,7 +75,7 @@ impl ImportBudget {
 mod tests {
     use super::*;
 
-    #[stella_runtime::tokio::test]
+    #[stella_runtime::tokio::test(crate = "stella_runtime::tokio")]
     async fn imports_share_the_budget_and_one_too_large_is_refused() {
         let budget = ImportBudget::new(64);
         let first = budget.admit(1 << 20).await.unwrap(); // 30 MiB
