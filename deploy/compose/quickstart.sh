@@ -96,6 +96,11 @@ if [ ! -s .secrets/database-url ] || grep -q '^postgres://postgres:' .secrets/da
     [ -s .secrets/database-url ] && step "the services now connect as stella_service (least privilege), not as postgres"
     printf 'postgres://stella_service:%s@stella-postgres:5432/stella\n' "$(cat .secrets/db-service-password)" >.secrets/database-url
 fi
+# The ledger signs each tenant's head with a key kept outside the database (stella_core::checkpoint).
+if [ ! -s .secrets/ledger-checkpoint-key ]; then
+    command -v openssl >/dev/null || { echo "openssl is needed once, to make the ledger's signing key" >&2; exit 1; }
+    openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt >.secrets/ledger-checkpoint-key
+fi
 # The URLs of Redis and NATS, as every service reads them (the Helm chart mounts the same files).
 if [ ! -s .secrets/redis-url ]; then
     printf 'redis://:%s@stella-redis:6379\n' "$(cat .secrets/redis-password)" >.secrets/redis-url

@@ -557,3 +557,98 @@ fn concurrent_imports_stay_within_the_memory_budget() {
     );
     assert!(growth[0].1 - growth[0].0 <= 64, "the peak grew by more than the budget: {growth:?}");
 }
+
+/// Signed checkpoints: the ledger service signs each tenant's head into the object store with a
+/// key outside the database (openssl checks the signature); deleting the chain's last events as
+/// the database's owner, around the triggers, verifies as a valid shorter chain by the hashes
+/// alone, and is caught against the checkpoint.
+#[test]
+fn signed_checkpoints_catch_a_truncated_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ledger.key");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key.to_str().unwrap()]);
+    let store = dir.path().join("objects");
+    std::fs::create_dir_all(&store).unwrap();
+    let mut stack = Stack::new(Some(&stella_e2e::stack::quickstart()));
+    stack.start("api", &[]);
+    stack.start(
+        "ledger",
+        &[
+            ("STELLA_LEDGER_CHECKPOINT_KEY_FILE", key.display().to_string()),
+            ("STELLA_LEDGER_CHECKPOINT_INTERVAL", "200ms".into()),
+            ("STELLA_OBJECT_STORE_URL", format!("file://{}", store.display())),
+        ],
+    );
+    let token = stack.admin_token();
+    let r = call("POST", &stack.url("api", "/api/v1/scans"), Some(&token), Some(&lodash_sbom("signed", 2)), &[]);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let events: i64 = stack.pg.query("SELECT count(*) FROM stella.tenant_ledger WHERE tenant_id = 1").parse().unwrap();
+    let verify = || stack.get("ledger", "/api/v1/ledger/verify", &token).json();
+    let signed = eventually("the head is signed", Duration::from_secs(20), || {
+        let v = verify();
+        (v["checkpoint"]["seq"] == events).then_some(v)
+    });
+    assert_eq!(signed["valid"], true, "{signed}");
+    assert_eq!(signed["checkpoint"]["head"], signed["head"], "{signed}");
+
+    // openssl, not our code, checks the checkpoint's signature over its canonical JSON.
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(store.join("ledger/checkpoints/tenant-1.json")).unwrap()).unwrap();
+    let c = &file["checkpoint"];
+    let canonical = format!(
+        r#"{{"at":"{}","head":"{}","seq":{},"tenant":{}}}"#,
+        c["at"].as_str().unwrap(),
+        c["head"].as_str().unwrap(),
+        c["seq"],
+        c["tenant"]
+    );
+    std::fs::write(dir.path().join("payload"), &canonical).unwrap();
+    use base64::Engine as _;
+    let der = base64::engine::general_purpose::STANDARD.decode(file["signature"].as_str().unwrap()).unwrap();
+    std::fs::write(dir.path().join("sig"), der).unwrap();
+    let public = dir.path().join("ledger.pub");
+    openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
+    let d = |f: &str| dir.path().join(f).display().to_string();
+    let ok =
+        openssl(&["dgst", "-sha256", "-verify", &public.display().to_string(), "-signature", &d("sig"), &d("payload")]);
+    assert!(String::from_utf8_lossy(&ok).contains("Verified OK"));
+
+    // The owner deletes the last two events around the triggers: the hashes alone still verify.
+    stack.pg.query(&format!(
+        "ALTER TABLE stella.tenant_ledger DISABLE TRIGGER tenant_ledger_append_only;
+         DELETE FROM stella.tenant_ledger WHERE tenant_id = 1 AND seq > {};
+         ALTER TABLE stella.tenant_ledger ENABLE TRIGGER tenant_ledger_append_only;",
+        events - 2
+    ));
+    let v = verify();
+    assert_eq!(
+        (v["valid"].as_bool(), v["chain"].as_str(), v["brokenAt"].as_i64()),
+        (Some(false), Some("checkpoint"), Some(events)),
+        "{v}"
+    );
+    assert!(v["problem"].as_str().unwrap().contains("events were deleted or rewritten"), "{v}");
+    // A checkpoint that is not ours is refused, not trusted.
+    let mut forged = file.clone();
+    forged["checkpoint"]["seq"] = serde_json::json!(events - 2);
+    std::fs::write(store.join("ledger/checkpoints/tenant-1.json"), forged.to_string()).unwrap();
+    let v = verify();
+    assert_eq!(v["valid"], false, "{v}");
+    assert!(v["problem"].as_str().unwrap().contains("not signed by this ledger's key"), "{v}");
+}
+
+/// A key that is not one stops the ledger service at start-up, naming the setting.
+#[test]
+fn a_bad_checkpoint_key_stops_the_ledger() {
+    let mut proc =
+        Proc::spawn(&bin_path("stella-ledger"), &[], &[("STELLA_LEDGER_CHECKPOINT_KEY", "not a key".into())]);
+    let status = proc.wait_for(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(78), "{}", proc.stderr());
+    assert!(proc.stderr().contains("STELLA_LEDGER_CHECKPOINT_KEY"), "{}", proc.stderr());
+    assert!(proc.stderr().contains("openssl genpkey"), "{}", proc.stderr());
+    assert!(!proc.stderr().contains("not a key"), "the secret was shown: {}", proc.stderr());
+}

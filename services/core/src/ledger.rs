@@ -17,10 +17,13 @@
 //! admin of the default tenant) walks that chain's links and every tenant's chain. A previous
 //! release, after a rollback, reads and appends to the platform chain only, which stays valid.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::{Value, json};
 use stella_runtime::sqlx::{self, PgConnection, PgPool};
 
+use crate::checkpoint::{self, Checkpoints};
 use crate::{Error, sha256_hex};
 
 /// The hash the first event of a chain points at.
@@ -94,6 +97,9 @@ pub struct Verification {
     pub broken_at: Option<i64>,
     pub chain: Option<&'static str>,
     pub problem: Option<String>,
+    /// The last signed checkpoint the chain was checked against (`{seq, head, at}`), when
+    /// checkpoints are on.
+    pub checkpoint: Option<Value>,
 }
 
 type Row = (i64, i64, String, Value, String, String, String);
@@ -116,9 +122,14 @@ fn walk(rows: &[Row], hash: fn(i64, i64, &str, &Value, &str, &str) -> Option<Str
     Ok(prev)
 }
 
-/// Verifies the tenant's own events: its chain, link by link, and the content hash of each of
-/// its events in the platform chain of earlier releases.
-pub async fn verify(db: &PgPool, tenant_id: i64) -> Result<Verification, Error> {
+/// Verifies the tenant's own events: its chain, link by link, the content hash of each of its
+/// events in the platform chain of earlier releases, and, with checkpoints on, that the chain
+/// still holds the last signed head.
+pub async fn verify(
+    db: &PgPool,
+    tenant_id: i64,
+    checkpoints: Option<&Arc<Checkpoints>>,
+) -> Result<Verification, Error> {
     let legacy: Vec<Row> = sqlx::query_as(
         "SELECT seq, tenant_id, kind, payload, recorded_at, prev_hash, hash FROM stella.ledger_events
          WHERE tenant_id = $1 ORDER BY seq",
@@ -134,6 +145,11 @@ pub async fn verify(db: &PgPool, tenant_id: i64) -> Result<Verification, Error> 
     .fetch_all(db)
     .await?;
     let events = (legacy.len() + chain.len()) as i64;
+    let signed = match checkpoints {
+        Some(c) => c.read(tenant_id).await.map_err(|problem| (0, problem)),
+        None => Ok(None),
+    };
+    let shown = signed.as_ref().ok().and_then(|c| c.as_ref().map(checkpoint::shown));
     let broken = |seq, chain, problem| Verification {
         valid: false,
         events,
@@ -141,6 +157,7 @@ pub async fn verify(db: &PgPool, tenant_id: i64) -> Result<Verification, Error> 
         broken_at: Some(seq),
         chain: Some(chain),
         problem: Some(problem),
+        checkpoint: shown.clone(),
     };
     // The platform chain's links run through other tenants' events: only contents are checked.
     for (seq, tenant, kind, payload, recorded_at, prev_hash, recorded) in &legacy {
@@ -149,15 +166,30 @@ pub async fn verify(db: &PgPool, tenant_id: i64) -> Result<Verification, Error> 
             return Ok(broken(*seq, "platform", problem));
         }
     }
-    match walk(&chain, tenant_hash) {
-        Ok(head) => Ok(Verification { valid: true, events, head, broken_at: None, chain: None, problem: None }),
-        Err((seq, problem)) => Ok(broken(seq, "tenant", problem)),
+    let head = match walk(&chain, tenant_hash) {
+        Ok(head) => head,
+        Err((seq, problem)) => return Ok(broken(seq, "tenant", problem)),
+    };
+    match signed {
+        Err((seq, problem)) => return Ok(broken(seq, "checkpoint", problem)),
+        Ok(Some(c)) => {
+            let held = usize::try_from(c.seq - 1).ok().and_then(|i| chain.get(i)).is_some_and(|e| e.6 == c.head);
+            if !held {
+                let problem = format!(
+                    "the chain no longer holds event {} with the head signed at {} ({}): events were deleted or rewritten",
+                    c.seq, c.at, c.head
+                );
+                return Ok(broken(c.seq, "checkpoint", problem));
+            }
+        }
+        Ok(None) => {}
     }
+    Ok(Verification { valid: true, events, head, broken_at: None, chain: None, problem: None, checkpoint: shown })
 }
 
 /// The platform check (an admin of the default tenant): the platform chain of earlier releases
 /// link by link, and every tenant's chain; one line per tenant, no event contents.
-pub async fn verify_platform(db: &PgPool) -> Result<Value, Error> {
+pub async fn verify_platform(db: &PgPool, checkpoints: Option<&Arc<Checkpoints>>) -> Result<Value, Error> {
     let legacy: Vec<Row> = sqlx::query_as(
         "SELECT seq, tenant_id, kind, payload, recorded_at, prev_hash, hash FROM stella.ledger_events ORDER BY seq",
     )
@@ -172,7 +204,7 @@ pub async fn verify_platform(db: &PgPool) -> Result<Value, Error> {
     let mut valid = platform["valid"] == true;
     let mut chains = Vec::new();
     for (id, slug) in tenants {
-        let v = verify(db, id).await?;
+        let v = verify(db, id, checkpoints).await?;
         valid &= v.valid;
         chains.push(
             json!({"tenant": slug, "valid": v.valid, "events": v.events, "head": v.head, "brokenAt": v.broken_at,

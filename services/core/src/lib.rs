@@ -20,6 +20,7 @@ pub mod aggregation;
 pub mod ai;
 pub mod authority;
 pub mod budget;
+pub mod checkpoint;
 pub mod egress;
 pub mod export_formats;
 pub mod exports;
@@ -60,6 +61,8 @@ pub struct Core {
     pub authority: authority::Policy,
     /// The memory budget of SBOM imports ([`budget::IMPORT_MEMORY_BUDGET`]).
     pub imports: budget::ImportBudget,
+    /// Signed ledger checkpoints, when this service has a key ([`checkpoint::KEY`]).
+    pub checkpoints: Option<std::sync::Arc<checkpoint::Checkpoints>>,
 }
 
 impl Core {
@@ -70,6 +73,7 @@ impl Core {
             attempts,
             authority: authority::Policy::from_config(&ctx.config),
             imports: budget::ImportBudget::from_config(&ctx.config),
+            checkpoints: checkpoint::Checkpoints::from_config(&ctx.config),
         }
     }
 
@@ -79,6 +83,7 @@ impl Core {
             attempts: 3,
             authority: authority::Policy::default(),
             imports: budget::ImportBudget::new(192),
+            checkpoints: None,
         }
     }
 

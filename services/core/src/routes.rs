@@ -298,7 +298,7 @@ struct Scope {
 async fn verify(State(core): State<Core>, caller: Caller, Query(s): Query<Scope>) -> Result<Json<Value>, Error> {
     match s.scope.as_deref() {
         None | Some("tenant") => Ok(Json(
-            serde_json::to_value(ledger::verify(core.db()?, caller.tenant_id).await?)
+            serde_json::to_value(ledger::verify(core.db()?, caller.tenant_id, core.checkpoints.as_ref()).await?)
                 .map_err(|e| Error::Internal(e.to_string()))?,
         )),
         Some("platform") => {
@@ -309,7 +309,7 @@ async fn verify(State(core): State<Core>, caller: Caller, Query(s): Query<Scope>
                     crate::seed::TENANT
                 )));
             }
-            Ok(Json(ledger::verify_platform(core.db()?).await?))
+            Ok(Json(ledger::verify_platform(core.db()?, core.checkpoints.as_ref()).await?))
         }
         Some(other) => Err(Error::bad("scope", format!("`{other}` is not tenant or platform"))),
     }

@@ -57,6 +57,10 @@ pub const SECRETS: &[(&str, &str)] = &[
     ("redis-url", "redis://:<password>@stella-redis:6379, read by every service"),
     ("queue-url", "nats://stella-nats:4222, read by every service"),
     ("admin-password", "password of the `admin` user of the default tenant, set when stella-migrator first creates it"),
+    (
+        "ledger-checkpoint-key",
+        "ECDSA P-256 key (PKCS#8 PEM) with which stella-ledger signs each tenant's ledger head into stella-state",
+    ),
 ];
 
 /// The volume of the services' own state (the export center's local object store).
@@ -170,6 +174,10 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
         if !job {
             writeln!(w, "      OTEL_EXPORTER_OTLP_ENDPOINT: \"${{OTEL_EXPORTER_OTLP_ENDPOINT:-}}\"")?;
         }
+        if *name == "stella-ledger" {
+            // Signed checkpoints of each tenant's head, kept outside the database (in stella-state).
+            writeln!(w, "      STELLA_LEDGER_CHECKPOINT_KEY_FILE: \"/run/secrets/ledger-checkpoint-key\"")?;
+        }
         if *name == "stella-task-runner" {
             // Task steps reach no internal address unless allowed (stella_core::egress). The
             // quickstart's seeded `stack-health` pack asks the stack's own servers, so they are
@@ -199,13 +207,16 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
         }
         if job && database {
             writeln!(w, "    secrets: [\"migrator-database-url\", \"db-service-password\", \"admin-password\"]")?;
+        } else if database && *name == "stella-ledger" {
+            writeln!(w, "    secrets: [\"database-url\", \"redis-url\", \"queue-url\", \"ledger-checkpoint-key\"]")?;
         } else if database {
             writeln!(w, "    secrets: [\"database-url\", \"redis-url\", \"queue-url\"]")?;
         } else if !job {
             writeln!(w, "    secrets: [\"redis-url\", \"queue-url\"]")?;
         }
-        // The object store on a volume: the export center's files and the task runs' artifacts.
-        if *name == "stella-export" || *name == "stella-task-runner" {
+        // The object store on a volume: the export center's files, the task runs' artifacts and
+        // the ledger's signed checkpoints.
+        if ["stella-export", "stella-task-runner", "stella-ledger"].contains(&name.as_str()) {
             writeln!(w, "    volumes: [{}]", q(&format!("{STATE_VOLUME}:/var/lib/stella")))?;
         }
         // The console serves the install docs offline (compose/docs, beside this file).
