@@ -100,7 +100,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let mut sizes = Vec::new();
     for image in &built.images {
         for (platform, p) in &image.platforms {
-            let bin = &binaries[&(platform.clone(), image.name.clone())];
+            // Binaries are keyed by binary name, which a tool image's may not share (`stella` in
+            // `stella-cli`).
+            let binary =
+                plan.images.iter().find(|i| i.name == image.name).map_or(image.name.as_str(), |i| i.binary.as_str());
+            let bin = binaries
+                .get(&(platform.clone(), binary.to_string()))
+                .with_context(|| format!("no {binary} binary for {platform} (image {})", image.name))?;
             sizes.push(Size {
                 image: image.name.clone(),
                 platform: platform.clone(),
