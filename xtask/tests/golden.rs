@@ -8,7 +8,7 @@
 
 use xtask::plan::{Pin, Request};
 
-const GOLDEN: &str = "sha256:eabd40af9f14562ba7adcafec2bd46b7ce8d87300d7f05d7846c93baf31070f7";
+const GOLDEN: &str = "sha256:7e4c881838ccedd834712641395686c999a0a46811fb9e74358dc18950bcf54e";
 
 fn build(out: &std::path::Path) -> (Vec<u8>, xtask::assemble::Built) {
     let fixtures = xtask::shell::root().join("tests/fixtures/golden");
