@@ -523,7 +523,9 @@ fn concurrent_imports_stay_within_the_memory_budget() {
     let mut growth = Vec::new();
     for budget in ["64", "65536"] {
         let mut stack = Stack::new(Some(&admin_only()));
-        stack.start("api", &[("STELLA_IMPORT_MEMORY_BUDGET", budget.into())]);
+        // A connection for each import, so that only memory decides how many run at once.
+        stack
+            .start("api", &[("STELLA_IMPORT_MEMORY_BUDGET", budget.into()), ("STELLA_DATABASE_POOL_SIZE", "8".into())]);
         let token = stack.admin_token();
         let pid = stack.services["api"].0.pid();
         let before = peak_mib(pid);
