@@ -71,7 +71,8 @@ if [ ! -f .env ]; then
     step "wrote .env from .env.example"
 fi
 set_env() { # set_env NAME VALUE: replace or append in .env
-    if grep -q "^$1=" .env; then sed -i "s|^$1=.*|$1=$2|" .env; else printf '%s=%s\n' "$1" "$2" >>.env; fi
+    # No `sed -i`: its argument differs between GNU and BSD sed (macOS); a rename is portable.
+    if grep -q "^$1=" .env; then sed "s|^$1=.*|$1=$2|" .env >.env.new && mv .env.new .env; else printf '%s=%s\n' "$1" "$2" >>.env; fi
 }
 if [ "${EXPOSE_PUBLIC:-0}" = 1 ]; then set_env STELLA_BIND 0.0.0.0; fi
 
