@@ -91,11 +91,19 @@ fn every_debian_layer_is_locked_for_both_architectures_and_extracts_deterministi
             for d in debs {
                 assert!(d.architecture == arch || d.architecture == "all", "{name} {arch}: {}", d.file);
                 assert_eq!(d.sha256.len(), 64, "{}", d.file);
+                // The URL is Debian's pool, and its last segment is exactly the locked file.
                 assert!(
-                    d.url.ends_with(&d.file.replace('+', "%2b").replace('~', "%7e")) || d.url.contains(&d.name),
+                    ["http://deb.debian.org/debian/pool/", "http://deb.debian.org/debian-security/pool/"]
+                        .iter()
+                        .any(|pool| d.url.starts_with(pool)),
                     "{}",
                     d.url
                 );
+                let last = d.url.rsplit('/').next().unwrap();
+                let decoded = [("%2b", "+"), ("%2B", "+"), ("%7e", "~"), ("%7E", "~"), ("%3a", ":"), ("%3A", ":")]
+                    .iter()
+                    .fold(last.to_string(), |s, (from, to)| s.replace(from, to));
+                assert_eq!(decoded, d.file, "{}", d.url);
             }
         }
         let a = xtask::layers::load(&dir, name, "amd64").unwrap();
