@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use stella_e2e::free_port;
 use stella_e2e::http::call;
 use stella_e2e::stack::{Listener, PASSWORD, Stack, admin_only, eventually, quickstart};
 
@@ -451,7 +451,26 @@ fn url_sources_are_fetched_with_retries() {
     let served = tempfile::tempdir().unwrap();
     let doc = osv("GHSA-cccc-cccc-cccc", "CVE-2099-0003", "LOW", "2.0.0");
     std::fs::write(served.path().join("advisory.json"), &doc).unwrap();
-    let port = free_port();
+    // At first the port answers every connection by closing it, counting them: the fetches
+    // fail, and the count shows that they were tried.
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = refusing.local_addr().unwrap().port();
+    refusing.set_nonblocking(true).unwrap();
+    let (tried, stop) = (std::sync::Arc::new(AtomicUsize::new(0)), std::sync::Arc::new(AtomicBool::new(false)));
+    let refuser = {
+        let (tried, stop) = (tried.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match refusing.accept() {
+                    Ok((stream, _)) => {
+                        tried.fetch_add(1, Ordering::SeqCst);
+                        drop(stream);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        })
+    };
     let source = format!("remote=http://127.0.0.1:{port}/advisory.json");
     stack.start("api", &[]);
     stack.start("orchestrator", &[("STELLA_SCHEDULER_TICK", "200ms".into())]);
@@ -464,8 +483,12 @@ fn url_sources_are_fetched_with_retries() {
             ("STELLA_SOURCES_ATTEMPTS", "6".into()),
         ],
     );
-    // Nothing listens yet: the first attempts fail. The server comes up within the backoff.
-    std::thread::sleep(Duration::from_millis(1500));
+    // A fetch failed; then the real server takes the port, within the backoff.
+    eventually("a fetch of the URL source fails", Duration::from_secs(20), || {
+        (tried.load(Ordering::SeqCst) >= 1).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    refuser.join().unwrap();
     let mut server = std::process::Command::new("python3")
         .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
         .current_dir(served.path())
