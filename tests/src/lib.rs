@@ -59,9 +59,23 @@ pub fn services() -> Vec<ServiceInfo> {
     xtask::workspace::services(&bin_dir()).expect("describing the workspace's services")
 }
 
-/// A port that was free a moment ago.
+/// A free port, never handed out twice in this process. Why not port 0: the kernel gives ports
+/// of its ephemeral range (32768 and up), which it also gives to every outgoing connection, and
+/// can give a port just released to the next bind of a parallel test. These come from a block
+/// below that range, one block per process (test binaries of one `cargo test` run one after
+/// another), each checked with a bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("binding port 0").local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const BLOCK: u16 = 200;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 60) as u16 * BLOCK;
+    for _ in 0..BLOCK {
+        let port = base + NEXT.fetch_add(1, Ordering::SeqCst) % BLOCK;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{base}..{}", base + BLOCK);
 }
 
 /// A child process whose stdout and stderr go to files, killed when dropped.
