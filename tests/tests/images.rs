@@ -247,7 +247,7 @@ fn every_server_image_runs_healthy_in_docker() {
         .collect();
     assert!(servers.len() >= 11);
     let tag = &built.tags[0];
-    let mut containers = Vec::new();
+    let mut containers = Containers(Vec::new());
     for image in &servers {
         let reference = format!("{}:{tag}", image.repository);
         assert!(loaded.contains(&reference), "{reference} was not loaded");
@@ -269,10 +269,10 @@ fn every_server_image_runs_healthy_in_docker() {
             "1s",
             &reference,
         ]));
-        containers.push((image.name.clone(), id.trim().to_string()));
+        containers.0.push((image.name.clone(), id.trim().to_string()));
     }
     let mut failures = Vec::new();
-    for (name, id) in &containers {
+    for (name, id) in &containers.0 {
         let mut status = String::new();
         for _ in 0..60 {
             status =
@@ -294,8 +294,17 @@ fn every_server_image_runs_healthy_in_docker() {
             failures.push(format!("{name}: health {status}, {uid}, {caps}; logs: {logs:?}"));
         }
     }
-    for (_, id) in &containers {
-        let _ = Command::new("docker").args(["rm", "-f", id]).output();
-    }
+    drop(containers);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The containers a test started, removed when it ends, a panic included.
+struct Containers(Vec<(String, String)>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for (_, id) in &self.0 {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+    }
 }
