@@ -253,3 +253,33 @@ fn collect(dir: &Path, out: &mut String) {
         }
     }
 }
+
+/// ARCHITECTURE.md names only files that exist: every code span that looks like a file (`.rs`,
+/// `.sh`, `.sql`, `.toml`, `.json`, `.py`, `.yaml`, `.md`) is a tracked file of the repository,
+/// by its path or, for the short names a section uses, by the end of one.
+#[test]
+fn architecture_names_only_files_that_exist() {
+    let root = stella_e2e::root();
+    let page = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let tracked = stella_e2e::run(std::process::Command::new("git").args(["ls-files"]).current_dir(&root));
+    let files: Vec<&str> = tracked.lines().collect();
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for span in page.split('`').skip(1).step_by(2) {
+        let name = span.trim_end_matches(['/', ',', ':']);
+        let is_file = [".rs", ".sh", ".sql", ".toml", ".json", ".py", ".yaml", ".md"].iter().any(|e| name.ends_with(e))
+            && !name.contains(['<', '*', ' ', '{']);
+        // What the pipeline writes, not a source of the repository.
+        let output = ["index.json", "images.json", "loaded/values-registry.yaml", "loaded/compose.env"].contains(&name);
+        if !is_file || output {
+            continue;
+        }
+        checked += 1;
+        let found = files.iter().any(|f| *f == name || f.ends_with(&format!("/{name}")));
+        if !found {
+            missing.push(name.to_string());
+        }
+    }
+    assert!(checked >= 40, "only {checked} file names checked");
+    assert!(missing.is_empty(), "ARCHITECTURE.md names files that do not exist: {missing:?}");
+}
