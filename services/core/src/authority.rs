@@ -136,6 +136,18 @@ impl Caller {
             Err(Error::Forbidden(format!("this needs the {role} role; the token has {}", self.role)))
         }
     }
+
+    /// Refuses the request unless the caller is an admin of the platform tenant (`default`):
+    /// what acts on every tenant at once. The refusal says `{why}: only an admin of the `default`
+    /// tenant may {act}`.
+    pub fn require_platform_admin(&self, why: &str, act: &str) -> Result<(), Error> {
+        self.require("admin")?;
+        if self.tenant != crate::seed::TENANT {
+            let tenant = crate::seed::TENANT;
+            return Err(Error::Forbidden(format!("{why}: only an admin of the `{tenant}` tenant may {act}")));
+        }
+        Ok(())
+    }
 }
 
 /// Any router state that holds a [`Core`] authenticates callers through it.

@@ -40,6 +40,11 @@ pub const MAX_PENDING: Setting = s(
     "Exports a tenant may have queued or running at once; more are refused with 429.",
 );
 
+/// `STELLA_EXPORT_MAX_PENDING` of a service that declares it (the default where it does not).
+pub fn max_pending(config: &stella_runtime::config::Config) -> i64 {
+    config.int(MAX_PENDING.name).unwrap_or(4) as i64
+}
+
 pub const ALL_FORMATS: [&str; 5] = ["json", "csv", "spdx", "cyclonedx", "openvex"];
 
 /// The runtime's common setting naming the object store.
@@ -298,7 +303,7 @@ pub fn spawn(ctx: &stella_runtime::Context, store: Arc<dyn ObjectStore>, formats
         warn!("STELLA_DATABASE_URL is not set: no exports are written");
         return;
     };
-    let max_pending = ctx.config.int(MAX_PENDING.name).unwrap_or(4) as i64;
+    let max_pending = max_pending(&ctx.config);
     jobs::spawn(ctx, jobs::Worker::new(ctx, KIND), Exports { db, store, formats, max_pending });
 }
 

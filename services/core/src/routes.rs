@@ -235,14 +235,7 @@ async fn upload(
 ) -> Result<impl IntoResponse, Error> {
     // Advisories and VEX statements are platform-wide: every tenant's findings use them. Only an
     // administrator of the platform tenant may add to them, not any tenant's admin.
-    caller.require("admin")?;
-    if caller.tenant != crate::seed::TENANT {
-        return Err(Error::Forbidden(format!(
-            "{} documents apply to every tenant: only an admin of the `{}` tenant may upload them",
-            kind.as_str(),
-            crate::seed::TENANT
-        )));
-    }
+    caller.require_platform_admin(&format!("{} documents apply to every tenant", kind.as_str()), "upload them")?;
     match aggregation::ingest(core.db()?, kind, "upload", &q.name, &body).await? {
         o @ Outcome::Stored { .. } => Ok((StatusCode::CREATED, Json(json!(o)))),
         o @ Outcome::Unchanged { .. } => Ok((StatusCode::OK, Json(json!(o)))),
@@ -302,13 +295,7 @@ async fn verify(State(core): State<Core>, caller: Caller, Query(s): Query<Scope>
                 .map_err(|e| Error::Internal(e.to_string()))?,
         )),
         Some("platform") => {
-            caller.require("admin")?;
-            if caller.tenant != crate::seed::TENANT {
-                return Err(Error::Forbidden(format!(
-                    "the platform check is for an admin of the `{}` tenant",
-                    crate::seed::TENANT
-                )));
-            }
+            caller.require_platform_admin("the platform check covers every tenant", "run it")?;
             Ok(Json(ledger::verify_platform(core.db()?, core.checkpoints.as_ref()).await?))
         }
         Some(other) => Err(Error::bad("scope", format!("`{other}` is not tenant or platform"))),

@@ -161,7 +161,7 @@ pub const KIND: &str = "task-run";
 /// artifact retention sweeper. Returns the object store of the artifacts, if one is usable.
 pub fn spawn(ctx: &stella_runtime::Context) -> Option<Arc<dyn ObjectStore>> {
     let egress = Arc::new(Egress::from_config(&ctx.config));
-    let max_pending = ctx.config.int(crate::exports::MAX_PENDING.name).unwrap_or(4) as i64;
+    let max_pending = crate::exports::max_pending(&ctx.config);
     info!(policy = egress.summary(), "task runner egress policy");
     let store = match crate::exports::store(&crate::exports::StoreConfig::from(&ctx.config)) {
         Ok(store) => Some(store),

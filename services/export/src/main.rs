@@ -23,7 +23,7 @@ fn main() -> std::process::ExitCode {
             };
             // The route builder runs once, inside the runtime, before the server starts.
             exports::spawn(ctx, store.clone(), formats.clone());
-            let max_pending = c.int(exports::MAX_PENDING.name).unwrap_or(4) as i64;
+            let max_pending = exports::max_pending(c);
             worker_routes::export(worker_routes::ExportState {
                 core: stella_core::Core::new(ctx),
                 store,
