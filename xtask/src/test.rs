@@ -11,14 +11,21 @@ pub struct Options {
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
+    let mut steps = Steps::default();
     if options.setup {
-        crate::setup::run(&crate::setup::Options { test: true, dry_run: false }).context("setting up this machine")?;
+        steps.time("setup", || {
+            crate::setup::run(&crate::setup::Options { test: true, dry_run: false }).context("setting up this machine")
+        })?;
     }
-    shell::run(cargo().args(["fmt", "--all", "--", "--check"])).context("formatting differs: run `cargo fmt --all`")?;
-    shell::run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    steps.time("fmt", || {
+        shell::run(cargo().args(["fmt", "--all", "--", "--check"])).context("formatting differs: run `cargo fmt --all`")
+    })?;
+    steps.time("clippy", || {
+        shell::run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
+    })?;
     // The end-to-end tests run the services as real processes and check the real images:
     // build every binary and every image (the README's main command) first.
-    shell::run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
+    steps.time("build", || shell::run(cargo().args(["build", "--workspace", "--bins", "--locked"])))?;
     // A throwaway key made for this run signs the images, so the image tests verify real
     // signatures and the reproducibility test compares them too. Never a release key.
     let keys = crate::workspace::target_dir().join("test-signing-key");
@@ -26,18 +33,43 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         crate::sign::keygen(&keys)?;
     }
     let key = keys.join("cosign.key");
-    shell::run(cargo().args(["xtask", "images"]).env(crate::sign::KEY_ENV, &key))?;
+    steps.time("images", || shell::run(cargo().args(["xtask", "images"]).env(crate::sign::KEY_ENV, &key)))?;
     let mut test = cargo();
     test.args(["test", "--workspace", "--locked", "--no-fail-fast", "--"]).args(&options.cargo_test_args);
     test.env(crate::sign::KEY_ENV, &key);
-    let (passed, failed, ok) = run_counting(&mut test)?;
+    let (passed, failed, ok) = steps.time("test", || run_counting(&mut test))?;
     // One closing line for the whole run: cargo prints one per test binary, the last of which
     // is usually a doc-test run with nothing in it.
     println!("summary: {passed} passed, {failed} failed");
+    steps.print();
     if !ok {
         anyhow::bail!("tests failed");
     }
     Ok(())
+}
+
+/// Wall-clock time of each step, printed as each ends and again as a table at the end, so a
+/// CI log says where its minutes went.
+#[derive(Default)]
+struct Steps(Vec<(&'static str, std::time::Duration)>);
+
+impl Steps {
+    fn time<T>(&mut self, name: &'static str, step: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let start = std::time::Instant::now();
+        let result = step();
+        let took = start.elapsed();
+        eprintln!("step {name}: {:.1} s{}", took.as_secs_f64(), if result.is_err() { " (failed)" } else { "" });
+        self.0.push((name, took));
+        result
+    }
+
+    fn print(&self) {
+        let total: std::time::Duration = self.0.iter().map(|(_, took)| *took).sum();
+        for (name, took) in &self.0 {
+            println!("step {name:<8} {:>7.1} s", took.as_secs_f64());
+        }
+        println!("step {:<8} {:>7.1} s", "total", total.as_secs_f64());
+    }
 }
 
 /// Runs `cargo test`, echoing its output, and adds up its `test result:` lines.
