@@ -33,18 +33,27 @@ fn a_rebuild_from_another_clone_is_bit_for_bit_identical() {
     assert!(report.results.iter().all(|r| r.platforms.len() == 1 && r.platforms["linux/amd64"]), "{report:#?}");
 
     let report = &amd64.report;
+    // The full clone holds the revision: the rebuild checked it out and pinned the record's
+    // values, after checking every input file against the record's digests.
+    assert_eq!(report.pinned.source, "clone");
+    assert_eq!((report.pinned.revision.as_str(), report.pinned.epoch), (original.revision.as_str(), original.epoch));
+    assert!(report.pinned.inputs_checked > 100, "{:?}", report.pinned);
 
     // The auditor's other path, `rebuild --compare images.json`: only the published digests.
     let published = xtask::images::default_out().join("images.json");
     let amd64_only = ["linux/amd64".to_string()];
-    let by_digest = xtask::reproduce::compare(&original, &published, None, &report.rebuilt, &amd64_only).unwrap();
+    let by_digest =
+        xtask::reproduce::compare(&original, &published, None, &report.rebuilt, &amd64_only, report.pinned.clone())
+            .unwrap();
     assert!(by_digest.identical(), "{:#?}", by_digest.differences);
     assert_eq!(by_digest.results.len(), report.images);
     // A published digest that differs is reported for that image and platform only.
     let mut altered = original.clone();
     let victim = altered.images[0].name.clone();
     altered.images[0].platforms.get_mut("linux/amd64").unwrap().manifest = format!("sha256:{}", "0".repeat(64));
-    let mismatch = xtask::reproduce::compare(&altered, &published, None, &report.rebuilt, &amd64_only).unwrap();
+    let mismatch =
+        xtask::reproduce::compare(&altered, &published, None, &report.rebuilt, &amd64_only, report.pinned.clone())
+            .unwrap();
     assert!(!mismatch.identical());
     let bad: Vec<_> = mismatch.results.iter().filter(|r| r.platforms.values().any(|m| !m)).collect();
     assert_eq!(bad.len(), 1, "{bad:#?}");

@@ -33,6 +33,11 @@ pub struct Built {
     #[serde(default)]
     pub signed_by: Option<String>,
     pub images: Vec<BuiltImage>,
+    /// Every input file and its SHA-256 (see `plan::source`): what `rebuild --compare` checks a
+    /// checkout against before it pins this record's revision and epoch. Absent in records
+    /// written before it was added.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -230,6 +235,7 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
         tags: plan.tags.clone(),
         signed_by: key.as_ref().map(crate::sign::fingerprint),
         images: built,
+        sources: plan.sources.clone(),
     };
     let json = serde_json::to_vec_pretty(&record)?;
     crate::oci::write_atomic(&staging.join("images.json"), &json)?;

@@ -1,7 +1,11 @@
-//! `cargo xtask reproduce` (alias `rebuild --compare`): an auditor's rebuild. Clones the commit
-//! a layout was built from into a fresh directory elsewhere, builds it there with another umask,
+//! `cargo xtask reproduce` (alias `rebuild --compare`): an auditor's rebuild. Puts the source of
+//! the record's revision in a fresh directory elsewhere, builds it there with another umask,
 //! time zone and target directory, and compares every digest with the original: a layout
 //! (every blob too), or only its published `images.json` (the digests, image by image).
+//!
+//! The revision and source epoch are pinned from the record, never found again, so a shallow
+//! clone or a source archive rebuilds as well as a full clone. What makes that safe is the
+//! record's input digests: the source must hold exactly those files, or nothing is built.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,6 +15,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::assemble::Built;
+use crate::plan::source;
 use crate::shell;
 
 pub struct Options {
@@ -36,10 +41,23 @@ pub struct Report {
     pub images: usize,
     /// Image by image: whether the index digest and each platform's manifest digest match.
     pub results: Vec<ImageResult>,
+    /// The revision and source epoch taken from the record, and where the source came from.
+    pub pinned: Pinned,
     pub blobs_compared: usize,
     pub index_identical: bool,
     /// Human-readable differences; empty when the rebuild is identical.
     pub differences: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Pinned {
+    pub revision: String,
+    pub epoch: u64,
+    /// `clone` (git holds the revision) or `copy` (a shallow clone without it, or no git).
+    pub source: &'static str,
+    /// How many input files were checked against the record's digests (0: an old record
+    /// without them, trusted to its commit).
+    pub inputs_checked: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,18 +89,11 @@ pub fn reproduce(options: &Options) -> anyhow::Result<Report> {
         Some(w) => w.clone(),
         None => std::env::temp_dir().join(format!("stella-reproduce-{}", std::process::id())),
     };
-    let src = work.join("a/different/path/stella");
-    if !(options.reuse && src.join(".git").is_dir()) {
+    if !options.reuse {
         let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(src.parent().expect("has a parent"))?;
-        shell::run(Command::new("git").args(["clone", "--quiet", "--no-local"]).arg(shell::root()).arg(&src))?;
     }
-    shell::run(
-        Command::new("git")
-            .args(["-c", "advice.detachedHead=false", "checkout", "--quiet", &original.revision])
-            .current_dir(&src),
-    )
-    .with_context(|| format!("checking out {} (was it committed?)", original.revision))?;
+    let src = work.join("a/different/path/stella");
+    let pinned = prepare(&original, &options.against, &shell::root(), &src, options.reuse)?;
     let out = (1..)
         .map(|n| if n == 1 { work.join("oci") } else { work.join(format!("oci-{n}")) })
         .find(|p| !p.exists())
@@ -106,10 +117,99 @@ pub fn reproduce(options: &Options) -> anyhow::Result<Report> {
             .env("TZ", "Pacific/Chatham")
             .env("CARGO_TARGET_DIR", work.join("target"))
             .env("SOURCE_DATE_EPOCH", original.epoch.to_string())
-            .env_remove("STELLA_GIT_COMMIT"),
+            .env("STELLA_GIT_COMMIT", &original.revision),
     )
     .context("rebuilding in the clone")?;
-    compare(&original, &options.against, layout, &out, &options.platforms)
+    compare(&original, &options.against, layout, &out, &options.platforms, pinned)
+}
+
+/// Puts the source of `original`'s revision at `src` (a clone checked out at it where the git of
+/// the checkout at `root` holds the commit, else a copy of that checkout's files), checks it
+/// against the record's input digests and returns the values to pin. `reuse` keeps an earlier
+/// `src`.
+pub fn prepare(original: &Built, against: &Path, root: &Path, src: &Path, reuse: bool) -> anyhow::Result<Pinned> {
+    let cloned = source::holds_commit(root, &original.revision);
+    if !(reuse && src.is_dir()) {
+        let _ = std::fs::remove_dir_all(src);
+        std::fs::create_dir_all(src.parent().expect("has a parent"))?;
+        if cloned {
+            shell::run(Command::new("git").args(["clone", "--quiet", "--no-local"]).arg(root).arg(src))?;
+        } else {
+            copy_files(root, src)?;
+        }
+    }
+    if cloned {
+        shell::run(
+            Command::new("git")
+                .args(["-c", "advice.detachedHead=false", "checkout", "--quiet", &original.revision])
+                .current_dir(src),
+        )
+        .with_context(|| format!("checking out {}", original.revision))?;
+    }
+    let pinned = check_inputs(original, against, src, cloned)?;
+    eprintln!(
+        "pinned from {}: STELLA_GIT_COMMIT={} SOURCE_DATE_EPOCH={} ({} input files match the record; source: {})",
+        against.display(),
+        pinned.revision,
+        pinned.epoch,
+        pinned.inputs_checked,
+        pinned.source
+    );
+    Ok(pinned)
+}
+
+/// Copies the files of the checkout at `root` (tracked ones, or without git all that
+/// `.gitignore` keeps) to `to`: the source of a rebuild when git does not hold the revision.
+pub fn copy_files(root: &Path, to: &Path) -> anyhow::Result<()> {
+    for rel in source::files(root)? {
+        let (from, dest) = (root.join(&rel), to.join(&rel));
+        std::fs::create_dir_all(dest.parent().expect("a file has a parent"))?;
+        let meta = match std::fs::symlink_metadata(&from) {
+            Ok(meta) => meta,
+            // Tracked but deleted in the working tree: the input check names it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", from.display())),
+        };
+        if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &dest)?;
+        } else {
+            std::fs::copy(&from, &dest).with_context(|| format!("copying {} to {}", from.display(), dest.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `src` holds the record's inputs, file by file, and returns what is pinned.
+pub fn check_inputs(original: &Built, against: &Path, src: &Path, cloned: bool) -> anyhow::Result<Pinned> {
+    let source = if cloned { "clone" } else { "copy" };
+    let pinned =
+        |inputs_checked| Pinned { revision: original.revision.clone(), epoch: original.epoch, source, inputs_checked };
+    if original.sources.is_empty() {
+        if cloned {
+            return Ok(pinned(0));
+        }
+        bail!(
+            "{} records no input digests (it predates them), so a checkout without revision {} in its history \
+             cannot be checked against it: rebuild from a full clone that holds that commit",
+            against.display(),
+            original.revision
+        );
+    }
+    let here = source::input_digests(src)?;
+    let differences = source::differences(&original.sources, &here);
+    if !differences.is_empty() {
+        let shown = differences.iter().take(20).map(|d| format!("\n  {d}")).collect::<String>();
+        let more = differences.len().saturating_sub(20);
+        bail!(
+            "this checkout does not hold the inputs of revision {} that {} records ({} files differ):{shown}{}\n  \
+             help: check out that revision (or unpack its source archive) with no local changes, then rebuild",
+            original.revision,
+            against.display(),
+            differences.len(),
+            if more > 0 { format!("\n  and {more} more") } else { String::new() }
+        );
+    }
+    Ok(pinned(here.len()))
 }
 
 /// Compares the rebuild at `out` with `original` (read from `against`; `layout` when it is a
@@ -120,6 +220,7 @@ pub fn compare(
     layout: Option<&Path>,
     out: &Path,
     platforms: &[String],
+    pinned: Pinned,
 ) -> anyhow::Result<Report> {
     let rebuilt = Built::read(out)?;
     let mut differences = Vec::new();
@@ -178,6 +279,7 @@ pub fn compare(
         rebuilt: out.to_path_buf(),
         images: rebuilt.images.len(),
         results,
+        pinned,
         blobs_compared: compared,
         index_identical,
         differences,

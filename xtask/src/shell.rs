@@ -5,9 +5,24 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// The workspace root (the parent of `xtask/`).
+/// The workspace root: the nearest directory at or above the current one that holds
+/// `images.toml` and `xtask/Cargo.toml`, else the one this xtask was built from. Found at run
+/// time, so an xtask binary run in another checkout (an auditor's clone, a source archive, a
+/// test's copy) works on that checkout's files, not on the ones it was compiled from.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let here = std::env::current_dir().ok();
+        let is_root =
+            |dir: &std::path::Path| dir.join("images.toml").is_file() && dir.join("xtask/Cargo.toml").is_file();
+        here.as_deref()
+            .and_then(|cwd| cwd.ancestors().find(|dir| is_root(dir)))
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+            })
+    })
+    .clone()
 }
 
 /// Runs `cmd` (in the workspace root unless it names another directory), echoing it; fails

@@ -74,6 +74,14 @@ pub fn build(options: &Options) -> anyhow::Result<Bundle> {
             plan.revision
         );
     }
+    // A release an auditor cannot rebuild is not one: its revision names no commit.
+    if plan.dirty {
+        bail!(
+            "the image inputs have uncommitted changes (revision {}): a bundle ships only what a commit \
+             describes, so an auditor can rebuild it; commit or stash them, then `cargo xtask images`",
+            plan.revision
+        );
+    }
     let key = sign::read_key(&key_path)?;
     let fingerprint = sign::fingerprint(&key);
     if built.signed_by.as_deref() != Some(fingerprint.as_str()) {

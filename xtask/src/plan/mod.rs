@@ -1,12 +1,14 @@
 //! The plan: everything `cargo xtask images` will do, resolved before any work and printable
 //! as data (`cargo xtask plan --json`).
 //!
-//! Reproducibility is decided here: the source epoch is read once (`SOURCE_DATE_EPOCH`, else
-//! the commit time of HEAD) and every later step takes dates from the plan, never the clock.
+//! Reproducibility is decided here: the revision and source epoch are found once ([`source`]:
+//! the last commit that changed an input, or pins, or a refusal) and every later step takes
+//! dates from the plan, never the clock.
+
+pub mod source;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -89,8 +91,11 @@ pub struct Plan {
     /// The signing key's file (its content is read only when signing, and never shown).
     pub key: Option<PathBuf>,
     pub images: Vec<ImagePlan>,
-    /// Every input file (relative to the workspace) and its SHA-256.
+    /// The catalog, lock file, toolchain pin and layer files, with their SHA-256.
     pub inputs: BTreeMap<String, String>,
+    /// Every input file of the workspace (see [`NOT_INPUTS`]) and its SHA-256, recorded in
+    /// `images.json` so a rebuild can prove a checkout holds the release's inputs.
+    pub sources: BTreeMap<String, String>,
 }
 
 /// One cargo build: a target triple and the packages built for it.
@@ -139,8 +144,8 @@ pub fn plan(req: &Request) -> anyhow::Result<Plan> {
     let (version, revision, dirty, epoch) = match &req.pin {
         Some(pin) => (pin.version.clone(), pin.revision.clone(), false, pin.epoch),
         None => {
-            let (revision, dirty) = revision(&root);
-            (workspace_version(&root)?, revision, dirty, source_epoch(&root)?)
+            let found = source::find(&root)?;
+            (workspace_version(&root)?, found.revision, found.dirty, found.epoch)
         }
     };
     let tags = req
@@ -251,6 +256,7 @@ pub fn plan(req: &Request) -> anyhow::Result<Plan> {
         })
         .collect();
     let inputs = inputs(&root, &req.catalog, &req.layers_dir, &images)?;
+    let sources = source::input_digests(&root)?;
     Ok(Plan {
         version,
         revision,
@@ -265,6 +271,7 @@ pub fn plan(req: &Request) -> anyhow::Result<Plan> {
         key: req.key.clone(),
         images,
         inputs,
+        sources,
     })
 }
 
@@ -336,32 +343,8 @@ pub const NOT_INPUTS: &[&str] = &[
     ":(exclude)xtask/src/bench",
 ];
 
-fn input_pathspec() -> Vec<&'static str> {
+pub(crate) fn input_pathspec() -> Vec<&'static str> {
     std::iter::once("--").chain(std::iter::once(".")).chain(NOT_INPUTS.iter().copied()).collect()
-}
-
-/// `STELLA_GIT_COMMIT`, else the last commit that changed an input (see [`NOT_INPUTS`]); and
-/// whether an input has uncommitted changes.
-fn revision(root: &Path) -> (String, bool) {
-    let git =
-        |args: &[&str]| shell::output(Command::new("git").args(args).args(input_pathspec()).current_dir(root)).ok();
-    let commit = std::env::var("STELLA_GIT_COMMIT")
-        .ok()
-        .or_else(|| git(&["log", "-1", "--format=%H"]).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.trim().is_empty());
-    (commit, dirty)
-}
-
-/// `SOURCE_DATE_EPOCH`, else the commit time of the last commit that changed an input.
-pub fn source_epoch(root: &Path) -> anyhow::Result<u64> {
-    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
-        return v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"));
-    }
-    let out =
-        shell::output(Command::new("git").args(["log", "-1", "--format=%ct"]).args(input_pathspec()).current_dir(root))
-            .context("no SOURCE_DATE_EPOCH and no git commit to take the date from: set SOURCE_DATE_EPOCH")?;
-    out.trim().parse().context("git log gave no commit time; set SOURCE_DATE_EPOCH")
 }
 
 /// Inputs and their digests: the catalog, the lock file, the toolchain pin, layer definitions.
