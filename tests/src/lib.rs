@@ -62,13 +62,30 @@ pub fn services() -> Vec<ServiceInfo> {
 /// A free port, never handed out twice in this process. Why not port 0: the kernel gives ports
 /// of its ephemeral range (32768 and up), which it also gives to every outgoing connection, and
 /// can give a port just released to the next bind of a parallel test. These come from a block
-/// below that range, one block per process (test binaries of one `cargo test` run one after
-/// another), each checked with a bind.
+/// below that range that this process holds alone: `cargo xtask test` runs several test
+/// binaries at once, and each claims a block with an exclusive lock on a file, which the kernel
+/// releases when the process ends (so a crashed run never keeps one). Each port is still
+/// checked with a bind, for programs outside the tests.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     const BLOCK: u16 = 200;
+    const BLOCKS: u16 = 60;
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 60) as u16 * BLOCK;
+    static CLAIMED: std::sync::OnceLock<(u16, std::fs::File)> = std::sync::OnceLock::new();
+    let (block, _lock) = CLAIMED.get_or_init(|| {
+        let dir = std::env::temp_dir().join("stella-e2e-ports");
+        std::fs::create_dir_all(&dir).expect("a directory for the port locks");
+        // Start at a block picked by process id, so concurrent binaries rarely try the same one.
+        let first = (std::process::id() % u32::from(BLOCKS)) as u16;
+        (0..BLOCKS)
+            .map(|i| (first + i) % BLOCKS)
+            .find_map(|b| {
+                let file = std::fs::File::create(dir.join(format!("block-{b}.lock"))).ok()?;
+                file.try_lock().ok().map(|()| (b, file))
+            })
+            .expect("all 60 port blocks are held by other test processes")
+    });
+    let base = 20_000 + block * BLOCK;
     for _ in 0..BLOCK {
         let port = base + NEXT.fetch_add(1, Ordering::SeqCst) % BLOCK;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {

@@ -236,7 +236,11 @@ pub struct Test {
     /// Skip `cargo xtask setup --test` (for machines set up by hand).
     #[arg(long)]
     pub no_setup: bool,
-    /// Arguments passed to `cargo test` after `--`, e.g. a test name filter.
+    /// How many test binaries run at once (each runs its own tests in parallel too). Most of
+    /// them wait on PostgreSQL, Docker or a second clone's compile, so more than the cores.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub jobs: usize,
+    /// Arguments passed to each test binary after `--`, e.g. a test name filter.
     #[arg(last = true)]
     pub cargo_test_args: Vec<String>,
 }

@@ -12,7 +12,9 @@ fn main() -> std::process::ExitCode {
     let flags = flags::Xtask::parse();
     let result = match flags.command {
         flags::Command::Setup(f) => setup::run(&setup::Options { test: f.test, dry_run: f.dry_run }),
-        flags::Command::Test(f) => test::run(&test::Options { setup: !f.no_setup, cargo_test_args: f.cargo_test_args }),
+        flags::Command::Test(f) => {
+            test::run(&test::Options { setup: !f.no_setup, cargo_test_args: f.cargo_test_args, jobs: f.jobs })
+        }
         flags::Command::Bench(f) => match f.suite {
             flags::Suite::Services => bench::services::run(&bench::Options { json: f.json, runs: f.runs }),
             flags::Suite::Images => bench::images::run(&bench::Options { json: f.json, runs: f.runs }),
@@ -102,6 +104,11 @@ fn reproduce(f: flags::Reproduce) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("rebuilt {} images of {} in {}", report.images, report.revision, report.rebuilt.display());
+        let p = &report.pinned;
+        println!(
+            "pinned from the record: revision {} and source epoch {}; {} input files checked ({})",
+            p.revision, p.epoch, p.inputs_checked, p.source
+        );
         let yes = |b: bool| if b { "match" } else { "DIFFERS" };
         for r in &report.results {
             let platforms: Vec<String> = r.platforms.iter().map(|(p, m)| format!("{p} {}", yes(*m))).collect();

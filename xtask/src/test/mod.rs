@@ -1,5 +1,8 @@
 //! `cargo xtask test`: the README's test command. Formatting, clippy, the service binaries the
-//! end-to-end tests start as processes, then every test of the workspace.
+//! end-to-end tests start as processes, the images, then every test of the workspace: the test
+//! binaries side by side ([`binaries`]), then the doc tests. Each step's time is printed.
+
+mod binaries;
 
 use anyhow::Context;
 
@@ -8,6 +11,8 @@ use crate::shell::{self, cargo};
 pub struct Options {
     pub setup: bool,
     pub cargo_test_args: Vec<String>,
+    /// How many test binaries run at once.
+    pub jobs: usize,
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
@@ -34,16 +39,38 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     let key = keys.join("cosign.key");
     steps.time("images", || shell::run(cargo().args(["xtask", "images"]).env(crate::sign::KEY_ENV, &key)))?;
-    let mut test = cargo();
-    test.args(["test", "--workspace", "--locked", "--no-fail-fast", "--"]).args(&options.cargo_test_args);
-    test.env(crate::sign::KEY_ENV, &key);
-    let (passed, failed, ok) = steps.time("test", || run_counting(&mut test))?;
+    let env = [(crate::sign::KEY_ENV, key.clone())];
+    let tests = steps.time("test build", || binaries::build(&env))?;
+    let count = tests.len();
+    let outcomes = steps.time("test run", || {
+        eprintln!("running {count} test binaries, {} at a time", options.jobs);
+        Ok(binaries::run(tests, options.jobs, &options.cargo_test_args, &env))
+    })?;
+    let doc = steps.time("doc tests", || {
+        let mut doc = cargo();
+        doc.args(["test", "--workspace", "--locked", "--doc", "--"]).args(&options.cargo_test_args);
+        run_counting(&mut doc)
+    })?;
+    let mut slowest: Vec<&binaries::Outcome> = outcomes.iter().collect();
+    slowest.sort_by_key(|o| std::cmp::Reverse(o.took));
+    println!("test binaries, slowest first:");
+    for o in &slowest {
+        let mark = if o.ok { "" } else { "  FAILED" };
+        println!("  {:>7.1} s  {:<32} {:>4} passed{mark}", o.took.as_secs_f64(), o.name, o.passed);
+    }
+    let failed_binaries: Vec<&str> = outcomes.iter().filter(|o| !o.ok).map(|o| o.name.as_str()).collect();
+    let passed = outcomes.iter().map(|o| o.passed).sum::<u64>() + doc.0;
+    let failed = outcomes.iter().map(|o| o.failed).sum::<u64>() + doc.1;
+    let ok = failed_binaries.is_empty() && doc.2;
     // One closing line for the whole run: cargo prints one per test binary, the last of which
     // is usually a doc-test run with nothing in it.
     println!("summary: {passed} passed, {failed} failed");
     steps.print();
     if !ok {
-        anyhow::bail!("tests failed");
+        anyhow::bail!(
+            "tests failed in: {}",
+            if failed_binaries.is_empty() { "the doc tests".into() } else { failed_binaries.join(", ") }
+        );
     }
     Ok(())
 }

@@ -1,0 +1,172 @@
+//! Running the workspace's test binaries side by side instead of one after another.
+//!
+//! `cargo test` runs its test binaries in sequence, so a binary that waits on Docker, a
+//! PostgreSQL start or a second clone's compile leaves the machine idle while the next waits
+//! its turn. Here every test binary is built once (`cargo test --no-run`), then up to `jobs` of
+//! them run at once, the longest first; each one's output is kept whole and printed when it
+//! ends, with its time, so a log reads binary by binary and says where the minutes went.
+//! The binaries are safe to overlap: their ports come from per-process blocks, their Compose
+//! projects, clusters and temporary directories are named by process.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::shell;
+
+/// One test binary: what cargo built and where its package lives (the directory cargo test
+/// runs it in).
+#[derive(Clone, Debug)]
+pub struct Binary {
+    /// `package::target`, e.g. `stella-e2e::quickstart`.
+    pub name: String,
+    pub executable: PathBuf,
+    pub package_dir: PathBuf,
+}
+
+/// What one binary did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub name: String,
+    pub passed: u64,
+    pub failed: u64,
+    pub ok: bool,
+    pub took: Duration,
+}
+
+/// Binaries known to run longest, started first so they overlap the rest (the others keep
+/// cargo's order). A name missing here costs only some overlap.
+const LONGEST_FIRST: &[&str] = &[
+    "stella-e2e::reproducible",
+    "stella-e2e::quickstart",
+    "stella-e2e::bundle",
+    "stella-e2e::workers",
+    "stella-e2e::images",
+    "stella-e2e::security",
+    "stella-e2e::core",
+    "stella-e2e::console",
+    "stella-e2e::upgrade",
+];
+
+/// Builds every test target of the workspace without running it; returns the binaries.
+pub fn build(env: &[(&str, PathBuf)]) -> anyhow::Result<Vec<Binary>> {
+    let mut cmd = shell::cargo();
+    cmd.args(["test", "--workspace", "--locked", "--no-run", "--message-format=json-render-diagnostics"])
+        .current_dir(shell::root())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    eprintln!("$ cargo test --workspace --locked --no-run");
+    let out = cmd.output().context("starting cargo test --no-run")?;
+    if !out.status.success() {
+        anyhow::bail!("building the tests failed (`cargo test --workspace --no-run`)");
+    }
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
+            continue;
+        }
+        let Some(executable) = msg["executable"].as_str() else { continue };
+        let package = msg["package_id"].as_str().unwrap_or_default();
+        let manifest = PathBuf::from(msg["manifest_path"].as_str().unwrap_or_default());
+        let target = msg["target"]["name"].as_str().unwrap_or_default();
+        binaries.push(Binary {
+            name: format!("{}::{target}", package_name(package, &manifest)),
+            executable: executable.into(),
+            package_dir: manifest.parent().map(PathBuf::from).unwrap_or_else(shell::root),
+        });
+    }
+    binaries.sort_by_key(|b| LONGEST_FIRST.iter().position(|n| *n == b.name).unwrap_or(LONGEST_FIRST.len()));
+    Ok(binaries)
+}
+
+/// The package name: the manifest's directory's `name` from the package id
+/// (`path+file:///…/tests#stella-e2e@0.1.0`, or `…/xtask#0.1.0` where the name is the directory).
+fn package_name(id: &str, manifest: &std::path::Path) -> String {
+    let fragment = id.rsplit_once('#').map(|(_, f)| f).unwrap_or(id);
+    match fragment.split_once('@') {
+        Some((name, _)) => name.to_string(),
+        None => {
+            manifest.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        }
+    }
+}
+
+/// Runs `binaries`, `jobs` at a time, each with `args` and `env`; prints each one's output as
+/// it ends.
+pub fn run(binaries: Vec<Binary>, jobs: usize, args: &[String], env: &[(&str, PathBuf)]) -> Vec<Outcome> {
+    let queue = Arc::new(Mutex::new(binaries.into_iter().collect::<VecDeque<_>>()));
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            let (queue, outcomes) = (queue.clone(), outcomes.clone());
+            scope.spawn(move || {
+                loop {
+                    let Some(binary) = queue.lock().expect("queue").pop_front() else { break };
+                    let outcome = run_one(&binary, args, env);
+                    outcomes.lock().expect("outcomes").push(outcome);
+                }
+            });
+        }
+    });
+    Arc::try_unwrap(outcomes).expect("threads ended").into_inner().expect("outcomes")
+}
+
+fn run_one(binary: &Binary, args: &[String], env: &[(&str, PathBuf)]) -> Outcome {
+    let start = Instant::now();
+    eprintln!("start {}", binary.name);
+    let mut cmd = Command::new(&binary.executable);
+    cmd.args(args).current_dir(&binary.package_dir).env("CARGO_MANIFEST_DIR", &binary.package_dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // Both streams into one buffer, in the order written: a panic's message stays beside the
+    // test that printed it.
+    let (text, ok) = match capture(&mut cmd) {
+        Ok(done) => done,
+        Err(e) => (format!("could not run {}: {e:#}\n", binary.executable.display()), false),
+    };
+    let took = start.elapsed();
+    let (mut passed, mut failed) = (0, 0);
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += super::count(rest, " passed");
+            failed += super::count(rest, " failed");
+        }
+    }
+    // One call, so two binaries that end together do not interleave.
+    println!("==== {} ({:.1} s)\n{}", binary.name, took.as_secs_f64(), text.trim_end());
+    Outcome { name: binary.name.clone(), passed, failed, ok, took }
+}
+
+/// Runs `cmd` with stdout and stderr into one temporary file; returns the text and success.
+fn capture(cmd: &mut Command) -> anyhow::Result<(String, bool)> {
+    let file = tempfile::tempfile().context("a temporary file for the output")?;
+    cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file.try_clone()?);
+    let status = cmd.status().context("starting the test binary")?;
+    let mut file = file;
+    use std::io::{Read, Seek};
+    file.rewind()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), status.success()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn package_names_come_from_the_id_or_the_directory() {
+        let m = std::path::Path::new("/w/tests/Cargo.toml");
+        assert_eq!(super::package_name("path+file:///w/tests#stella-e2e@0.1.0", m), "stella-e2e");
+        assert_eq!(
+            super::package_name("path+file:///w/xtask#0.1.0", std::path::Path::new("/w/xtask/Cargo.toml")),
+            "xtask"
+        );
+    }
+}
