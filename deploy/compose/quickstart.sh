@@ -7,6 +7,7 @@
 #                                         127.0.0.1 (Debian's docker-registry), pulled from there
 #
 # Safe to run again: .env and .secrets/ are created once and kept; `up` changes only what changed.
+# A secret changes only on purpose: ./quickstart.sh --rotate NAME (see --help).
 # EXPOSE_PUBLIC=1 binds the published ports on every interface instead of 127.0.0.1.
 set -euo pipefail
 
@@ -18,6 +19,8 @@ layout=""
 registry_port="${STELLA_LOCAL_REGISTRY_PORT:-5000}"
 timeout=180
 wait_healthy=1
+rotate=""
+rotatable="admin-password postgres-password db-service-password redis-password"
 
 step() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -31,6 +34,9 @@ Options:
   --registry-port N    port of that local registry on 127.0.0.1 (default 5000)
   --timeout SECONDS    how long to wait for every service to be healthy (default 180)
   --no-wait            start the stack and return
+  --rotate NAME        change one secret of a running stack everywhere it is used, on purpose:
+                       admin-password (ends the admin's sessions), postgres-password,
+                       db-service-password or redis-password
   -h, --help           this help
 EOF
 }
@@ -41,6 +47,10 @@ while [ $# -gt 0 ]; do
         --registry-port) registry_port="$2"; shift 2 ;;
         --timeout) timeout="$2"; shift 2 ;;
         --no-wait) wait_healthy=0; shift ;;
+        --rotate)
+            rotate="${2:-}"
+            case " $rotatable " in *" $rotate "*) ;; *) die "--rotate ${rotate:-(nothing)}: choose one of: $rotatable" ;; esac
+            shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -82,9 +92,29 @@ umask 077
 mkdir -p .secrets
 chmod 700 .secrets
 random() { head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32; }
+# A secret is made once, on the stack's first run. Once the stack has data, a missing or
+# unreadable one is never made again behind the operator's back: the database, the admin
+# account and the ledger's checkpoints hold the old one, so a new file would not work (and a
+# new admin password printed here would be a lie). Restore it, or rotate it on purpose.
+project=$(grep '^COMPOSE_PROJECT_NAME=' .env | cut -d= -f2)
+project=${project:-$(basename "$here" | tr '[:upper:]' '[:lower:]' | tr -cd '[:lower:][:digit:]_-')}
+has_data=$(docker volume ls -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.volume=pgdata")
+kept_secrets="postgres-password redis-password admin-password db-service-password ledger-checkpoint-key"
+for s in $kept_secrets; do
+    f=".secrets/$s"
+    if [ -e "$f" ] && [ ! -r "$f" ]; then
+        die "$here/$f is not readable by $(id -un): fix its owner or mode (the files are 0644 in a 0700 directory)"
+    fi
+    if [ -n "$has_data" ] && [ ! -s "$f" ] && [ "$s" != "$rotate" ]; then
+        die "$here/$f is missing or empty, but this stack already has data (volume ${project}_pgdata) made with the old one. A new one would not match it.
+  Either restore it from a backup:    ./restore.sh backups/<file>   (puts back .env and .secrets/ with the data)
+$(case " $rotatable " in *" $s "*) printf '  or change it on purpose everywhere: ./quickstart.sh --rotate %s\n' "$s" ;; esac)  (./reset.sh --all deletes the data and the secrets: a fresh start)"
+    fi
+done
 first_run=0
 for s in postgres-password redis-password admin-password; do
-    if [ ! -s ".secrets/$s" ]; then random >".secrets/$s"; first_run=1; fi
+    [ "$s" != "$rotate" ] || continue
+    if [ ! -s ".secrets/$s" ]; then random >".secrets/$s"; [ -n "$has_data" ] || first_run=1; fi
 done
 # The services connect as stella_service, a role that can neither change the schema nor rewrite
 # append-only data; the migrator alone uses the owner's URL, and creates that role.
@@ -139,9 +169,56 @@ EOF
     set_env STELLA_REGISTRY "$registry/stella"
 fi
 
+# --- Rotate one secret, on purpose ----------------------------------------------------------
+# Each new value goes where the old one is used; nothing holds it on a command line.
+recreate=()
+if [ -n "$rotate" ]; then
+    pg=$("${compose[@]}" ps -q stella-postgres)
+    if [ -z "$pg" ] || [ "$(docker inspect -f '{{.State.Running}}' "$pg")" != true ]; then
+        die "--rotate needs the stack running: start it with ./quickstart.sh first"
+    fi
+    umask 077
+    new=$(random)
+    case "$rotate" in
+        postgres-password)
+            # The old password from its file, or from the migrator's URL if the file is gone.
+            old=$(cat .secrets/postgres-password 2>/dev/null || sed -n 's|^postgres://postgres:\([^@]*\)@.*|\1|p' .secrets/migrator-database-url)
+            printf "ALTER ROLE postgres PASSWORD '%s';\n" "$new" |
+                PGPASSWORD=$old docker exec -i -e PGPASSWORD "$pg" /usr/lib/postgresql/15/bin/psql -h 127.0.0.1 -U postgres -d stella -v ON_ERROR_STOP=1 -q >/dev/null ||
+                die "could not change the postgres role's password (is the old one in .secrets/postgres-password or .secrets/migrator-database-url?); nothing changed"
+            printf '%s' "$new" >.secrets/postgres-password
+            printf 'postgres://postgres:%s@stella-postgres:5432/stella\n' "$new" >.secrets/migrator-database-url
+            changed="the postgres role, .secrets/postgres-password, .secrets/migrator-database-url (stella-migrator runs again)"
+            recreate=(--force-recreate) ;;
+        db-service-password)
+            printf '%s' "$new" >.secrets/db-service-password
+            printf 'postgres://stella_service:%s@stella-postgres:5432/stella\n' "$new" >.secrets/database-url
+            changed="the stella_service role (set by stella-migrator), .secrets/db-service-password, .secrets/database-url; every service restarts"
+            recreate=(--force-recreate) ;;
+        redis-password)
+            printf '%s' "$new" >.secrets/redis-password
+            printf 'redis://:%s@stella-redis:6379\n' "$new" >.secrets/redis-url
+            changed="Redis's password, .secrets/redis-password, .secrets/redis-url; Redis and every service restart"
+            recreate=(--force-recreate) ;;
+        admin-password)
+            [ ! -f .secrets/admin-password ] || cp .secrets/admin-password .secrets/admin-password.previous
+            printf '%s' "$new" >.secrets/admin-password
+            chmod 644 .secrets/admin-password
+            if ! "${compose[@]}" run --rm -e STELLA_ADMIN_PASSWORD_RESET=true stella-migrator >/dev/null; then
+                [ ! -f .secrets/admin-password.previous ] || mv .secrets/admin-password.previous .secrets/admin-password
+                die "stella-migrator could not reset the admin's password (see above); the old one still works"
+            fi
+            rm -f .secrets/admin-password.previous
+            changed="the admin user's password (its sessions ended), .secrets/admin-password" ;;
+    esac
+    chmod 644 .secrets/*
+    umask 022
+    step "rotated $rotate: $changed"
+fi
+
 # --- Start -----------------------------------------------------------------------------------
 step "starting the stack (${compose[*]} up -d)"
-"${compose[@]}" up -d --quiet-pull
+"${compose[@]}" up -d --quiet-pull ${recreate[@]+"${recreate[@]}"}
 [ "$wait_healthy" = 1 ] || exit 0
 
 # --- Wait until healthy -------------------------------------------------------------------------
@@ -149,6 +226,8 @@ start=$(date +%s)
 while :; do
     # docker inspect rather than `compose ps --format`, which docker-compose 1.29 lacks.
     ids=$("${compose[@]}" ps -q)
+    # $ids is a list of container ids: split on purpose.
+    # shellcheck disable=SC2086
     status=$([ -z "$ids" ] || docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.State.ExitCode}}' $ids)
     total=$(printf '%s\n' "$status" | grep -c . || true)
     healthy=$(printf '%s\n' "$status" | awk -F'|' '$3 == "healthy" || ($2 == "exited" && $4 == "0") {n++} END {print n+0}')
@@ -169,7 +248,9 @@ port() { grep "^$1=" .env | cut -d= -f2; }
 step "StellaOps is running ($(($(date +%s) - start))s to healthy)"
 echo "    Console:  http://$host:$(port STELLA_CONSOLE_PORT)/"
 echo "    API:      http://$host:$(port STELLA_API_PORT)/"
-if [ "$first_run" = 1 ]; then
+if [ "$rotate" = admin-password ]; then
+    echo "    Admin:    admin / $(cat .secrets/admin-password)   (new, shown once; kept in $here/.secrets/admin-password)"
+elif [ "$first_run" = 1 ]; then
     echo "    Admin:    admin / $(cat .secrets/admin-password)   (shown once; kept in $here/.secrets/admin-password)"
 fi
 echo "    Stop:     ${compose[*]} down        Backup: ./backup.sh        Reset: ./reset.sh"

@@ -1,7 +1,9 @@
 //! The optional Compose files beside the quickstart: `observability.yml` (an OpenTelemetry
 //! collector) and `s3.yml` (an external S3 store). Docker Compose itself reads them: off unless
 //! named, the collector's upstream image accepted only when given and pinned by digest, and the
-//! S3 settings given to every service that writes the object store.
+//! S3 settings given to every service that writes the object store. And every shell script
+//! the project ships (the quickstart's and the bundle's loader) passes `shellcheck` and uses no
+//! GNU-only flag, so it runs on macOS's Docker Desktop as on Linux.
 
 use std::path::Path;
 use std::process::Command;
@@ -103,6 +105,58 @@ fn the_s3_file_reaches_every_service_that_writes_the_object_store() {
             assert_eq!(service["environment"]["AWS_ACCESS_KEY_ID"], "AKIAEXAMPLE", "{name}");
         } else {
             assert_eq!(url, &default["services"][name]["environment"]["STELLA_OBJECT_STORE_URL"], "{name} changed");
+        }
+    }
+}
+
+/// Every tracked `*.sh`: the scripts of deploy/compose, the bundle's `load.sh`, any added later.
+fn shell_scripts() -> Vec<std::path::PathBuf> {
+    let root = stella_e2e::root();
+    let listed = stella_e2e::run(Command::new("git").args(["ls-files", "*.sh"]).current_dir(&root));
+    listed.lines().map(|l| root.join(l)).collect()
+}
+
+#[test]
+fn every_shipped_shell_script_passes_shellcheck() {
+    let scripts = shell_scripts();
+    assert!(scripts.len() >= 5, "found only {scripts:?}");
+    // Every severity, info included: the scripts are short enough to keep clean.
+    let out = output(Command::new("shellcheck").args(["--severity=style", "--format=gcc"]).args(&scripts));
+    assert!(
+        out.status.success(),
+        "shellcheck: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Flags that GNU tools take and macOS's BSD tools do not (or take differently).
+const GNU_ONLY: &[(&str, &str)] = &[
+    ("sed -i", "write to a temporary file and rename it"),
+    ("readlink -f", "use `cd \"$(dirname …)\" && pwd`"),
+    ("date -d", "BSD date has -j -f"),
+    ("stat -c", "BSD stat has -f"),
+    ("grep -P", "BSD grep has no PCRE"),
+    ("base64 -w", "BSD base64 has -b"),
+    ("find -printf", "use find … | sed"),
+    ("sort -V", "compare versions with awk"),
+    ("xargs -r", "BSD xargs has no -r"),
+    ("mktemp --", "BSD mktemp takes no long options"),
+    ("tar --zstd", "BSD tar reads zstd by itself; pipe through zstd -dc"),
+];
+
+#[test]
+fn no_shipped_shell_script_uses_a_gnu_only_flag() {
+    for script in shell_scripts() {
+        let text = std::fs::read_to_string(&script).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split(" #").next().unwrap_or(line);
+            if code.trim_start().starts_with('#') {
+                continue;
+            }
+            for (flag, instead) in GNU_ONLY {
+                assert!(!code.contains(flag), "{}:{}: `{flag}` is GNU-only ({instead}): {line}", script.display(), n + 1);
+            }
         }
     }
 }

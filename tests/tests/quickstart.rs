@@ -258,6 +258,34 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
         let auth = format!("REDISCLI_AUTH={}", stack.secret("redis-password"));
         run(Command::new("docker").args(["exec", "-e", &auth, redis, "redis-cli"]).args(args)).trim().to_string()
     };
+    // What lives on the stella-state volume, not in the database: an export's files and a task
+    // run's artifact. Each must come back byte for byte.
+    let export_files = |token: &str| -> Vec<(String, Vec<u8>)> {
+        let export = call("GET", &export_api, Some(token), None, &[]).json();
+        let names: Vec<String> =
+            export["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string()).collect();
+        names
+            .into_iter()
+            .map(|name| {
+                let r = call("GET", &format!("{export_api}/files/{name}"), Some(token), None, &[]);
+                assert_eq!(r.status, 200, "export file {name}: {}", r.text());
+                (name, r.body)
+            })
+            .collect()
+    };
+    let exported = export_files(&token);
+    assert_eq!(exported.len(), 3 + 2 * 2);
+    let keeper = br#"{"apiVersion":"stella-ops.org/v1","kind":"TaskPack","name":"keep-version","version":"1.0.0",
+        "description":"Keeps the API's version answer as an artifact.",
+        "steps":[{"id":"version","type":"http","url":"http://stella-api:8081/version","keep":true}]}"#;
+    let registered = call("POST", &format!("{runner}/api/v1/packs"), Some(&token), Some(keeper), &[]);
+    assert_eq!(registered.status, 201, "{}", registered.text());
+    let kept_run = run_pack("keep-version");
+    assert_eq!(kept_run["status"], "succeeded", "{kept_run}");
+    let artifact_url = format!("{runner}/api/v1/runs/{}/artifacts/version", kept_run["id"]);
+    let artifact = call("GET", &artifact_url, Some(&token), None, &[]);
+    assert_eq!(artifact.status, 200, "{}", artifact.text());
+    assert!(artifact.text().contains("version"), "{}", artifact.text());
     psql("CREATE TABLE backup_marker (v text); INSERT INTO backup_marker VALUES ('kept')");
     assert_eq!(redis_cli(&["SET", "backup:marker", "kept"]), "OK");
     let backup = run(Command::new("bash")
@@ -267,9 +295,19 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     let backup = stack.path().join(backup.trim());
     assert!(backup.is_file(), "backup.sh wrote no file: {}", backup.display());
     let listing = run(Command::new("tar").arg("-tzf").arg(&backup));
-    for part in ["./stella.pgdump", "./redis-data.tar", "./nats-data.tar", "./env", "./secrets/postgres-password"] {
+    for part in [
+        "./stella.pgdump",
+        "./stella-state.tar",
+        "./redis-data.tar",
+        "./nats-data.tar",
+        "./env",
+        "./secrets/postgres-password",
+        "./IMAGES",
+        "./MANIFEST",
+    ] {
         assert!(listing.lines().any(|l| l == part), "{part} is not in the backup:\n{listing}");
     }
+    refused_restores(&stack, &backup);
     run(Command::new("bash")
         .arg(stack.path().join("reset.sh"))
         .arg("--yes")
@@ -309,6 +347,9 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     assert!(names.contains(&"before-backup") && names.contains(&"demo-web"), "after the restore: {names:?}");
     assert_eq!(call("GET", &format!("{api}/api/v1/findings"), Some(&token), None, &[]).json()["total"], before_backup);
     assert_eq!(redis_cli(&["GET", "backup:marker"]), "kept");
+    assert_eq!(export_files(&token), exported, "an export's files differ after the restore");
+    let artifact_again = call("GET", &artifact_url, Some(&token), None, &[]);
+    assert_eq!((artifact_again.status, artifact_again.body), (200, artifact.body), "the task artifact differs");
     let containers = stack.containers();
     assert_eq!(containers.len(), deployed.len());
 
@@ -444,4 +485,68 @@ fn console_and_cli_agree(stack: &Stack, admin: &str, built: &Built, secrets: &[S
     let bad = output(cmd.args(["--url", &at("STELLA_API_PORT"), "--token", "stella_nope", "whoami"]));
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("HTTP 401"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+/// `restore.sh` refuses a damaged, tampered, padded or newer backup with a message naming the
+/// problem, before it touches anything: the same containers keep running.
+fn refused_restores(stack: &Stack, backup: &Path) {
+    let before = stack.containers();
+    let work = tempfile::tempdir().unwrap();
+    let unpacked = work.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    run(Command::new("tar").arg("-C").arg(&unpacked).arg("-xzf").arg(backup));
+    let pack = |name: &str, change: &dyn Fn(&Path)| -> PathBuf {
+        let dir = work.path().join(name);
+        run(Command::new("cp").arg("-R").arg(&unpacked).arg(&dir));
+        change(&dir);
+        let out = work.path().join(format!("{name}.tar.gz"));
+        run(Command::new("tar").arg("-C").arg(&dir).arg("-czf").arg(&out).arg("."));
+        out
+    };
+    // Rewrites a member and its MANIFEST line, as a careful forger would.
+    let rewrite = |dir: &Path, member: &str, text: &str| {
+        std::fs::write(dir.join(member), text).unwrap();
+        let manifest = std::fs::read_to_string(dir.join("MANIFEST")).unwrap();
+        let sum = stella_core::sha256_hex(text.as_bytes());
+        let lines: Vec<String> = manifest
+            .lines()
+            .map(|l| if l.ends_with(&format!("  {member}")) { format!("{sum}  {member}") } else { l.to_string() })
+            .collect();
+        std::fs::write(dir.join("MANIFEST"), lines.join("\n") + "\n").unwrap();
+    };
+    let bytes = std::fs::read(backup).unwrap();
+    let truncated = work.path().join("truncated.tar.gz");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let images = std::fs::read_to_string(unpacked.join("IMAGES")).unwrap();
+    let newer: String = images
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            if f[0] == "stella-migrator" { format!("{} v99.0.0 {}\n", f[0], f[2]) } else { format!("{l}\n") }
+        })
+        .collect();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (truncated, "cannot be read as a backup"),
+        (
+            pack("tampered", &|d| std::fs::write(d.join("env"), "STELLA_BIND=0.0.0.0\n").unwrap()),
+            "do not match the MANIFEST",
+        ),
+        (pack("padded", &|d| std::fs::write(d.join("extra.sh"), "#!/bin/sh\n").unwrap()), "the MANIFEST does not list"),
+        (pack("newer", &|d| rewrite(d, "IMAGES", &newer)), "made by StellaOps v99.0.0"),
+        (pack("foreign", &|d| std::fs::write(d.join("FORMAT"), "something else\n").unwrap()), "not a backup written by"),
+    ];
+    for (archive, message) in cases {
+        let refused = output(
+            Command::new("bash")
+                .arg(stack.path().join("restore.sh"))
+                .arg("--yes")
+                .arg(&archive)
+                .current_dir(stack.path())
+                .envs(stack.env.iter().map(|(k, v)| (k, v))),
+        );
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{} was restored", archive.display());
+        assert!(stderr.contains(message) && stderr.contains("nothing was changed"), "{}: {stderr}", archive.display());
+        assert_eq!(stack.containers(), before, "a refused restore of {} changed the stack", archive.display());
+    }
 }

@@ -41,6 +41,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "chromium",
     "chromium-driver",
     "fonts-dejavu-core",
+    // The shipped shell scripts are checked with it.
+    "shellcheck",
 ];
 
 /// Python tools the tests run, by the command (or `import:<module>`) they provide and the

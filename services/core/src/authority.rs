@@ -419,6 +419,39 @@ fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Sets an existing admin's password on purpose (a rotation: `quickstart.sh --rotate
+/// admin-password`) and ends its sessions, which were opened with the old one. Its API tokens
+/// stay: automation holds them, and they are listed and revoked one by one. Returns how many
+/// sessions ended; an error when there is no such user.
+pub async fn reset_password(db: &PgPool, tenant: &str, username: &str, password: &str) -> Result<u64, Error> {
+    if password.len() < 12 {
+        return Err(Error::bad("admin password", "must be at least 12 characters"));
+    }
+    let hash = hash_password(password)?;
+    let mut tx = db.begin().await?;
+    let user: Option<i64> = sqlx::query_scalar(
+        "UPDATE stella.users u SET password_hash = $3 FROM stella.tenants n
+         WHERE n.id = u.tenant_id AND n.slug = $1 AND u.username = $2 RETURNING u.id",
+    )
+    .bind(tenant)
+    .bind(username)
+    .bind(hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(user) = user else {
+        return Err(Error::bad("admin password reset", format!("tenant `{tenant}` has no user `{username}` yet")));
+    };
+    let ended = sqlx::query(
+        "UPDATE stella.api_tokens SET revoked_at = now() WHERE user_id = $1 AND kind = 'session' AND revoked_at IS NULL",
+    )
+    .bind(user)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(ended)
+}
+
 /// Creates the tenant and its admin user if they do not exist. An existing admin keeps its
 /// password: the first run's secret stays valid across restarts and re-seeding.
 pub async fn ensure_admin(db: &PgPool, tenant: &str, username: &str, password: &str) -> Result<bool, Error> {

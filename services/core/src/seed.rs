@@ -57,10 +57,21 @@ pub const PACKS: &[(&str, &[u8])] = &[
 ];
 
 /// Creates the tenant and its administrator (when a password is given), and in quickstart mode
-/// the demonstration data.
-pub async fn run(db: &PgPool, admin_password: Option<&str>, quickstart: bool) -> Result<(), Error> {
+/// the demonstration data. `reset_admin`: an existing admin gets `admin_password` too (a
+/// deliberate rotation), and its sessions end.
+pub async fn run(db: &PgPool, admin_password: Option<&str>, reset_admin: bool, quickstart: bool) -> Result<(), Error> {
+    if reset_admin && admin_password.is_none() {
+        return Err(Error::bad("STELLA_ADMIN_PASSWORD_RESET", "needs the new password in STELLA_ADMIN_PASSWORD_FILE"));
+    }
     let admin_created = match admin_password {
-        Some(p) => authority::ensure_admin(db, TENANT, ADMIN, p).await?,
+        Some(p) => {
+            let created = authority::ensure_admin(db, TENANT, ADMIN, p).await?;
+            if reset_admin && !created {
+                let ended = authority::reset_password(db, TENANT, ADMIN, p).await?;
+                info!(tenant = TENANT, user = ADMIN, sessions_ended = ended, "admin password reset on purpose");
+            }
+            created
+        }
         None => {
             sqlx::query("INSERT INTO stella.tenants (slug, display_name) VALUES ($1, 'Default tenant') ON CONFLICT (slug) DO NOTHING")
                 .bind(TENANT)

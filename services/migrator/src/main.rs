@@ -55,6 +55,14 @@ const ADMIN_PASSWORD: Setting = s(
 )
 .secret();
 
+const ADMIN_PASSWORD_RESET: Setting = s(
+    "STELLA_ADMIN_PASSWORD_RESET",
+    Kind::Bool,
+    Default::Value("false"),
+    "With --seed: give an existing `admin` the password of STELLA_ADMIN_PASSWORD and end its sessions (a \
+     deliberate rotation; `quickstart.sh --rotate admin-password` sets it for one run). Its API tokens stay.",
+);
+
 const WAIT: Setting = s(
     "STELLA_MIGRATOR_WAIT",
     Kind::Duration,
@@ -87,7 +95,8 @@ fn main() -> std::process::ExitCode {
         }
         if args.seed {
             let quickstart = ctx.config.bool("STELLA_QUICKSTART_MODE");
-            stella_core::seed::run(&pool, ctx.config.text(ADMIN_PASSWORD.name), quickstart)
+            let reset = ctx.config.bool(ADMIN_PASSWORD_RESET.name);
+            stella_core::seed::run(&pool, ctx.config.text(ADMIN_PASSWORD.name), reset, quickstart)
                 .await
                 .context("loading seed data")?;
         }
@@ -95,6 +104,7 @@ fn main() -> std::process::ExitCode {
     })
     .setting(WAIT)
     .setting(ADMIN_PASSWORD)
+    .setting(ADMIN_PASSWORD_RESET)
     .setting(roles::SERVICE_PASSWORD)
     .setting(roles::SERVICE_ROLE)
     .main()
