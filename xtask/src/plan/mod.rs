@@ -341,6 +341,8 @@ pub const NOT_INPUTS: &[&str] = &[
     // What is written from the images, never into them: the deployment files and the benchmarks.
     ":(exclude)xtask/src/deploy",
     ":(exclude)xtask/src/bench",
+    // The test runner (`cargo xtask test`) only runs what the rest builds.
+    ":(exclude)xtask/src/test",
 ];
 
 pub(crate) fn input_pathspec() -> Vec<&'static str> {
