@@ -155,7 +155,12 @@ fn no_shipped_shell_script_uses_a_gnu_only_flag() {
                 continue;
             }
             for (flag, instead) in GNU_ONLY {
-                assert!(!code.contains(flag), "{}:{}: `{flag}` is GNU-only ({instead}): {line}", script.display(), n + 1);
+                assert!(
+                    !code.contains(flag),
+                    "{}:{}: `{flag}` is GNU-only ({instead}): {line}",
+                    script.display(),
+                    n + 1
+                );
             }
         }
     }

@@ -533,7 +533,10 @@ fn refused_restores(stack: &Stack, backup: &Path) {
         ),
         (pack("padded", &|d| std::fs::write(d.join("extra.sh"), "#!/bin/sh\n").unwrap()), "the MANIFEST does not list"),
         (pack("newer", &|d| rewrite(d, "IMAGES", &newer)), "made by StellaOps v99.0.0"),
-        (pack("foreign", &|d| std::fs::write(d.join("FORMAT"), "something else\n").unwrap()), "not a backup written by"),
+        (
+            pack("foreign", &|d| std::fs::write(d.join("FORMAT"), "something else\n").unwrap()),
+            "not a backup written by",
+        ),
     ];
     for (archive, message) in cases {
         let refused = output(

@@ -24,5 +24,6 @@ pub mod setup;
 pub mod shell;
 pub mod sign;
 pub mod test;
+pub mod tree;
 pub mod verify;
 pub mod workspace;

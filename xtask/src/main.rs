@@ -10,6 +10,11 @@ use xtask::{bench, images, setup, test};
 
 fn main() -> std::process::ExitCode {
     let flags = flags::Xtask::parse();
+    // The root is found at run time: this binary must be the code of the checkout it acts on.
+    if let Err(e) = xtask::shell::check_tree(&xtask::shell::root()) {
+        eprintln!("error: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
     let result = match flags.command {
         flags::Command::Setup(f) => setup::run(&setup::Options { test: f.test, dry_run: f.dry_run }),
         flags::Command::Test(f) => {

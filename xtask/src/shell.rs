@@ -64,3 +64,26 @@ fn display(cmd: &Command) -> String {
     parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
     parts.join(" ")
 }
+
+/// Stops when the checkout at `root` holds other xtask code than this binary was built from.
+pub fn check_tree(root: &std::path::Path) -> anyhow::Result<()> {
+    let built = env!("XTASK_SOURCE_DIGEST");
+    let here = format!(
+        "{:016x}",
+        crate::tree::digest(&root.join("xtask")).map_err(|e| anyhow::anyhow!("reading {}/xtask: {e}", root.display()))?
+    );
+    if here != built {
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap_or(std::path::Path::new("?"))
+            .display()
+            .to_string();
+        anyhow::bail!(
+            "this xtask binary was built from {from}, and {}/xtask holds other code: it would act on this checkout with \
+             another checkout's code. Run `cargo xtask` here (cargo rebuilds it), or give this checkout its own \
+             CARGO_TARGET_DIR",
+            root.display()
+        );
+    }
+    Ok(())
+}

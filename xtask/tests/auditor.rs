@@ -230,3 +230,25 @@ fn prepare(origin: &Origin, record: &Built, checkout: &Path) -> xtask::reproduce
     assert_eq!((pinned.revision.as_str(), pinned.epoch), (origin.a.as_str(), A_TIME), "other values were pinned");
     pinned
 }
+
+/// Two checkouts sharing one target directory: the xtask built from one must not act on the
+/// other with its own code. A copy with the same xtask code works (the tests above); a copy
+/// whose xtask differs is refused, naming both trees.
+#[test]
+fn an_xtask_built_from_another_tree_refuses_to_act_on_this_one() {
+    let dir = tempfile::Builder::new().prefix("stella-other-tree-").tempdir().unwrap();
+    let other = dir.path().join("other");
+    xtask::reproduce::copy_files(&xtask::shell::root(), &other).unwrap();
+    let main = other.join("xtask/src/main.rs");
+    let mut text = std::fs::read_to_string(&main).unwrap();
+    text.push_str("// another checkout's change\n");
+    std::fs::write(&main, text).unwrap();
+    let run = xtask(&other, &["plan", "--json"], &[]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    let built_from = xtask::shell::root().display().to_string();
+    for part in ["this xtask binary was built from", built_from.as_str(), "holds other code", "CARGO_TARGET_DIR"] {
+        assert!(stderr.contains(part), "the refusal does not say {part:?}: {stderr}");
+    }
+    assert!(stderr.contains(&other.display().to_string()), "{stderr}");
+}
