@@ -72,6 +72,10 @@ elif command -v docker-compose >/dev/null; then
 else
     die "Docker Compose is missing: install the Compose v2 plugin (docker compose)"
 fi
+case "$(docker version -f '{{.Server.Arch}}' 2>/dev/null)" in
+    amd64 | x86_64 | arm64 | aarch64) ;;
+    *) die "the Docker engine runs on $(docker version -f '{{.Server.Arch}}' 2>/dev/null || echo 'an unknown architecture'): the images are built for linux/amd64 and linux/arm64" ;;
+esac
 free_kib=$(df -Pk . | awk 'NR==2 {print $4}')
 [ "${free_kib:-0}" -ge $((2 * 1024 * 1024)) ] || die "less than 2 GiB free under $here: images and volumes need more"
 
@@ -216,9 +220,61 @@ if [ -n "$rotate" ]; then
     step "rotated $rotate: $changed"
 fi
 
+# --- Ports: each one free, or already this stack's ---------------------------------------------
+# What holds a port, for the message: a container, else the program (lsof on macOS and most
+# Linux hosts, ss on the others).
+holder() {
+    local c
+    c=$(docker ps --filter "publish=$1" --format '{{.Names}}' | head -n 1)
+    if [ -n "$c" ]; then echo "the container $c"; return; fi
+    if command -v lsof >/dev/null; then c=$(lsof -nP -iTCP:"$1" -sTCP:LISTEN 2>/dev/null | awk 'NR == 2 {print $1 " (pid " $2 ")"}'); fi
+    if [ -z "$c" ] && command -v ss >/dev/null; then c=$(ss -Hltnp "sport = :$1" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' | head -n 1); fi
+    echo "${c:-another program}"
+}
+for var in $(grep -oE '^STELLA_[A-Z_]+_PORT=' .env | tr -d '='); do
+    port=${!var:-$(grep "^$var=" .env | cut -d= -f2)}
+    [ -n "$port" ] || continue
+    [ -z "$(docker ps -q --filter "label=com.docker.compose.project=$project" --filter "publish=$port")" ] || continue
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "port $port ($var) is in use by $(holder "$port"): stop it, or give StellaOps another port in $here/.env ($var=...)"
+    fi
+done
+
 # --- Start -----------------------------------------------------------------------------------
+# When something does not come up: the service, its exit code and its last error line, where
+# the troubleshooting guide covers it, and what is left running.
+diagnose() { # diagnose SERVICE...
+    local s c code last running
+    for s in "$@"; do
+        c=$("${compose[@]}" ps -q "$s")
+        [ -n "$c" ] || continue
+        code=$(docker inspect -f '{{.State.ExitCode}}' "$c")
+        last=$(docker logs --tail 50 "$c" 2>&1 | grep -iE 'error|"level":"(warn|error)"' | tail -n 1)
+        [ -n "$last" ] || last=$(docker logs --tail 1 "$c" 2>&1)
+        printf '  %s: exit code %s%s\n    last error: %s\n' "$s" "$code" "$([ "$code" = 78 ] && echo ' (a setting is wrong; the line below names it)')" "${last:-(no log output)}" >&2
+    done
+    running=$("${compose[@]}" ps --services --filter status=running 2>/dev/null | tr '\n' ' ')
+    printf '  troubleshooting: docs/operations/troubleshooting.md ("A service will not start")\n' >&2
+    printf '  still running: %s\n  stop them with: %s down\n' "${running:-nothing}" "${compose[*]}" >&2
+}
+exited_with_error() { # the services that exited with a non-zero code
+    local ids
+    ids=$("${compose[@]}" ps -q)
+    [ -n "$ids" ] || return 0
+    # $ids is a list of container ids: split on purpose.
+    # shellcheck disable=SC2086
+    docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}|{{.State.Status}}|{{.State.ExitCode}}' $ids |
+        awk -F'|' '$2 == "exited" && $3 != "0" {print $1}'
+}
 step "starting the stack (${compose[*]} up -d)"
-"${compose[@]}" up -d --quiet-pull ${recreate[@]+"${recreate[@]}"}
+if ! "${compose[@]}" up -d --quiet-pull ${recreate[@]+"${recreate[@]}"}; then
+    failed=$(exited_with_error | tr '\n' ' ')
+    printf 'error: the stack did not start%s\n' "${failed:+: $failed failed}" >&2
+    # Word splitting of the service list is wanted here.
+    # shellcheck disable=SC2086
+    diagnose $failed
+    exit 1
+fi
 [ "$wait_healthy" = 1 ] || exit 0
 
 # --- Wait until healthy -------------------------------------------------------------------------
@@ -234,9 +290,22 @@ while :; do
     failed=$(printf '%s\n' "$status" | awk -F'|' '$2 == "exited" && $4 != "0" {print $1}')
     elapsed=$(($(date +%s) - start))
     if [ -t 1 ]; then printf '\r    ready %s/%s (%ss)  ' "$healthy" "$total" "$elapsed"; else echo "    ready $healthy/$total (${elapsed}s)"; fi
-    [ -z "$failed" ] || { echo; die "failed: $failed (see: ${compose[*]} logs $failed)"; }
+    if [ -n "$failed" ]; then
+        echo
+        printf 'error: failed: %s\n' "$(printf '%s' "$failed" | tr '\n' ' ')" >&2
+        # shellcheck disable=SC2086
+        diagnose $failed
+        exit 1
+    fi
     [ "$healthy" = "$total" ] && [ "$total" -gt 0 ] && break
-    [ "$elapsed" -lt "$timeout" ] || { echo; die "not healthy after ${timeout}s: ${compose[*]} ps"; }
+    if [ "$elapsed" -ge "$timeout" ]; then
+        echo
+        waiting=$(printf '%s\n' "$status" | awk -F'|' '!($3 == "healthy" || ($2 == "exited" && $4 == "0")) {print $1}' | tr '\n' ' ')
+        printf 'error: not healthy after %ss: %s\n' "$timeout" "$waiting" >&2
+        # shellcheck disable=SC2086
+        diagnose $waiting
+        exit 1
+    fi
     sleep 1
 done
 [ -t 1 ] && echo

@@ -9,7 +9,7 @@ use stella_e2e::pg::Postgres;
 use stella_e2e::{BinPath, Proc, ServiceInfo, free_port, get, services, wait_status};
 
 const DRAIN_REQUESTS: usize = 8;
-const DRAIN_DELAY_MS: u64 = 1500;
+const DRAIN_DELAY_MS: u64 = 2500;
 const GRACE: Duration = Duration::from_secs(6);
 
 #[test]
@@ -170,22 +170,28 @@ fn check_service(s: &ServiceInfo, pg: &Postgres, secrets: &std::path::Path) -> R
 }
 
 /// SIGTERM with requests in flight: all of them finish, readiness and new requests get 503
-/// meanwhile, and the process exits 0 within the grace period.
+/// meanwhile, and the process exits 0 within the grace period. The signal goes only once the
+/// service's own gauge counts every slow request in flight, and readiness is read once the
+/// service has begun draining: evidence, never a pause.
 fn drain_under_load(proc: &mut Proc, base: &str) -> Result<(), String> {
     let slow = format!("{base}/debug/delay?ms={DRAIN_DELAY_MS}");
     let results = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..DRAIN_REQUESTS).map(|_| scope.spawn(|| get(&slow))).collect();
-        std::thread::sleep(Duration::from_millis(300));
+        // The scrape is in flight too while it reads the gauge.
+        let all_in = in_flight_reaches(base, DRAIN_REQUESTS + 1, DRAIN_DELAY_MS);
         proc.signal(libc::SIGTERM);
         let signalled = Instant::now();
-        std::thread::sleep(Duration::from_millis(100));
-        let readiness = get(&format!("{base}/health/readiness"));
+        let draining = wait_until(Duration::from_millis(DRAIN_DELAY_MS), || {
+            get(&format!("{base}/health/readiness")).filter(|(s, _)| *s == 503)
+        });
+        let readiness = draining.or_else(|| get(&format!("{base}/health/readiness")));
         let fresh = get(&format!("{base}/version"));
         let answers: Vec<_> = workers.into_iter().map(|w| w.join().ok().flatten()).collect();
         let status = proc.wait_for(GRACE + Duration::from_secs(2));
-        (readiness, fresh, answers, status, signalled.elapsed())
+        (all_in, readiness, fresh, answers, status, signalled.elapsed())
     });
-    let (readiness, fresh, answers, status, took) = results;
+    let (all_in, readiness, fresh, answers, status, took) = results;
+    all_in?;
     ensure(readiness.as_ref().is_some_and(|(s, _)| *s == 503), || format!("readiness during drain: {readiness:?}"))?;
     ensure(fresh.as_ref().is_some_and(|(s, _)| *s == 503), || format!("new request during drain: {fresh:?}"))?;
     let failed = answers.iter().filter(|a| a.as_ref().is_none_or(|(s, _)| *s != 200)).count();
@@ -251,4 +257,34 @@ fn check_bad_config(s: &ServiceInfo) -> Result<(), String> {
         ensure(proc.stderr().contains("no merge path"), || proc.stderr())?;
     }
     Ok(())
+}
+
+/// Polls `pred` until it gives a value or `limit` passes.
+fn wait_until<T>(limit: Duration, mut pred: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = pred() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `stella_http_requests_in_flight` on `base` is at least `n`; fails naming the last
+/// value seen if the requests finish (`within_ms`) first.
+fn in_flight_reaches(base: &str, n: usize, within_ms: u64) -> Result<(), String> {
+    let mut last = None;
+    let reached = wait_until(Duration::from_millis(within_ms), || {
+        let (_, body) = get(&format!("{base}/metrics"))?;
+        let value = body
+            .lines()
+            .find_map(|l| l.strip_prefix("stella_http_requests_in_flight "))
+            .and_then(|v| v.trim().parse::<f64>().ok())?;
+        last = Some(value);
+        (value >= n as f64).then_some(())
+    });
+    reached.ok_or_else(|| format!("never {n} requests in flight at once (last seen: {last:?})"))
 }

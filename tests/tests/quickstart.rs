@@ -26,7 +26,10 @@ impl Stack {
         let dir = tempfile::Builder::new().prefix("stella-quickstart-").tempdir().unwrap();
         let src = stella_e2e::root().join("deploy/compose");
         stella_e2e::copy_dir(&src, dir.path());
-        let project = format!("stellatest{}", std::process::id());
+        // One project per stack: the tests of this binary run at once.
+        static STACKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STACKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let project = format!("stellatest{}n{n}", std::process::id());
         let mut env = vec![
             ("COMPOSE_PROJECT_NAME".to_string(), project.clone()),
             ("STELLA_WORKSPACE".to_string(), stella_e2e::root().display().to_string()),
@@ -51,10 +54,15 @@ impl Stack {
     }
 
     fn quickstart(&self, registry_port: u16) -> (Output, Duration) {
+        self.quickstart_with(registry_port, &[])
+    }
+
+    fn quickstart_with(&self, registry_port: u16, args: &[&str]) -> (Output, Duration) {
         let start = Instant::now();
         let out = output(
             Command::new("bash")
                 .arg(self.path().join("quickstart.sh"))
+                .args(args)
                 .args(["--layout", &xtask::images::default_out().display().to_string()])
                 .args(["--registry-port", &registry_port.to_string(), "--timeout", "180"])
                 .current_dir(self.path())
@@ -235,6 +243,35 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     assert_eq!(stack.secret("admin-password"), admin, "the second run replaced a secret");
     assert!(!String::from_utf8_lossy(&again.stdout).contains(&admin), "the second run showed the password again");
     assert_eq!(stack.containers(), containers, "the second run replaced containers");
+
+    // A secret that disappears is never made again behind the operator's back: the run stops,
+    // names the file and the two ways out, and changes nothing.
+    let admin_file = stack.path().join(".secrets/admin-password");
+    std::fs::remove_file(&admin_file).unwrap();
+    let (refused, _) = stack.quickstart(registry_port);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a rerun without the admin password went on");
+    for part in
+        [".secrets/admin-password is missing or empty", "already has data", "./restore.sh", "--rotate admin-password"]
+    {
+        assert!(stderr.contains(part), "the refusal does not say {part:?}: {stderr}");
+    }
+    assert!(!admin_file.exists(), "the refused run wrote a new admin password");
+    assert_eq!(stack.containers(), containers, "the refused run changed containers");
+    // Rotated on purpose: the new password works, the old one does not, and it is shown once.
+    let (rotated, _) = stack.quickstart_with(registry_port, &["--rotate", "admin-password"]);
+    let text = String::from_utf8_lossy(&rotated.stdout);
+    assert!(rotated.status.success(), "{text}{}", String::from_utf8_lossy(&rotated.stderr));
+    let new_admin = stack.secret("admin-password");
+    assert_ne!(new_admin, admin);
+    assert!(text.contains("rotated admin-password") && text.contains(&new_admin), "{text}");
+    let old_login = serde_json::json!({"username": "admin", "password": admin}).to_string();
+    let refused_login = call("POST", &format!("{api}/api/v1/auth/login"), None, Some(old_login.as_bytes()), &[]);
+    assert_eq!(refused_login.status, 401, "the old admin password still works");
+    let revoked = call("GET", &format!("{api}/api/v1/findings"), Some(&token), None, &[]);
+    assert_eq!(revoked.status, 401, "the admin's session outlived the rotation");
+    let admin = new_admin;
+    let token = login(&admin);
 
     // backup.sh, reset.sh --yes, restore.sh: what was written before the backup is back.
     let psql = |sql: &str| {
@@ -551,5 +588,47 @@ fn refused_restores(stack: &Stack, backup: &Path) {
         assert!(!refused.status.success(), "{} was restored", archive.display());
         assert!(stderr.contains(message) && stderr.contains("nothing was changed"), "{}: {stderr}", archive.display());
         assert_eq!(stack.containers(), before, "a refused restore of {} changed the stack", archive.display());
+    }
+}
+
+/// A port another program holds is named, with its holder, before anything starts.
+#[test]
+fn a_port_in_use_is_named_with_its_holder_before_anything_starts() {
+    let stack = Stack::new();
+    let port: u16 = stack.port("STELLA_API_PORT").parse().unwrap();
+    let _held = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = output(
+        Command::new("bash")
+            .arg(stack.path().join("quickstart.sh"))
+            .current_dir(stack.path())
+            .envs(stack.env.iter().map(|(k, v)| (k, v))),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let said = format!("port {port} (STELLA_API_PORT) is in use by");
+    assert!(stderr.contains(&said), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", std::process::id())), "the holder is not named: {stderr}");
+    assert!(stack.containers().is_empty(), "containers were started");
+}
+
+/// A service that refuses its configuration (exit 78) is named with its exit code and its own
+/// error line, the troubleshooting section and what is left running.
+#[test]
+fn a_service_that_refuses_its_configuration_is_named_with_its_error_line() {
+    let stack = Stack::new();
+    let secrets = stack.path().join(".secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("migrator-database-url"), "not a url\n").unwrap();
+    let (out, _) = stack.quickstart(stella_e2e::free_port());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for part in [
+        "stella-migrator: exit code 78 (a setting is wrong",
+        "STELLA_DATABASE_URL",
+        "troubleshooting: docs/operations/troubleshooting.md",
+        "still running: ",
+        "stella-postgres",
+    ] {
+        assert!(stderr.contains(part), "the failure does not say {part:?}:\n{stderr}");
     }
 }

@@ -70,7 +70,8 @@ pub fn check_tree(root: &std::path::Path) -> anyhow::Result<()> {
     let built = env!("XTASK_SOURCE_DIGEST");
     let here = format!(
         "{:016x}",
-        crate::tree::digest(&root.join("xtask")).map_err(|e| anyhow::anyhow!("reading {}/xtask: {e}", root.display()))?
+        crate::tree::digest(&root.join("xtask"))
+            .map_err(|e| anyhow::anyhow!("reading {}/xtask: {e}", root.display()))?
     );
     if here != built {
         let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,4 +1,5 @@
-//! `/metrics` in the Prometheus text format: requests by route, latencies, process metrics.
+//! `/metrics` in the Prometheus text format: requests by route, latencies, requests in flight,
+//! process metrics.
 //!
 //! Routes are labelled by their matched pattern (`/v1/findings/{id}`), never the raw path, so a
 //! client cannot blow up the label set.
@@ -18,6 +19,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    in_flight: IntGauge,
 }
 
 impl Metrics {
@@ -34,6 +36,12 @@ impl Metrics {
             &["method", "route"],
         )
         .expect("valid metric");
+        // What a drain waits for, and what a test waits on before it signals: evidence, not time.
+        let in_flight = IntGauge::with_opts(Opts::new(
+            "stella_http_requests_in_flight",
+            "HTTP requests received and not yet answered, this scrape included.",
+        ))
+        .expect("valid metric");
         let info = IntGauge::with_opts(
             Opts::new("stella_build_info", "Build metadata of this service; always 1.")
                 .const_label("service", service)
@@ -45,12 +53,13 @@ impl Metrics {
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
+            Box::new(in_flight.clone()),
             Box::new(info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(collector).expect("metric registered once");
         }
-        Metrics { registry, requests, latency }
+        Metrics { registry, requests, latency, in_flight }
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
@@ -68,6 +77,15 @@ impl Metrics {
 /// Counts and times every routed request, and writes the request log line.
 pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let start = Instant::now();
+    // Decremented when dropped, so a request whose client goes away is not counted forever.
+    struct InFlight(IntGauge);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    metrics.in_flight.inc();
+    let _in_flight = InFlight(metrics.in_flight.clone());
     let method = request.method().to_string();
     let route =
         request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
