@@ -38,6 +38,15 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         crate::sign::keygen(&keys)?;
     }
     let key = keys.join("cosign.key");
+    // The images take their revision from the last commit that changed an input, which a
+    // shallow clone may not hold (the build then refuses): a CI checkout gets its history first.
+    let shallow = shell::output(std::process::Command::new("git").args(["rev-parse", "--is-shallow-repository"]));
+    if shallow.is_ok_and(|s| s.trim() == "true") {
+        eprintln!("this checkout is a shallow clone: fetching its history, which the image revision needs");
+        if let Err(e) = shell::run(std::process::Command::new("git").args(["fetch", "--quiet", "--unshallow"])) {
+            eprintln!("warning: {e:#}; the images step will say what to do");
+        }
+    }
     steps.time("images", || shell::run(cargo().args(["xtask", "images"]).env(crate::sign::KEY_ENV, &key)))?;
     let env = [(crate::sign::KEY_ENV, key.clone())];
     let tests = steps.time("test build", || binaries::build(&env))?;
