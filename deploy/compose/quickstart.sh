@@ -100,7 +100,8 @@ random() { head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32; }
 # unreadable one is never made again behind the operator's back: the database, the admin
 # account and the ledger's checkpoints hold the old one, so a new file would not work (and a
 # new admin password printed here would be a lie). Restore it, or rotate it on purpose.
-project=$(grep '^COMPOSE_PROJECT_NAME=' .env | cut -d= -f2)
+# The project as Compose names it: the environment wins over .env, which wins over the directory.
+project=${COMPOSE_PROJECT_NAME:-$(grep '^COMPOSE_PROJECT_NAME=' .env | cut -d= -f2)}
 project=${project:-$(basename "$here" | tr '[:upper:]' '[:lower:]' | tr -cd '[:lower:][:digit:]_-')}
 has_data=$(docker volume ls -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.volume=pgdata")
 kept_secrets="postgres-password redis-password admin-password db-service-password ledger-checkpoint-key"
