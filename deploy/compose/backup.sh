@@ -55,8 +55,9 @@ for f in .secrets/*; do cp "$f" "$work/secrets/"; done
 grep -E '^    image: ' docker-compose.yml | sed -E 's|.*/(stella-[a-z-]+):([^@"]+)@(sha256:[0-9a-f]+).*|\1 \2 \3|' | sort >"$work/IMAGES"
 [ -s "$work/IMAGES" ] || die "docker-compose.yml names no pinned image"
 printf 'stella-backup 2\n' >"$work/FORMAT"
-(cd "$work" && find . -type f ! -name MANIFEST | sed 's|^\./||' | LC_ALL=C sort | while read -r f; do "${sha[@]}" "$f"; done) >"$work/MANIFEST.tmp"
-mv "$work/MANIFEST.tmp" "$work/MANIFEST"
+# Listed before the MANIFEST exists, so it never lists itself.
+sums=$(cd "$work" && find . -type f | sed 's|^\./||' | LC_ALL=C sort | while read -r f; do "${sha[@]}" "$f"; done)
+printf '%s\n' "$sums" >"$work/MANIFEST"
 # Written next to the target, then renamed: a failed or interrupted backup leaves no half file.
 tar -C "$work" -czf "$out.partial" .
 mv "$out.partial" "$out"

@@ -31,7 +31,9 @@ pub fn call(method: &str, url: &str, token: Option<&str>, body: Option<&[u8]>, h
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
-        .timeout_global(Some(Duration::from_secs(30)))
+        // A net for a service that never answers, not a measure: a 20,000-component import in a
+        // debug build, while other test binaries compile a release beside it, has taken over 30 s.
+        .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .new_agent();
     let mut request = ureq::http::Request::builder().method(method).uri(url);

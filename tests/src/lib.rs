@@ -22,13 +22,15 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
-/// Where the service binaries were built (`cargo xtask test` builds them first).
+/// Where the service binaries are: `STELLA_BIN_DIR`, else those of the last image build for this
+/// machine's architecture (`target/<arch>-unknown-linux-musl/release`), so the tests run the
+/// static binaries the images ship. Nothing may replace them while tests run: the upgrade test
+/// builds the previous release into `target/debug`, which no other test reads.
 pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("STELLA_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
-    target.join("debug")
+    xtask::deploy::reference::bin_dir().expect("this machine's platform")
 }
 
 pub use xtask::workspace::ServiceInfo;
@@ -48,7 +50,7 @@ pub fn bin_path(binary: &str) -> PathBuf {
     let path = bin_dir().join(binary);
     assert!(
         path.exists(),
-        "{} is missing: build the services first (`cargo xtask test` does, or `cargo build --workspace --bins`)",
+        "{} is missing: build the images first (`cargo xtask images`; `cargo xtask test` does)",
         path.display()
     );
     path

@@ -141,6 +141,34 @@ impl Postgres {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Holds PostgreSQL's advisory lock on `hashtext(key)` in a session of its own until the
+    /// guard drops. Returns once the lock is held: the server said so.
+    pub fn hold_advisory_lock(&self, key: &str) -> HeldLock {
+        use std::io::{BufRead, Write};
+        let mut child = Command::new("psql")
+            .args([
+                "-h",
+                self.dir.path().to_str().unwrap(),
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "stella",
+                "-d",
+                "stella",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-Atq"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("running psql");
+        let sql = format!("SELECT pg_advisory_lock(hashtext('{key}')), 'held';\n");
+        child.stdin.as_mut().unwrap().write_all(sql.as_bytes()).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.trim_end().ends_with("|held"), "the advisory lock on {key} was not taken: {line}");
+        HeldLock(child)
+    }
+
     /// Runs `stella-migrator` against this database with `args` and `env` (besides the URL);
     /// returns its exit code and everything it printed.
     pub fn migrate(&self, args: &[&str], env: &[(&str, String)]) -> (i32, String) {
@@ -176,4 +204,14 @@ fn rand_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     h.finish()
+}
+
+/// A psql session holding an advisory lock; ending it releases the lock.
+pub struct HeldLock(std::process::Child);
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -26,8 +26,9 @@ use stella_e2e::{Proc, free_port, output, wait_status};
 const PREVIOUS: &str = "9d597b5c9438ea263ed2fee60c177f7ff80ae0ad";
 
 /// Builds the previous release's binaries in a clone of it, in the workspace's own target
-/// directory (third-party crates compiled once serve both), and keeps copies of them: the build
-/// replaces `target/debug/stella-*`, which are put back at once (and on a panic).
+/// directory (third-party crates compiled once, for the test binaries, serve both), as a debug
+/// build into `target/debug`, and keeps copies of them. The other tests run the images' static
+/// binaries (`stella_e2e::bin_dir`), never `target/debug`, so replacing those disturbs no one.
 ///
 /// Cargo names a workspace crate's artifacts by a hash of its name, version and path relative to
 /// the workspace root, not of where the checkout is. Built as it stands, the clone would overwrite
@@ -45,12 +46,13 @@ fn previous_binaries(keep: &Path) -> PathBuf {
     git(&["clone", "--quiet", "--no-checkout", root.to_str().unwrap(), src.to_str().unwrap()], keep);
     git(&["-c", "advice.detachedHead=false", "checkout", "--quiet", PREVIOUS], &src);
     set_workspace_version(&src, "+previous");
-    let bin_dir = stella_e2e::bin_dir();
-    let current = keep.join("current-bin");
     let previous = keep.join("previous-bin");
-    copy_binaries(&bin_dir, &current);
-    let _restore = Restore { from: current.clone(), to: bin_dir.clone() };
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    assert_ne!(
+        stella_e2e::bin_dir(),
+        target.join("debug"),
+        "the previous release would replace the binaries under test"
+    );
     // Only the services (every server and the migrator, as the workspace lists them): not xtask,
     // the loader or the support entrypoints, which the test does not run.
     let packages: Vec<String> = stella_e2e::services().into_iter().flat_map(|s| ["-p".to_string(), s.binary]).collect();
@@ -64,7 +66,7 @@ fn previous_binaries(keep: &Path) -> PathBuf {
             .env("STELLA_GIT_COMMIT", PREVIOUS),
     );
     assert!(built.status.success(), "building {PREVIOUS}: {}", String::from_utf8_lossy(&built.stderr));
-    copy_binaries(&bin_dir, &previous);
+    copy_binaries(&target.join("debug"), &previous);
     previous
 }
 
@@ -110,18 +112,6 @@ fn copy_binaries(from: &Path, to: &Path) {
         if name.starts_with("stella-") && path.is_file() && !name.contains('.') {
             std::fs::copy(&path, to.join(&name)).unwrap();
         }
-    }
-}
-
-/// Puts this checkout's binaries back into the target directory, even when the test fails.
-struct Restore {
-    from: PathBuf,
-    to: PathBuf,
-}
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        copy_binaries(&self.from, &self.to);
     }
 }
 

@@ -280,15 +280,16 @@ fn export_round_trip() {
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("`xlsx` is not enabled"), "{}", r.text());
     stack.services.remove("export");
-    stack.start(
-        "export",
-        &export_env(store.path(), &[("STELLA_EXPORT_MAX_PENDING", "1".into()), ("STELLA_JOBS_POLL", "5s".into())]),
-    );
+    stack.start("export", &export_env(store.path(), &[("STELLA_EXPORT_MAX_PENDING", "1".into())]));
     let exports = stack.url("export", "/api/v1/exports");
+    // The worker claims under this advisory lock (`jobs::claim`): while the test holds it, the
+    // first export stays queued however fast the worker polls, so the second meets the limit.
+    let held = stack.pg.hold_advisory_lock("stella.jobs/export");
     assert_eq!(call("POST", &exports, Some(&token), Some(br#"{"formats": ["csv"]}"#), &[]).status, 202);
     let r = call("POST", &exports, Some(&token), Some(br#"{"formats": ["csv"]}"#), &[]);
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("30"));
+    drop(held);
 }
 
 /// An object store the service cannot use (credentials in an s3:// URL, or none set) does not

@@ -16,8 +16,9 @@ use crate::workspace::{self, ServiceInfo};
 /// The page, relative to `docs/`.
 pub const PATH: &str = "install/configuration-reference.md";
 
-/// The binaries of the last image build for this machine's architecture: they run here.
-fn bin_dir() -> anyhow::Result<PathBuf> {
+/// The binaries of the last image build for this machine's architecture: they run here (the
+/// end-to-end tests run them too: the shipped static binaries, not a debug build).
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
     let platform = match std::env::consts::ARCH {
         "aarch64" => "linux/arm64",
         _ => "linux/amd64",

@@ -28,9 +28,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     steps.time("clippy", || {
         shell::run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
     })?;
-    // The end-to-end tests run the services as real processes and check the real images:
-    // build every binary and every image (the README's main command) first.
-    steps.time("build", || shell::run(cargo().args(["build", "--workspace", "--bins", "--locked"])))?;
+    // The end-to-end tests run the services as real processes, the static binaries the images
+    // ship (`stella_e2e::bin_dir`), and check the real images: build every image (the README's
+    // main command) first. No debug build of the binaries: nothing runs it.
     // A throwaway key made for this run signs the images, so the image tests verify real
     // signatures and the reproducibility test compares them too. Never a release key.
     let keys = crate::workspace::target_dir().join("test-signing-key");
