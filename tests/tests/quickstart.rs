@@ -203,24 +203,24 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     assert_eq!(linkset.json()["links"].as_array().map(Vec::len), Some(2), "{}", linkset.text());
     // The seeded task pack runs inside the stack: the task runner reaches every service it names.
     let runner = format!("http://127.0.0.1:{}", stack.port("STELLA_TASK_RUNNER_PORT"));
-    let run_pack = |pack: &str| {
-        let started = call("POST", &format!("{runner}/api/v1/packs/{pack}/runs"), Some(&token), None, &[]);
+    let run_pack = |pack: &str, token: &str| {
+        let started = call("POST", &format!("{runner}/api/v1/packs/{pack}/runs"), Some(token), None, &[]);
         assert_eq!(started.status, 202, "{}", started.text());
         let run_url = format!("{runner}/api/v1/runs/{}", started.json()["id"]);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let r = call("GET", &run_url, Some(&token), None, &[]).json();
+            let r = call("GET", &run_url, Some(token), None, &[]).json();
             if r["status"] == "succeeded" || r["status"] == "failed" || Instant::now() > deadline {
                 break r;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    let pack_run = run_pack("stack-health");
+    let pack_run = run_pack("stack-health", &token);
     assert_eq!(pack_run["status"], "succeeded", "the stack-health pack: {pack_run}");
     // The seeded export pack: the task runner asks stella-export, which writes every format to
     // the object store on the stella-state volume (as uid 65532, on a read-only root).
-    let pack_run = run_pack("export-to-production");
+    let pack_run = run_pack("export-to-production", &token);
     assert_eq!(pack_run["status"], "succeeded", "the export-to-production pack: {pack_run}");
     let export_api = format!("http://127.0.0.1:{}/api/v1/exports/1", stack.port("STELLA_EXPORT_PORT"));
     let export = call("GET", &export_api, Some(&token), None, &[]).json();
@@ -317,7 +317,7 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
         "steps":[{"id":"version","type":"http","url":"http://stella-api:8081/version","keep":true}]}"#;
     let registered = call("POST", &format!("{runner}/api/v1/packs"), Some(&token), Some(keeper), &[]);
     assert_eq!(registered.status, 201, "{}", registered.text());
-    let kept_run = run_pack("keep-version");
+    let kept_run = run_pack("keep-version", &token);
     assert_eq!(kept_run["status"], "succeeded", "{kept_run}");
     let artifact_url = format!("{runner}/api/v1/runs/{}/artifacts/version", kept_run["id"]);
     let artifact = call("GET", &artifact_url, Some(&token), None, &[]);
