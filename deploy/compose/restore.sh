@@ -100,7 +100,9 @@ load_volume() { # load_volume SERVICE MOUNT TARBALL: the volume SERVICE mounts a
     docker cp - "$tmp:$(dirname "$2")" <"$3"
     docker rm "$tmp" >/dev/null
 }
-"${compose[@]}" up --no-start stella-redis stella-nats stella-export
+# --no-deps: Compose would otherwise wait for the dependencies' conditions (a migrator that is
+# not started yet) and never return.
+"${compose[@]}" up --no-start --no-deps stella-redis stella-nats stella-export
 load_volume stella-export /var/lib/stella "$work/stella-state.tar"
 [ ! -f "$work/redis-data.tar" ] || load_volume stella-redis /data "$work/redis-data.tar"
 [ ! -f "$work/nats-data.tar" ] || load_volume stella-nats /data "$work/nats-data.tar"
