@@ -209,9 +209,10 @@ if [ -n "$rotate" ]; then
             [ ! -f .secrets/admin-password ] || cp .secrets/admin-password .secrets/admin-password.previous
             printf '%s' "$new" >.secrets/admin-password
             chmod 644 .secrets/admin-password
-            if ! "${compose[@]}" run --rm -e STELLA_ADMIN_PASSWORD_RESET=true stella-migrator >/dev/null; then
+            if ! out=$("${compose[@]}" run --rm -e STELLA_ADMIN_PASSWORD_RESET=true stella-migrator 2>&1); then
                 [ ! -f .secrets/admin-password.previous ] || mv .secrets/admin-password.previous .secrets/admin-password
-                die "stella-migrator could not reset the admin's password (see above); the old one still works"
+                printf '%s\n' "$out" | tail -n 5 >&2
+                die "stella-migrator could not reset the admin's password (its last lines are above); the old one still works"
             fi
             rm -f .secrets/admin-password.previous
             changed="the admin user's password (its sessions ended), .secrets/admin-password" ;;
