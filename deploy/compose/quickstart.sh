@@ -246,14 +246,22 @@ done
 # When something does not come up: the service, its exit code and its last error line, where
 # the troubleshooting guide covers it, and what is left running.
 diagnose() { # diagnose SERVICE...
-    local s c code last running
+    local s c state code last running
     for s in "$@"; do
         c=$("${compose[@]}" ps -q "$s")
-        [ -n "$c" ] || continue
+        if [ -z "$c" ]; then
+            printf '  %s: not created (it waits for a dependency above)\n' "$s" >&2
+            continue
+        fi
+        state=$(docker inspect -f '{{.State.Status}}{{if .State.Health}}, health {{.State.Health.Status}}{{end}}' "$c")
         code=$(docker inspect -f '{{.State.ExitCode}}' "$c")
         last=$(docker logs --tail 50 "$c" 2>&1 | grep -iE 'error|"level":"(warn|error)"' | tail -n 1)
         [ -n "$last" ] || last=$(docker logs --tail 1 "$c" 2>&1)
-        printf '  %s: exit code %s%s\n    last error: %s\n' "$s" "$code" "$([ "$code" = 78 ] && echo ' (a setting is wrong; the line below names it)')" "${last:-(no log output)}" >&2
+        case "$state" in
+            exited*) printf '  %s: exit code %s%s\n' "$s" "$code" "$([ "$code" = 78 ] && echo ' (a setting is wrong; the line below names it)')" >&2 ;;
+            *) printf '  %s: %s\n' "$s" "$state" >&2 ;;
+        esac
+        printf '    last error: %s\n' "${last:-(no log output)}" >&2
     done
     running=$("${compose[@]}" ps --services --filter status=running 2>/dev/null | tr '\n' ' ')
     printf '  troubleshooting: docs/operations/troubleshooting.md ("A service will not start")\n' >&2
