@@ -272,6 +272,20 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     assert_eq!(revoked.status, 401, "the admin's session outlived the rotation");
     let admin = new_admin;
     let token = login(&admin);
+    // The database superuser's password, rotated: the role, the migrator's URL and every later
+    // backup take the new one (a silently regenerated one used to break backup.sh).
+    let old_pg = stack.secret("postgres-password");
+    let (rotated, _) = stack.quickstart_with(registry_port, &["--rotate", "postgres-password"]);
+    let text = String::from_utf8_lossy(&rotated.stdout);
+    assert!(rotated.status.success(), "{text}{}", String::from_utf8_lossy(&rotated.stderr));
+    assert!(text.contains("rotated postgres-password"), "{text}");
+    let new_pg = stack.secret("postgres-password");
+    assert_ne!(new_pg, old_pg);
+    assert!(!text.contains(&new_pg), "the rotation printed the database password");
+    assert!(
+        stack.secret("migrator-database-url").contains(&format!(":{new_pg}@")),
+        "the migrator's URL kept the old password"
+    );
 
     // backup.sh, reset.sh --yes, restore.sh: what was written before the backup is back.
     let psql = |sql: &str| {
