@@ -60,15 +60,20 @@ impl Stack {
     fn quickstart_with(&self, registry_port: u16, args: &[&str]) -> (Output, Duration) {
         let start = Instant::now();
         let out = output(
-            Command::new("bash")
-                .arg(self.path().join("quickstart.sh"))
+            self.script("quickstart.sh")
                 .args(args)
                 .args(["--layout", &xtask::images::default_out().display().to_string()])
-                .args(["--registry-port", &registry_port.to_string(), "--timeout", "180"])
-                .current_dir(self.path())
-                .envs(self.env.iter().map(|(k, v)| (k, v))),
+                .args(["--registry-port", &registry_port.to_string(), "--timeout", "180"]),
         );
         (out, start.elapsed())
+    }
+
+    /// One of the stack's scripts (`backup.sh`, `restore.sh`, ...), run in its directory with its
+    /// project and ports.
+    fn script(&self, name: &str) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.arg(self.path().join(name)).current_dir(self.path()).envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
     }
 
     fn port(&self, var: &str) -> String {
@@ -339,10 +344,7 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     assert!(artifact.text().contains("version"), "{}", artifact.text());
     psql("CREATE TABLE backup_marker (v text); INSERT INTO backup_marker VALUES ('kept')");
     assert_eq!(redis_cli(&["SET", "backup:marker", "kept"]), "OK");
-    let backup = run(Command::new("bash")
-        .arg(stack.path().join("backup.sh"))
-        .current_dir(stack.path())
-        .envs(stack.env.iter().map(|(k, v)| (k, v))));
+    let backup = run(&mut stack.script("backup.sh"));
     let backup = stack.path().join(backup.trim());
     assert!(backup.is_file(), "backup.sh wrote no file: {}", backup.display());
     let listing = run(Command::new("tar").arg("-tzf").arg(&backup));
@@ -359,11 +361,7 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
         assert!(listing.lines().any(|l| l == part), "{part} is not in the backup:\n{listing}");
     }
     refused_restores(&stack, &backup);
-    run(Command::new("bash")
-        .arg(stack.path().join("reset.sh"))
-        .arg("--yes")
-        .current_dir(stack.path())
-        .envs(stack.env.iter().map(|(k, v)| (k, v))));
+    run(stack.script("reset.sh").arg("--yes"));
     let volumes = run(Command::new("docker").args([
         "volume",
         "ls",
@@ -372,14 +370,7 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
         &format!("label=com.docker.compose.project={}", stack.env[0].1),
     ]));
     assert!(volumes.trim().is_empty(), "reset.sh left volumes: {volumes}");
-    let restored = output(
-        Command::new("bash")
-            .arg(stack.path().join("restore.sh"))
-            .arg("--yes")
-            .arg(&backup)
-            .current_dir(stack.path())
-            .envs(stack.env.iter().map(|(k, v)| (k, v))),
-    );
+    let restored = output(stack.script("restore.sh").arg("--yes").arg(&backup));
     assert!(
         restored.status.success(),
         "restore.sh failed:\n{}{}",
@@ -590,14 +581,7 @@ fn refused_restores(stack: &Stack, backup: &Path) {
         ),
     ];
     for (archive, message) in cases {
-        let refused = output(
-            Command::new("bash")
-                .arg(stack.path().join("restore.sh"))
-                .arg("--yes")
-                .arg(&archive)
-                .current_dir(stack.path())
-                .envs(stack.env.iter().map(|(k, v)| (k, v))),
-        );
+        let refused = output(stack.script("restore.sh").arg("--yes").arg(&archive));
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert!(!refused.status.success(), "{} was restored", archive.display());
         assert!(stderr.contains(message) && stderr.contains("nothing was changed"), "{}: {stderr}", archive.display());
@@ -611,12 +595,7 @@ fn a_port_in_use_is_named_with_its_holder_before_anything_starts() {
     let stack = Stack::new();
     let port: u16 = stack.port("STELLA_API_PORT").parse().unwrap();
     let _held = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let out = output(
-        Command::new("bash")
-            .arg(stack.path().join("quickstart.sh"))
-            .current_dir(stack.path())
-            .envs(stack.env.iter().map(|(k, v)| (k, v))),
-    );
+    let out = output(&mut stack.script("quickstart.sh"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     let said = format!("port {port} (STELLA_API_PORT) is in use by");

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -105,21 +105,19 @@ fn package_name(id: &str, manifest: &std::path::Path) -> String {
 /// Runs `binaries`, `jobs` at a time, each with `args` and `env`; prints each one's output as
 /// it ends.
 pub fn run(binaries: Vec<Binary>, jobs: usize, args: &[String], env: &[(&str, PathBuf)]) -> Vec<Outcome> {
-    let queue = Arc::new(Mutex::new(binaries.into_iter().collect::<VecDeque<_>>()));
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let queue = Mutex::new(binaries.into_iter().collect::<VecDeque<_>>());
+    let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
-            let (queue, outcomes) = (queue.clone(), outcomes.clone());
-            scope.spawn(move || {
-                loop {
-                    let Some(binary) = queue.lock().expect("queue").pop_front() else { break };
+            scope.spawn(|| {
+                while let Some(binary) = queue.lock().expect("queue").pop_front() {
                     let outcome = run_one(&binary, args, env);
                     outcomes.lock().expect("outcomes").push(outcome);
                 }
             });
         }
     });
-    Arc::try_unwrap(outcomes).expect("threads ended").into_inner().expect("outcomes")
+    outcomes.into_inner().expect("outcomes")
 }
 
 fn run_one(binary: &Binary, args: &[String], env: &[(&str, PathBuf)]) -> Outcome {
@@ -137,13 +135,7 @@ fn run_one(binary: &Binary, args: &[String], env: &[(&str, PathBuf)]) -> Outcome
         Err(e) => (format!("could not run {}: {e:#}\n", binary.executable.display()), false),
     };
     let took = start.elapsed();
-    let (mut passed, mut failed) = (0, 0);
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            passed += super::count(rest, " passed");
-            failed += super::count(rest, " failed");
-        }
-    }
+    let (passed, failed) = text.lines().map(super::tally).fold((0, 0), |(p, f), (a, b)| (p + a, f + b));
     // One call, so two binaries that end together do not interleave.
     println!("==== {} ({:.1} s)\n{}", binary.name, took.as_secs_f64(), text.trim_end());
     Outcome { name: binary.name.clone(), passed, failed, ok, took }

@@ -1,5 +1,5 @@
-//! `cargo xtask test`: the README's test command. Formatting, clippy, the service binaries the
-//! end-to-end tests start as processes, the images, then every test of the workspace: the test
+//! `cargo xtask test`: the README's test command. Formatting, clippy, the images (whose static
+//! binaries the end-to-end tests start as processes), then every test of the workspace: the test
 //! binaries side by side ([`binaries`]), then the doc tests. Each step's time is printed.
 
 mod binaries;
@@ -28,9 +28,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     steps.time("clippy", || {
         shell::run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
     })?;
-    // The end-to-end tests run the services as real processes, the static binaries the images
-    // ship (`stella_e2e::bin_dir`), and check the real images: build every image (the README's
-    // main command) first. No debug build of the binaries: nothing runs it.
     // A throwaway key made for this run signs the images, so the image tests verify real
     // signatures and the reproducibility test compares them too. Never a release key.
     let keys = crate::workspace::target_dir().join("test-signing-key");
@@ -47,6 +44,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             eprintln!("warning: {e:#}; the images step will say what to do");
         }
     }
+    // The end-to-end tests run the services as real processes, the static binaries the images
+    // ship (`stella_e2e::bin_dir`), and check the real images: build every image (the README's
+    // main command) first. No debug build of the binaries: nothing runs it.
     steps.time("images", || shell::run(cargo().args(["xtask", "images"]).env(crate::sign::KEY_ENV, &key)))?;
     let env = [(crate::sign::KEY_ENV, key.clone())];
     let tests = steps.time("test build", || binaries::build(&env))?;
@@ -118,12 +118,20 @@ fn run_counting(cmd: &mut std::process::Command) -> anyhow::Result<(u64, u64, bo
     for line in std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            passed += count(rest, " passed");
-            failed += count(rest, " failed");
-        }
+        let (p, f) = tally(&line);
+        passed += p;
+        failed += f;
     }
     Ok((passed, failed, child.wait()?.success()))
+}
+
+/// Passed and failed tests of one line of a test binary's output: its `test result:` line
+/// (`ok. 3 passed; 0 failed; ...`), else none.
+fn tally(line: &str) -> (u64, u64) {
+    match line.strip_prefix("test result: ") {
+        Some(rest) => (count(rest, " passed"), count(rest, " failed")),
+        None => (0, 0),
+    }
 }
 
 /// The number before `label` in `ok. 3 passed; 0 failed; ...`.
