@@ -70,8 +70,7 @@ pub fn check_tree(root: &std::path::Path) -> anyhow::Result<()> {
     let built = env!("XTASK_SOURCE_DIGEST");
     let here = format!(
         "{:016x}",
-        crate::tree::digest(&root.join("xtask"))
-            .map_err(|e| anyhow::anyhow!("reading {}/xtask: {e}", root.display()))?
+        crate::tree::digest(&root.join("xtask")).with_context(|| format!("reading {}/xtask", root.display()))?
     );
     if here != built {
         let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

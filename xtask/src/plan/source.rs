@@ -65,14 +65,15 @@ pub fn find(root: &Path) -> anyhow::Result<Source> {
     if let Some(commit) = pinned_commit {
         // A pin names the commit the digests will claim: where git holds it, the inputs of this
         // checkout must be that commit's, or the build would claim a revision it is not.
-        let epoch = match (pinned_epoch, git.commit_time(&commit)) {
+        let known = git.commit_time(&commit);
+        let epoch = match (pinned_epoch, known) {
             (Some(e), _) | (None, Some(e)) => e,
             (None, None) => bail!(
                 "STELLA_GIT_COMMIT={commit} is not in this checkout's history, so its date is unknown: \
                  set SOURCE_DATE_EPOCH too (both are in the published images.json)"
             ),
         };
-        if git.commit_time(&commit).is_some() {
+        if known.is_some() {
             let changed = git.changed_inputs_since(&commit)?;
             if !changed.is_empty() {
                 bail!(
@@ -231,7 +232,13 @@ pub fn input_digests(root: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for rel in files(root)?.into_iter().filter(|p| is_input(p)) {
         let path = root.join(&rel);
-        let meta = std::fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            // Tracked but deleted in the working tree: absent here, as `differences` reports it
+            // (and as `reproduce::copy_files` leaves it).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
         let bytes = if meta.file_type().is_symlink() {
             std::fs::read_link(&path)?.to_string_lossy().into_owned().into_bytes()
         } else {
