@@ -97,6 +97,20 @@ pub fn free_port() -> u16 {
     panic!("no free port in 127.0.0.1:{base}..{}", base + BLOCK);
 }
 
+/// A port that refuses connections for as long as the returned socket lives: bound, never
+/// listened on. A port from [`free_port`] is only free when it is handed out; a test that needs
+/// a closed port (a probe that must fail, a sink that is down) must keep anyone else from
+/// binding it meanwhile, or it may reach whatever did (one `images.rs` run saw "connection
+/// reset" from a closed port). The kernel picks the port, and nobody else can bind it.
+pub fn closed_port() -> (u16, socket2::Socket) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a TCP socket");
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&any.into()).expect("binding 127.0.0.1:0");
+    let port = socket.local_addr().ok().and_then(|a| a.as_socket()).map(|a| a.port()).expect("the bound port");
+    (port, socket)
+}
+
 /// A child process whose stdout and stderr go to files, killed when dropped.
 pub struct Proc {
     pub child: Child,

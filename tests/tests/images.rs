@@ -180,7 +180,8 @@ fn runs_and_answers(platform: &str, binary: &Path) -> Result<(), String> {
 /// A support image's entrypoint (stella-postgres, -redis, -nats): its `healthcheck` probes the
 /// port its environment names and, with nothing listening there, exits 1 naming the address.
 fn support_entrypoint_probes(program: &Path, args: &[String]) -> Result<(), String> {
-    let port = free_port().to_string();
+    let (port, _held) = stella_e2e::closed_port();
+    let port = port.to_string();
     let out = Command::new(program)
         .args(args)
         .arg("healthcheck")

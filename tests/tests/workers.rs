@@ -106,7 +106,8 @@ fn a_job_whose_failure_cannot_be_recorded_still_ends_failed_once() {
            WHEN (NEW.status = 'failed') EXECUTE FUNCTION stella.refuse_failed_runs();",
     );
     // Nothing listens on the port: the HTTP step fails.
-    register(&stack, &token, &pack("refused", 0, &format!("http://127.0.0.1:{}/", stella_e2e::free_port())));
+    let (closed, _held) = stella_e2e::closed_port();
+    register(&stack, &token, &pack("refused", 0, &format!("http://127.0.0.1:{closed}/")));
     let job = start_run(&stack, &token, "refused")["job"].as_i64().unwrap();
     let path = format!("/api/v1/jobs/{job}");
     let history = eventually("the job fails for good", Duration::from_secs(30), || {
@@ -390,7 +391,7 @@ fn exports_land_in_an_s3_store() {
 fn notifications_reach_a_webhook_and_dead_letter_when_it_is_down() {
     let mut stack = Stack::new(Some(&quickstart()));
     let hook = Listener::start();
-    let closed = stella_e2e::free_port();
+    let (closed, _held) = stella_e2e::closed_port();
     // An SMTP relay: aiosmtpd (from PyPI) writing every mail it accepts into a maildir.
     let maildir = tempfile::tempdir().unwrap();
     for sub in ["tmp", "new", "cur"] {

