@@ -114,6 +114,19 @@ pub fn core_error(settings: &Settings, e: stella_core::Error) -> Response {
     if status == StatusCode::UNAUTHORIZED {
         return crate::session::to_login();
     }
+    // An outage gets its own page: what is down, and that it comes back by itself.
+    if let stella_core::Error::DatabaseUnavailable(cause) = &e {
+        stella_runtime::tracing::warn!(error = %cause, "console page: the database is unavailable");
+        let frame = Frame { settings, user: None, title: "Database unavailable" };
+        let body = html! {
+            p class="error" role="alert" { (stella_core::error::DATABASE_UNAVAILABLE) }
+            p { "Reload this page in a few seconds. Operators: see whether " code { "stella-postgres" }
+                " is running and healthy (" code { "docker-compose ps" } ", or the pod's events)." }
+        };
+        let mut response = (status, render(&frame, body)).into_response();
+        response.headers_mut().insert("retry-after", HeaderValue::from_static("5"));
+        return response;
+    }
     // The core logs database errors in full and shows a generic message for them.
     let message = match &e {
         stella_core::Error::Database(_) | stella_core::Error::Internal(_) => {

@@ -1,7 +1,9 @@
 //! The one error type of the core, and how each variant answers over HTTP.
 //!
 //! Bad input is a 4xx whose message names the document and the problem; database failures are
-//! logged in full and answered with a generic 500, so no SQL or connection detail leaks.
+//! logged in full and answered with a generic message, so no SQL or connection detail leaks: a
+//! 503 naming the database when it cannot be reached (the client should retry, and a load
+//! balancer or an operator sees an outage, not a bug), a 500 for anything else.
 
 use stella_runtime::axum::Json;
 use stella_runtime::axum::http::StatusCode;
@@ -36,6 +38,10 @@ pub enum Error {
     Throttled { message: String, retry_after: u64 },
     #[error("database: {0}")]
     Database(stella_runtime::sqlx::Error),
+    /// The database cannot be reached (down, restarting, refusing connections, no connection
+    /// free in time): 503 with `"dependency": "database"`, never a 500.
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(stella_runtime::sqlx::Error),
     #[error("{0}")]
     Internal(String),
 }
@@ -49,10 +55,29 @@ impl From<stella_runtime::sqlx::Error> for Error {
             Some("22021" | "22P05") => {
                 Error::bad("input", "contains a character that cannot be stored (a NUL character?)")
             }
+            _ if unreachable(&e) => Error::DatabaseUnavailable(e),
             _ => Error::Database(e),
         }
     }
 }
+
+/// Whether `e` says PostgreSQL cannot be reached, as opposed to a query that failed: the
+/// connection itself failed (I/O, TLS, the pool's wait ran out or it was closed), or the server
+/// refused or dropped the session (SQLSTATE class 08 connection exception; 57P01-57P03 shutting
+/// down or starting up; 53300 too many connections).
+pub fn unreachable(e: &stella_runtime::sqlx::Error) -> bool {
+    use stella_runtime::sqlx::Error as E;
+    match e {
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
+        E::Database(d) => {
+            d.code().is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300"))
+        }
+        _ => false,
+    }
+}
+
+/// The message every unreachable-database answer carries (the console's page shows it too).
+pub const DATABASE_UNAVAILABLE: &str = "the database (PostgreSQL) is unavailable; this service answers again as soon as it is back (see /health/readiness)";
 
 impl Error {
     pub fn bad(what: impl Into<String>, problem: impl Into<String>) -> Error {
@@ -70,7 +95,7 @@ impl Error {
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::TooMany(_) | Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Gone(_) => StatusCode::GONE,
-            Error::Database(stella_runtime::sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,7 +108,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::TooLarge(_) => "too_large",
-            Error::Unavailable(_) => "unavailable",
+            Error::Unavailable(_) | Error::DatabaseUnavailable(_) => "unavailable",
             Error::TooMany(_) | Error::Throttled { .. } => "too_many_requests",
             Error::Gone(_) => "gone",
             Error::Database(_) | Error::Internal(_) => "internal",
@@ -99,14 +124,24 @@ impl IntoResponse for Error {
                 stella_runtime::tracing::error!(error = %e, "database error");
                 "the database failed to answer; see the service log".to_string()
             }
+            Error::DatabaseUnavailable(e) => {
+                stella_runtime::tracing::warn!(error = %e, "the database is unavailable");
+                DATABASE_UNAVAILABLE.to_string()
+            }
             Error::Internal(e) => {
                 stella_runtime::tracing::error!(error = %e, "internal error");
                 "internal error; see the service log".to_string()
             }
             other => other.to_string(),
         };
-        let mut response =
-            (status, Json(serde_json::json!({"error": self.code(), "message": message}))).into_response();
+        let mut body = serde_json::json!({"error": self.code(), "message": message});
+        if let Error::DatabaseUnavailable(_) = self {
+            body["dependency"] = "database".into();
+        }
+        let mut response = (status, Json(body)).into_response();
+        if let Error::DatabaseUnavailable(_) = self {
+            response.headers_mut().insert("retry-after", 5.into());
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             let seconds = match &self {
                 Error::Throttled { retry_after, .. } => *retry_after,

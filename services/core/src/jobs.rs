@@ -113,6 +113,10 @@ impl Outcome {
                 warn!(error = %e, "a job attempt failed on the database");
                 Outcome::Retry("the database failed; see the worker's log".into())
             }
+            Error::DatabaseUnavailable(e) => {
+                warn!(error = %e, "a job attempt could not reach the database");
+                Outcome::Retry("the database was unavailable; see the worker's log".into())
+            }
             Error::Internal(_) | Error::Unavailable(_) => Outcome::Retry(e.to_string()),
             other => Outcome::Failed(other.to_string()),
         }

@@ -46,7 +46,7 @@ pub mod urls;
 pub mod version;
 pub mod worker_routes;
 
-mod error;
+pub mod error;
 
 pub use error::Error;
 use stella_runtime::sqlx::PgPool;

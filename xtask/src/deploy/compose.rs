@@ -109,10 +109,12 @@ pub fn compose(catalog: &Catalog, built: &Built) -> anyhow::Result<String> {
     writeln!(w, "  stop_grace_period: 30s")?;
     writeln!(w, "  networks: [\"stella-net\"]")?;
     writeln!(w, "  restart: unless-stopped\n")?;
+    // Two failed checks 3 s apart turn a container unhealthy, so an outage (the database down)
+    // shows within 10 s and recovery within 3 s; start_period covers a slow first start.
     writeln!(w, "x-healthcheck: &healthcheck")?;
-    writeln!(w, "  interval: 2s")?;
+    writeln!(w, "  interval: 3s")?;
     writeln!(w, "  timeout: 3s")?;
-    writeln!(w, "  retries: 30")?;
+    writeln!(w, "  retries: 2")?;
     writeln!(w, "  start_period: 60s\n")?;
     writeln!(w, "services:")?;
 
