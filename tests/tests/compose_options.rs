@@ -109,11 +109,21 @@ fn the_s3_file_reaches_every_service_that_writes_the_object_store() {
     }
 }
 
-/// Every tracked `*.sh`: the scripts of deploy/compose, the bundle's `load.sh`, any added later.
+/// Every tracked shell script, by its `#!` line: the scripts of deploy/compose (the `stella`
+/// wrapper has no `.sh`), the bundle's `load.sh`, `.ci/run`, any added later.
 fn shell_scripts() -> Vec<std::path::PathBuf> {
     let root = stella_e2e::root();
-    let listed = stella_e2e::run(Command::new("git").args(["ls-files", "*.sh"]).current_dir(&root));
-    listed.lines().map(|l| root.join(l)).collect()
+    let listed = stella_e2e::run(Command::new("git").args(["ls-files"]).current_dir(&root));
+    listed
+        .lines()
+        .map(|l| root.join(l))
+        .filter(|path| {
+            let mut head = [0u8; 32];
+            let n = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut head)).unwrap_or(0);
+            let first = String::from_utf8_lossy(&head[..n]);
+            first.starts_with("#!") && (first.contains("bash") || first.contains("/sh"))
+        })
+        .collect()
 }
 
 #[test]

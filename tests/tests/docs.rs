@@ -1,5 +1,6 @@
-//! The install pages' commands, run as written. Every `sh` block of the quickstart page and of
-//! the air-gap page is taken from the Markdown and run in order, in bash with `set -euo
+//! The install pages' commands, run as written. Every `sh` block of the quickstart page, of the
+//! console onboarding page (its `stella` CLI walk) and of the air-gap page is taken from the
+//! Markdown and run in order, in bash with `set -euo
 //! pipefail`, on this machine. A reader's own edits are spelled out as substitutions (their key
 //! and registry instead of the page's example paths, what they type at the reset and restore
 //! prompts), each
@@ -163,6 +164,29 @@ fn the_quickstart_and_air_gap_pages_run_as_written() {
         assert!(printed.contains(expected), "the page's commands did not show `{expected}`:\n{printed}");
     }
     assert_eq!(printed.matches("StellaOps is running").count(), 2, "started, then restored:\n{printed}");
+    // The CLI lines, through `./stella` (the pinned stella-cli image, run as the caller): the
+    // token from the admin's password file, and an export downloaded into the directory.
+    assert!(printed.contains("critical"), "`./stella findings --severity critical` listed nothing:\n{printed}");
+    let csv = std::fs::read_to_string(compose.join("exports/findings.csv")).expect("./stella export --download");
+    assert!(csv.lines().count() > 1, "exports/findings.csv holds no finding: {csv}");
+
+    // --- docs/console/onboarding.md: its CLI walk, in the same Compose directory -------------
+    let page = "docs/console/onboarding.md";
+    let walk = blocks(page);
+    let edits = Edits { replace: &[], skip: &[] };
+    all_apply(page, &walk, &edits);
+    // The reader's own files: an SBOM, and the pack the console offers for download.
+    let seed = root.join("services/core/seed");
+    std::fs::copy(seed.join("sboms/sample-checkout.cdx.json"), compose.join("sbom.cdx.json")).unwrap();
+    std::fs::copy(seed.join("packs/export-to-production.json"), compose.join("export-to-production.json")).unwrap();
+    let mut script = String::new();
+    for block in &walk {
+        script.push_str(&adapt(page, block, &edits).0);
+    }
+    let printed = run_script(page, &script, &compose, &env);
+    for expected in ["admin", "succeeded"] {
+        assert!(printed.contains(expected), "{page}'s CLI walk did not show `{expected}`:\n{printed}");
+    }
     drop(_down);
 
     // --- docs/install/airgap.md: the connected side at the checkout, the rest at a "site" -----
