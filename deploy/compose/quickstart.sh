@@ -15,6 +15,7 @@ caller=$(pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 
+began=$(date +%s) # the figure printed at the end covers the whole run: checks, images, up, health
 layout=""
 registry_port="${STELLA_LOCAL_REGISTRY_PORT:-5000}"
 timeout=180
@@ -30,7 +31,8 @@ usage() {
     cat <<'EOF'
 
 Options:
-  --layout DIR         push the OCI layout DIR (from `cargo xtask images`) into a local registry first
+  --layout DIR         push the OCI layout DIR (from `cargo xtask images`) into a local registry first,
+                       with the static loader DIR/bin/stella-load-<arch> (nothing is compiled)
   --registry-port N    port of that local registry on 127.0.0.1 (default 5000)
   --timeout SECONDS    how long to wait for every service to be healthy (default 180)
   --no-wait            start the stack and return
@@ -167,10 +169,23 @@ EOF
         for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$registry_port") 2>/dev/null && break; sleep 0.2; done
         step "started a local registry on $registry (stop it with: kill \$(cat $here/.registry/pid))"
     fi
-    workspace="${STELLA_WORKSPACE:-$(cd "$here/../.." && pwd)}"
-    [ -f "$workspace/Cargo.toml" ] || die "$workspace is not the StellaOps workspace: set STELLA_WORKSPACE"
     step "pushing $layout to $registry/stella"
-    (cd "$workspace" && cargo xtask publish --to "$registry/stella" --layout "$layout") | tail -n 1
+    # The static loader `cargo xtask images` writes beside the layout pushes it: nothing to
+    # compile. Only where it cannot run (not Linux, or a layout from an older build) does the
+    # workspace's xtask push instead.
+    case "$(uname -s)/$(uname -m)" in
+        Linux/x86_64 | Linux/amd64) loader="$layout/bin/stella-load-amd64" ;;
+        Linux/aarch64 | Linux/arm64) loader="$layout/bin/stella-load-arm64" ;;
+        *) loader="" ;;
+    esac
+    if [ -n "$loader" ] && [ -x "$loader" ]; then
+        "$loader" push-layout "$layout" --to "$registry" --prefix stella | tail -n 1
+    else
+        workspace="${STELLA_WORKSPACE:-$(cd "$here/../.." && pwd)}"
+        [ -f "$workspace/Cargo.toml" ] || die "$workspace is not the StellaOps workspace: set STELLA_WORKSPACE"
+        printf 'note: no loader for this host in %s/bin: compiling xtask to push\n' "$layout" >&2
+        (cd "$workspace" && cargo xtask publish --to "$registry/stella" --layout "$layout") | tail -n 1
+    fi
     set_env STELLA_REGISTRY "$registry/stella"
 fi
 
@@ -324,7 +339,7 @@ done
 bind=$(grep '^STELLA_BIND=' .env | cut -d= -f2)
 host=$([ "$bind" = 0.0.0.0 ] && hostname -f 2>/dev/null || echo 127.0.0.1)
 port() { grep "^$1=" .env | cut -d= -f2; }
-step "StellaOps is running ($(($(date +%s) - start))s to healthy)"
+step "StellaOps is running ($(($(date +%s) - began))s from start to all healthy: checks, images, start-up)"
 echo "    Console:  http://$host:$(port STELLA_CONSOLE_PORT)/"
 echo "    API:      http://$host:$(port STELLA_API_PORT)/"
 if [ "$rotate" = admin-password ]; then

@@ -89,6 +89,24 @@ pub fn compile(plan: &Plan) -> anyhow::Result<Binaries> {
     Ok(out)
 }
 
+/// Compiles the static air-gap loader `stella-load` for `target` and returns its path. Its own
+/// cargo invocation, not one more `--package` of the services' build: that would unify its
+/// dependencies' features with theirs and change the services' binaries. The images step and the
+/// bundle run the same command, so whichever comes second finds it fresh.
+pub fn loader(plan: &Plan, target: &crate::plan::Target) -> anyhow::Result<std::path::PathBuf> {
+    let mut cmd = shell::cargo();
+    cmd.args(["build", "--release", "--locked", "--target", &target.triple]);
+    cmd.args(["--package", "stella-distribution", "--bin", "stella-load"]);
+    cmd.envs(build_env(plan, &target.triple));
+    shell::run(&mut cmd).with_context(|| format!("compiling stella-load for {}", target.platform))?;
+    Ok(workspace::target_dir().join(&target.triple).join("release/stella-load"))
+}
+
+/// The architecture part of a platform, as file names use it: `linux/arm64` gives `arm64`.
+pub fn arch(platform: &str) -> &str {
+    platform.rsplit('/').next().unwrap_or(platform)
+}
+
 /// Fails with the fix when a planned target's standard library is not installed (rustc's own
 /// error says "can't find crate for `core`" after the build has started).
 fn check_targets(plan: &Plan) -> anyhow::Result<()> {

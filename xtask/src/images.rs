@@ -38,7 +38,29 @@ pub fn build(request: &Request, quiet: bool) -> anyhow::Result<(Plan, Built)> {
     }
     let binaries = compile::compile(&plan)?;
     let built = assemble::assemble(&plan, &binaries, quiet)?;
+    if !plan.fake_binaries {
+        write_loaders(&plan)?;
+    }
     Ok((plan, built))
+}
+
+/// `<out>/bin/stella-load-<arch>`: the static loader beside the layout it can push, so that
+/// `quickstart.sh --layout` pushes the images with it and compiles nothing (the air-gap bundle
+/// carries the same binaries). Outside the OCI layout proper, like `images.json`: tools that read
+/// the layout look only at `oci-layout`, `index.json` and `blobs/`.
+fn write_loaders(plan: &Plan) -> anyhow::Result<()> {
+    let dir = plan.out.join("bin");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for target in &plan.targets {
+        let bin = compile::loader(plan, target)?;
+        let bytes = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+        let path = dir.join(format!("stella-load-{}", compile::arch(&target.platform)));
+        crate::oci::write_atomic(&path, &bytes)?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} executable", path.display()))?;
+    }
+    Ok(())
 }
 
 /// An exclusive lock on `<out>.lock`, held until the guard drops (the OS releases it if the

@@ -144,25 +144,10 @@ pub fn build(options: &Options) -> anyhow::Result<Bundle> {
     }
     // The loader, static, for each platform of the build.
     for target in &plan.targets {
-        let arch = target.platform.rsplit('/').next().unwrap_or(&target.platform).to_string();
-        let mut cmd = shell::cargo();
-        cmd.args([
-            "build",
-            "--release",
-            "--locked",
-            "--target",
-            &target.triple,
-            "--package",
-            "stella-distribution",
-            "--bin",
-            "stella-load",
-        ]);
-        cmd.envs(compile::build_env(&plan, &target.triple));
-        shell::run(&mut cmd).with_context(|| format!("compiling stella-load for {}", target.platform))?;
-        let bin = workspace::target_dir().join(&target.triple).join("release/stella-load");
+        let bin = compile::loader(&plan, target)?;
         entries.push(Entry {
-            path: format!("bin/stella-load-{arch}"),
-            source: Source::Bytes(std::fs::read(&bin)?),
+            path: format!("bin/stella-load-{}", compile::arch(&target.platform)),
+            source: Source::Bytes(std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?),
             executable: true,
         });
     }

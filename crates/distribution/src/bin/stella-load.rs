@@ -64,6 +64,25 @@ enum Command {
     },
     /// Extract a bundle archive (.tar.zst) into a new directory, refusing unsafe entries.
     Unpack { archive: PathBuf, dir: PathBuf },
+    /// Push an OCI layout built on this machine (`cargo xtask images`, default target/oci) to a
+    /// registry: what `quickstart.sh --layout` runs, so it compiles nothing. No bundle and no
+    /// signature check: the layout is your own build (a bundle goes through `push`).
+    PushLayout {
+        /// The layout directory (holds index.json and blobs/).
+        layout: PathBuf,
+        /// The registry, HOST[:PORT].
+        #[arg(long)]
+        to: String,
+        /// Repository path under the registry (stella gives HOST/stella/stella-api).
+        #[arg(long, default_value = "stella")]
+        prefix: String,
+        /// Plain HTTP to a registry that is not on loopback.
+        #[arg(long)]
+        insecure: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,6 +124,33 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Unpack { archive, dir } => {
             let n = unpack::unpack(&archive, &dir, unpack::Limits::default()).map_err(|e| e.to_string())?;
             println!("unpacked {n} files into {}", dir.display());
+            Ok(())
+        }
+        Command::PushLayout { layout, to, prefix, insecure, json } => {
+            let options = registry::Options {
+                insecure,
+                credentials: stella_distribution::auth::Credentials::from_env()?,
+                ..registry::Options::default()
+            };
+            let report = registry::push_layout(&layout, &to, &prefix, options, &|line| {
+                if !json {
+                    eprintln!("{line}");
+                }
+            })
+            .map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            } else {
+                println!(
+                    "pushed {} to {to}/{prefix}: {} blobs uploaded ({} MiB), {} already there; {} manifests; {} tags",
+                    layout.display(),
+                    report.blobs_uploaded,
+                    report.bytes_uploaded >> 20,
+                    report.blobs_present,
+                    report.manifests,
+                    report.tags.len()
+                );
+            }
             Ok(())
         }
         Command::Push { trust, to, prefix, insecure, ca_file, jobs, chunk_mib, json } => {
