@@ -13,6 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
+pub mod backup;
 pub mod nats;
 pub mod postgres;
 pub mod redis;

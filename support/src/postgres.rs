@@ -1,6 +1,7 @@
 //! `stella-postgres`: on first start, initialises the data directory (`initdb` with a fixed
 //! locale and encoding, the superuser's password from `POSTGRES_PASSWORD_FILE`, SCRAM for every
 //! connection), then `exec`s `postgres`, which becomes PID 1 and handles SIGTERM itself.
+//! `healthcheck` probes the server; `backup DIR` dumps a database (see [`crate::backup`]).
 //!
 //! Initialisation writes into a sibling directory and renames it into place, so an interrupted
 //! first start is retried from scratch instead of leaving a half-made cluster.
@@ -23,8 +24,10 @@ pub fn main(args: &[String]) -> Result<(), Failure> {
         return Err(Failure::config(format!("POSTGRES_USER={user:?} is not accepted: use letters, digits and `_`")));
     }
     let port = port("PGPORT", 5432)?;
-    if args.first().map(String::as_str) == Some("healthcheck") {
-        return healthcheck(port, &user);
+    match args.first().map(String::as_str) {
+        Some("healthcheck") => return healthcheck(port, &user),
+        Some("backup") => return crate::backup::backup(&args[1..]),
+        _ => {}
     }
     let data = PathBuf::from(var("PGDATA", DEFAULT_PGDATA));
     if !data.join("PG_VERSION").exists() {

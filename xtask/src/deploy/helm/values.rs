@@ -386,6 +386,7 @@ pub fn tree(catalog: &Catalog, built: &Built, described: &[ServiceInfo]) -> anyh
         root.push((c.key.clone(), component(c, find(&c.image)?, tag, &description, &secret_settings(&c.image))));
     }
     root.push(("migrator".into(), migrator(find(&parts.migrator)?, tag)));
+    root.push(("backup".into(), backup()));
     if let Some(cli) = parts.tools.iter().find(|t| *t == "stella-cli") {
         root.push((
             "cli".into(),
@@ -657,6 +658,37 @@ fn migrator(built: &BuiltImage, tag: &str) -> Node {
                 map(
                     "A suspended CronJob an operator starts by hand (kubectl create job --from=cronjob/...).",
                     vec![("enabled", boolean("Create it.", false))],
+                ),
+            ),
+        ],
+    )
+}
+
+/// `templates/backup.yaml`: the scheduled dumps (`stella-postgres backup`, the bundled
+/// postgres image) onto a volume claim.
+fn backup() -> Node {
+    map(
+        "Scheduled database dumps: a CronJob runs `stella-postgres backup` (pg_dump of one snapshot, read back with \
+         pg_restore --list, then kept) with the stella-postgres image, as the migrator's role, onto a volume claim. \
+         For mode external too, beside the provider's point-in-time recovery. Restore: docs/install/helm-prod.md.",
+        vec![
+            ("enabled", boolean("Create the CronJob (and its claim).", false)),
+            ("schedule", pattern("Cron schedule, in the cluster's time zone.", "17 3 * * *", "^\\S+( \\S+){4}$")),
+            ("keep", integer("Dumps kept; the oldest is removed only after a new one is in place.", 7, 1, 366)),
+            ("activeDeadlineSeconds", integer("Time one backup may take.", 3600, 60, 86400)),
+            ("resources", resources("50m", "64Mi", "512Mi")),
+            (
+                "storage",
+                map(
+                    "The volume claim the dumps are written to (kept when the release is uninstalled).",
+                    vec![
+                        ("size", pattern("Size.", "20Gi", "^[0-9]+(Mi|Gi|Ti)$")),
+                        ("storageClassName", string("Storage class; empty: the cluster's default.", "")),
+                        (
+                            "existingClaim",
+                            string("A claim of your own to write to instead; empty: the chart creates one.", ""),
+                        ),
+                    ],
                 ),
             ),
         ],
