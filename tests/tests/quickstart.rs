@@ -57,10 +57,15 @@ impl Stack {
         self.quickstart_with(registry_port, &[])
     }
 
+    /// `quickstart.sh --layout`, with no `cargo` on its PATH: it pushes with the loader the build
+    /// wrote beside the layout, and compiles nothing (issue 21).
     fn quickstart_with(&self, registry_port: u16, args: &[&str]) -> (Output, Duration) {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let without_cargo: Vec<&str> = path.split(':').filter(|d| !Path::new(d).join("cargo").exists()).collect();
         let start = Instant::now();
         let out = output(
             self.script("quickstart.sh")
+                .env("PATH", without_cargo.join(":"))
                 .args(args)
                 .args(["--layout", &xtask::images::default_out().display().to_string()])
                 .args(["--registry-port", &registry_port.to_string(), "--timeout", "180"]),
@@ -394,6 +399,7 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
     assert_eq!((artifact_again.status, artifact_again.body), (200, artifact.body), "the task artifact differs");
     let containers = stack.containers();
     assert_eq!(containers.len(), deployed.len());
+    database_outage(&stack, &token);
 
     // `stop`: every container exits 0 within its grace period.
     let start = Instant::now();
@@ -527,6 +533,96 @@ fn console_and_cli_agree(stack: &Stack, admin: &str, built: &Built, secrets: &[S
     let bad = output(cmd.args(["--url", &at("STELLA_API_PORT"), "--token", "stella_nope", "whoami"]));
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("HTTP 401"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+/// One data route of every server of the stack (the console: its home page). Each needs the
+/// database: the caller's token is looked up there before anything else.
+const DATA_ROUTES: &[(&str, &str)] = &[
+    ("STELLA_AI_PORT", "/api/v1/ai/status"),
+    ("STELLA_API_PORT", "/api/v1/scans"),
+    ("STELLA_CONSEILLER_PORT", "/api/v1/advisories/linksets"),
+    ("STELLA_CONSOLE_PORT", "/"),
+    ("STELLA_EXCITATOR_PORT", "/api/v1/vex/linksets"),
+    ("STELLA_EXPORT_PORT", "/api/v1/exports/1"),
+    ("STELLA_LEDGER_PORT", "/api/v1/ledger/events"),
+    ("STELLA_NOTIFY_PORT", "/api/v1/notifications"),
+    ("STELLA_ORCHESTRATOR_PORT", "/api/v1/jobs"),
+    ("STELLA_POLICY_PORT", "/api/v1/policies"),
+    ("STELLA_TASK_RUNNER_PORT", "/api/v1/packs"),
+];
+
+/// Issue 21's honest outage: with PostgreSQL stopped, every server answers its data route 503
+/// with the JSON error naming the database (the console: a "Database unavailable" page), and
+/// Docker marks each of them unhealthy within 10 s; once PostgreSQL is back, each is healthy
+/// again within 10 s and answers 200.
+fn database_outage(stack: &Stack, token: &str) {
+    let example = std::fs::read_to_string(stack.path().join(".env.example")).unwrap();
+    let servers: Vec<&str> = example
+        .lines()
+        .filter(|l| l.starts_with("STELLA_") && l.contains("_PORT="))
+        .map(|l| l.split('=').next().unwrap())
+        .collect();
+    let listed: Vec<&str> = DATA_ROUTES.iter().map(|(v, _)| *v).collect();
+    assert_eq!(listed, servers, "DATA_ROUTES must name one data route of every server in .env.example");
+    let cookie = format!("stella_session={token}");
+    let ask = |var: &str, path: &str| {
+        let url = format!("http://127.0.0.1:{}{path}", stack.port(var));
+        let headers: &[(&str, &str)] = if var == "STELLA_CONSOLE_PORT" { &[("cookie", cookie.as_str())] } else { &[] };
+        call("GET", &url, Some(token), None, headers)
+    };
+    // Up: an answer from the data (the console's home may redirect into its wizard; export 1 may
+    // not exist), never a refusal.
+    let up = |when: &str| {
+        for (var, path) in DATA_ROUTES {
+            let r = ask(var, path);
+            assert!(matches!(r.status, 200 | 303 | 404), "{var} {path} {when}: {} {}", r.status, r.text());
+        }
+    };
+    up("before the outage");
+    let containers = stack.containers();
+    let servers_of = |id: &String| inspect(id, "{{if .State.Health}}yes{{end}}") == "yes";
+    let watched: Vec<(&String, &String)> =
+        containers.iter().filter(|(name, id)| *name != "stella-postgres" && servers_of(id)).collect();
+    let health_all = |want: &str, limit: Duration| {
+        let start = Instant::now();
+        loop {
+            let states: Vec<(String, String)> =
+                watched.iter().map(|(name, id)| (name.to_string(), inspect(id, "{{.State.Health.Status}}"))).collect();
+            if states.iter().all(|(_, s)| s == want) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < limit, "not all {want} within {limit:?}: {states:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    run(&mut stack.compose(&["stop", "stella-postgres"]));
+    for (var, path) in DATA_ROUTES {
+        let r = ask(var, path);
+        assert_eq!(r.status, 503, "{var} {path} with the database down: {}", r.text());
+        if var == &"STELLA_CONSOLE_PORT" {
+            assert!(r.text().contains("Database unavailable"), "the console's outage page: {}", r.text());
+        } else {
+            let body = r.json();
+            assert_eq!(
+                (body["error"].as_str(), body["dependency"].as_str()),
+                (Some("unavailable"), Some("database")),
+                "{var}: {body}"
+            );
+            assert!(body["message"].as_str().unwrap().contains("PostgreSQL"), "{var}: {body}");
+        }
+    }
+    // Docker's verdict, counted from the moment `stop` returned (PostgreSQL's own shutdown time
+    // is not the services' to count).
+    let unhealthy = health_all("unhealthy", Duration::from_secs(10));
+    eprintln!("database down: every server unhealthy after {:.1} s", unhealthy.as_secs_f64());
+    run(&mut stack.compose(&["start", "stella-postgres"]));
+    let pg = &containers["stella-postgres"];
+    stella_e2e::stack::eventually("PostgreSQL healthy again", Duration::from_secs(60), || {
+        (inspect(pg, "{{.State.Health.Status}}") == "healthy").then_some(())
+    });
+    let healthy = health_all("healthy", Duration::from_secs(10));
+    eprintln!("database back: every server healthy after {:.1} s", healthy.as_secs_f64());
+    up("after the outage");
 }
 
 /// `restore.sh` refuses a damaged, tampered, padded or newer backup with a message naming the
