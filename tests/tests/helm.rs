@@ -559,3 +559,98 @@ fn every_component_starts_with_the_configuration_the_chart_renders() {
         "secret settings from `<component>.secrets`"
     );
 }
+
+/// The chart's backup CronJob, run as rendered: its container's arguments and environment (the
+/// mounted URL file replaced by one of a real PostgreSQL) run the stella-postgres binary the
+/// image ships. The dump is restored into a new database with `pg_restore`, the restore
+/// procedure of helm-prod.md, and the rows come back; `keep` is honoured.
+#[test]
+fn the_backup_cronjob_dumps_a_database_that_restores() {
+    for files in [vec!["ci/everything-values.yaml".to_string()], vec!["ci/bundled-values.yaml".to_string()]] {
+        let dir = tempfile::tempdir().unwrap();
+        let docs = render(&files, dir.path());
+        let jobs = kind(&docs, "CronJob");
+        let job = jobs
+            .iter()
+            .find(|j| j["metadata"]["name"].as_str().unwrap().ends_with("-backup"))
+            .unwrap_or_else(|| panic!("{files:?} enables backup.enabled: no backup CronJob rendered"));
+        let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert!(container["image"].as_str().unwrap().contains("/stella-postgres:"), "{container}");
+        let claim =
+            pod["volumes"].as_array().unwrap().iter().find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str());
+        assert!(
+            claim.is_some_and(|c| named(&docs, "PersistentVolumeClaim", c).is_some()),
+            "the claim it writes to: {pod}"
+        );
+        let secret = &pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "secrets").unwrap()["secret"];
+        let key = secret["items"][0]["key"].as_str().unwrap();
+        if files[0].contains("bundled") {
+            assert_eq!(key, "migrator-database-url", "the owner's URL: pg_dump reads every table");
+        }
+
+        let pg = stella_e2e::pg::Postgres::start();
+        pg.query("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('before the backup')");
+        let work = tempfile::tempdir().unwrap();
+        let secrets = work.path().join("secrets");
+        let dumps = work.path().join("backup");
+        std::fs::create_dir_all(&secrets).unwrap();
+        std::fs::create_dir_all(&dumps).unwrap();
+        std::fs::write(secrets.join("database-url"), pg.url()).unwrap();
+        let env: Vec<(String, String)> = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let v = e["value"].as_str().unwrap().replace("/run/secrets/stella", secrets.to_str().unwrap());
+                (e["name"].as_str().unwrap().to_string(), v)
+            })
+            .collect();
+        let keep: usize = env.iter().find(|(k, _)| k == "STELLA_BACKUP_KEEP").unwrap().1.parse().unwrap();
+        let args: Vec<String> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().replace("/backup", dumps.to_str().unwrap()))
+            .collect();
+        let backup = || {
+            let out = output(Command::new(stella_e2e::bin_path("stella-postgres")).args(&args).envs(env.clone()));
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "{files:?}: the backup job failed:\n{text}");
+            assert!(!text.contains(&pg.url()), "the job printed the database URL:\n{text}");
+            text
+        };
+        // Older dumps than `keep` allows, as earlier runs would have left them.
+        for n in 0..keep {
+            std::fs::write(dumps.join(format!("stella-2000010{}T000000Z.pgdump", n % 9 + 1)), "old").unwrap();
+        }
+        let printed = backup();
+        let mut listed: Vec<String> =
+            std::fs::read_dir(&dumps).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        listed.sort();
+        assert_eq!(listed.len(), keep, "{printed}\n{listed:?}");
+        let newest = dumps.join(listed.last().unwrap());
+        assert!(!listed.last().unwrap().starts_with("stella-2000"), "{listed:?}");
+
+        // Restore, as helm-prod.md says: pg_restore into an empty database.
+        pg.query("CREATE DATABASE restored");
+        let url = format!("{}/restored", pg.url().rsplit_once('/').unwrap().0);
+        let restored =
+            output(Command::new("pg_restore").args(["--no-owner", "--exit-on-error", "-d", &url]).arg(&newest));
+        assert!(restored.status.success(), "pg_restore: {}", String::from_utf8_lossy(&restored.stderr));
+        let rows = output(Command::new("psql").args([&url, "-Atc", "SELECT v FROM kept"]));
+        assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "before the backup", "{files:?}");
+
+        // A database that cannot be reached: the job fails, names it, and keeps every old dump.
+        pg.stop();
+        let out = output(Command::new(stella_e2e::bin_path("stella-postgres")).args(&args).envs(env.clone()));
+        assert!(!out.status.success(), "a backup of a stopped database succeeded");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no dump was kept"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let after: usize = std::fs::read_dir(&dumps).unwrap().count();
+        assert_eq!(after, keep, "a failed backup removed or left files");
+    }
+}

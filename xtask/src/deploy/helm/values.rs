@@ -433,7 +433,7 @@ pub fn tree(catalog: &Catalog, built: &Built, described: &[ServiceInfo]) -> anyh
         "bundled".into(),
         Node::Map {
             description:
-                "The bundled mode's StatefulSets (mode: bundled), for lab clusters only: one replica each, no backups."
+                "The bundled mode's StatefulSets (mode: bundled), for lab clusters only: one replica each (backups: see backup)."
                     .into(),
             children: bundled,
         },
