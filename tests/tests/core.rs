@@ -85,14 +85,10 @@ fn conseiller_and_excitator_only_aggregate() {
         stack.start("api", &[]);
         let sources = format!("vendor-a={},vendor-b={}", dir_a.display(), dir_b.display());
         // The orchestrator enqueues the polls (every second, the shortest schedule).
-        stack.start("orchestrator", &[("STELLA_SCHEDULER_TICK", "200ms".into())]);
+        stack.start("orchestrator", &[("STELLA_SCHEDULER_TICK", "1h".into())]);
         stack.start(
             c.service,
-            &[
-                ("STELLA_SOURCES", sources),
-                ("STELLA_SOURCES_INTERVAL", "1s".into()),
-                ("STELLA_JOBS_POLL", "100ms".into()),
-            ],
+            &[("STELLA_SOURCES", sources), ("STELLA_SOURCES_INTERVAL", "1s".into()), ("STELLA_JOBS_POLL", "1h".into())],
         );
         let token = stack.admin_token();
         let linkset_path = format!("/api/v1/{}/linksets/{}", c.path, c.key);
@@ -306,7 +302,7 @@ fn scans_findings_verdicts_and_the_ledger() {
         "export-to-production 1.0.0, stack-health 1.0.0"
     );
     stack.start("api", &[]);
-    stack.start("policy", &[("STELLA_POLICY_INTERVAL", "200ms".into())]);
+    stack.start("policy", &[("STELLA_POLICY_INTERVAL", "1h".into())]);
     stack.start("ledger", &[]);
     stack.start("conseiller", &[]);
     stack.start("excitator", &[]);
@@ -474,11 +470,11 @@ fn url_sources_are_fetched_with_retries() {
     };
     let source = format!("remote=http://127.0.0.1:{port}/advisory.json");
     stack.start("api", &[]);
-    stack.start("orchestrator", &[("STELLA_SCHEDULER_TICK", "200ms".into())]);
+    stack.start("orchestrator", &[("STELLA_SCHEDULER_TICK", "1h".into())]);
     stack.start(
         "conseiller",
         &[
-            ("STELLA_JOBS_POLL", "100ms".into()),
+            ("STELLA_JOBS_POLL", "1h".into()),
             ("STELLA_SOURCES", source),
             ("STELLA_SOURCES_INTERVAL", "1h".into()),
             ("STELLA_SOURCES_ATTEMPTS", "6".into()),
@@ -609,7 +605,7 @@ fn load_sbom_imports_and_findings_queries() {
 fn offline_mode_blocks_egress_before_connecting() {
     let mut stack = Stack::new(Some(&admin_only()));
     stack.start("api", &[]);
-    let offline = [("STELLA_OFFLINE", "true".to_string()), ("STELLA_JOBS_POLL", "100ms".to_string())];
+    let offline = [("STELLA_OFFLINE", "true".to_string()), ("STELLA_JOBS_POLL", "1h".to_string())];
     stack.start("task-runner", &offline);
     let token = stack.admin_token();
     let listener = Listener::start();

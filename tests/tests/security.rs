@@ -42,10 +42,7 @@ fn run_http_step(stack: &Stack, token: &str, name: &str, url: &str) -> Result<Va
 fn task_steps_reach_no_internal_address_unless_allowed() {
     let mut stack = Stack::new(Some(&admin_only()));
     stack.start("api", &[]);
-    stack.start(
-        "task-runner",
-        &[("STELLA_JOBS_POLL", "100ms".into()), ("STELLA_TASK_EGRESS_ALLOW", "127.0.0.2".into())],
-    );
+    stack.start("task-runner", &[("STELLA_JOBS_POLL", "1h".into()), ("STELLA_TASK_EGRESS_ALLOW", "127.0.0.2".into())]);
     let token = stack.admin_token();
     // The target: a service on loopback whose answer a forged step would keep.
     let target = Listener::json(r#"{"secret": "internal"}"#);
@@ -134,7 +131,7 @@ fn a_bad_egress_setting_stops_the_task_runner() {
 fn an_export_step_exports_only_the_runs_own_tenant_within_its_limit() {
     let mut stack = Stack::new(Some(&admin_only()));
     stack.start("api", &[]);
-    stack.start("task-runner", &[("STELLA_JOBS_POLL", "100ms".into()), ("STELLA_EXPORT_MAX_PENDING", "1".into())]);
+    stack.start("task-runner", &[("STELLA_JOBS_POLL", "1h".into()), ("STELLA_EXPORT_MAX_PENDING", "1".into())]);
     let token = stack.admin_token();
     // Another tenant's scan.
     let alice = tenant(&stack, "other", "alice");

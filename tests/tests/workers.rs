@@ -34,7 +34,7 @@ fn register(stack: &Stack, token: &str, body: &str) {
 fn runner_env(lease: &str, concurrency: u32) -> Vec<(&'static str, String)> {
     vec![
         ("STELLA_JOBS_LEASE", lease.to_string()),
-        ("STELLA_JOBS_POLL", "100ms".to_string()),
+        ("STELLA_JOBS_POLL", "1h".to_string()),
         ("STELLA_JOBS_CONCURRENCY", concurrency.to_string()),
         // The listeners of these tests are on loopback, which the egress policy refuses unless allowed.
         ("STELLA_TASK_EGRESS_ALLOW", "127.0.0.1".to_string()),
@@ -149,7 +149,7 @@ fn concurrency_limits_hold_across_replicas() {
             ("STELLA_LISTEN_ADDR", "127.0.0.1".to_string()),
             ("STELLA_DATABASE_URL", stack.pg.url()),
             ("STELLA_JOBS_LEASE", "10s".to_string()),
-            ("STELLA_JOBS_POLL", "100ms".to_string()),
+            ("STELLA_JOBS_POLL", "1h".to_string()),
             ("STELLA_JOBS_CONCURRENCY", "2".to_string()),
             ("STELLA_TASK_EGRESS_ALLOW", "127.0.0.1".to_string()),
         ],
@@ -179,7 +179,7 @@ fn concurrency_limits_hold_across_replicas() {
 fn export_env(store: &std::path::Path, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("STELLA_OBJECT_STORE_URL", format!("file://{}", store.display())),
-        ("STELLA_JOBS_POLL", "100ms".to_string()),
+        ("STELLA_JOBS_POLL", "1h".to_string()),
     ];
     env.extend(extra.iter().cloned());
     env
@@ -265,7 +265,7 @@ fn export_round_trip() {
     assert!(vex.status == 201 || vex.status == 200, "Excitator refused the exported OpenVEX: {}", vex.text());
 
     // The seeded pack's export step: an export job of the run's tenant, awaited by the run.
-    stack.start("task-runner", &[("STELLA_JOBS_POLL", "100ms".into())]);
+    stack.start("task-runner", &[("STELLA_JOBS_POLL", "1h".into())]);
     let run = start_run(&stack, &token, "export-to-production");
     let id = run["id"].as_i64().unwrap();
     let run = eventually("the export pack's run finishes", Duration::from_secs(30), || {
@@ -344,7 +344,7 @@ fn exports_land_in_an_s3_store() {
             ("STELLA_OBJECT_STORE_REGION", "eu-west-1".into()),
             ("AWS_ACCESS_KEY_ID", "AKIDSTELLATEST".into()),
             ("AWS_SECRET_ACCESS_KEY", "s3-secret-key-never-logged".into()),
-            ("STELLA_JOBS_POLL", "100ms".into()),
+            ("STELLA_JOBS_POLL", "1h".into()),
         ],
     );
     let token = stack.admin_token();
@@ -423,11 +423,7 @@ fn notifications_reach_a_webhook_and_dead_letter_when_it_is_down() {
     stack.start("api", &[]);
     stack.start(
         "task-runner",
-        &[
-            ("STELLA_OFFLINE", "true".into()),
-            ("STELLA_JOBS_POLL", "100ms".into()),
-            ("STELLA_JOBS_ATTEMPTS", "1".into()),
-        ],
+        &[("STELLA_OFFLINE", "true".into()), ("STELLA_JOBS_POLL", "1h".into()), ("STELLA_JOBS_ATTEMPTS", "1".into())],
     );
     // A mounted template directory replaces the built-in text of one event; the other keeps its own.
     let templates = tempfile::tempdir().unwrap();
@@ -582,11 +578,11 @@ fn schedules_drive_feed_polls_task_packs_and_exports() {
     std::fs::write(feed.path().join("a.json"), advisory("1.0.0")).unwrap();
     let store = tempfile::tempdir().unwrap();
     stack.start("api", &[]);
-    stack.start("orchestrator", &[("STELLA_SCHEDULER_TICK", "200ms".into())]);
+    stack.start("orchestrator", &[("STELLA_SCHEDULER_TICK", "1h".into())]);
     let sources = format!("mirror={}", feed.path().display());
     stack.start(
         "conseiller",
-        &[("STELLA_SOURCES", sources), ("STELLA_SOURCES_INTERVAL", "1s".into()), ("STELLA_JOBS_POLL", "100ms".into())],
+        &[("STELLA_SOURCES", sources), ("STELLA_SOURCES_INTERVAL", "1s".into()), ("STELLA_JOBS_POLL", "1h".into())],
     );
     stack.start("export", &export_env(store.path(), &[]));
     let token = stack.admin_token();

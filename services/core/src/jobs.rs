@@ -43,8 +43,10 @@ pub const CONCURRENCY: Setting = s(
 pub const POLL: Setting = s(
     "STELLA_JOBS_POLL",
     SettingKind::Duration,
-    Fallback::Value("1s"),
-    "How often an idle worker looks for a job to claim.",
+    Fallback::Value("30s"),
+    "The longest an idle worker waits before it looks for a job again. A new job wakes it at once \
+     (a PostgreSQL notification); a retry or an expired lease wakes it when due. This poll is the \
+     fallback for a lost notification.",
 );
 
 pub const ATTEMPTS: Setting = s(
@@ -158,7 +160,7 @@ impl Worker {
             // Floors: a zero lease would panic the heartbeat, a zero poll spin on the database.
             lease: ctx.config.duration(LEASE.name).unwrap_or(Duration::from_secs(30)).max(Duration::from_secs(1)),
             concurrency: ctx.config.int(CONCURRENCY.name).unwrap_or(2).max(1) as i64,
-            idle: ctx.config.duration(POLL.name).unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(10)),
+            idle: ctx.config.duration(POLL.name).unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(10)),
         }
     }
 }
@@ -316,22 +318,44 @@ pub fn spawn<H: Handler>(ctx: &stella_runtime::Context, worker: Worker, handler:
     info!(kind = worker.kind, worker = %worker.name, concurrency = worker.concurrency,
           lease = ?worker.lease, "job worker started");
     let (worker, handler) = (Arc::new(worker), Arc::new(handler));
+    let wakes = crate::wake::start(ctx);
+    let topic = format!("job:{}", worker.kind);
     for _ in 0..worker.concurrency {
         let (db, worker, handler) = (db.clone(), worker.clone(), handler.clone());
-        ctx.repeat("jobs", move || {
+        ctx.repeat_or_woken("jobs", wakes.topic(&topic), move || {
             let (db, worker, handler) = (db.clone(), worker.clone(), handler.clone());
             async move {
                 // No pause after a job: another may be waiting.
                 ControlFlow::Continue(match step(&db, &worker, &*handler).await {
                     Ok(true) => Duration::ZERO,
-                    Ok(false) => worker.idle,
+                    Ok(false) => idle_pause(&db, &worker).await,
                     Err(e) => {
                         warn!(kind = worker.kind, error = %e, "claiming a job failed; retrying");
-                        worker.idle
+                        worker.idle.min(RETRY_PAUSE)
                     }
                 })
             }
         });
+    }
+}
+
+/// How long a worker waits after a failed claim (the database down, say) before it tries again.
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// An idle worker's pause: until the next thing of its kind that no notification announces
+/// (a retry whose backoff ends, a lease that expires), at most its poll.
+async fn idle_pause(db: &PgPool, worker: &Worker) -> Duration {
+    let due: Result<Option<f64>, _> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM least(
+             (SELECT min(run_after) FROM stella.jobs WHERE kind = $1 AND status = 'queued' AND run_after > now()),
+             (SELECT min(lease_expires_at) FROM stella.jobs WHERE kind = $1 AND status = 'running')) - now())::float8",
+    )
+    .bind(worker.kind)
+    .fetch_one(db)
+    .await;
+    match due {
+        Ok(Some(secs)) => Duration::from_secs_f64(secs.max(0.0)).clamp(Duration::from_millis(100), worker.idle),
+        _ => worker.idle,
     }
 }
 

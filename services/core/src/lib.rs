@@ -44,6 +44,7 @@ pub mod taskrunner;
 pub mod throttle;
 pub mod urls;
 pub mod version;
+pub mod wake;
 pub mod worker_routes;
 
 pub mod error;

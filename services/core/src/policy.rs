@@ -23,8 +23,10 @@ use crate::{Error, ledger};
 pub const INTERVAL: Setting = s(
     "STELLA_POLICY_INTERVAL",
     Kind::Duration,
-    Fallback::Value("2s"),
-    "How often the policy worker looks for scans without a verdict under the newest policy.",
+    Fallback::Value("30s"),
+    "The longest the policy worker waits before it looks for scans without a verdict under the \
+     newest policy. An imported scan or a new policy version wakes it at once (a PostgreSQL \
+     notification); this poll is the fallback for a lost notification.",
 );
 
 #[derive(Debug, Deserialize)]
@@ -130,8 +132,9 @@ pub fn spawn(ctx: &stella_runtime::Context) {
         warn!("STELLA_DATABASE_URL is not set: no verdicts are evaluated");
         return;
     };
-    let interval = ctx.config.duration(INTERVAL.name).unwrap_or(Duration::from_secs(2));
-    ctx.repeat("verdicts", move || {
+    let interval = ctx.config.duration(INTERVAL.name).unwrap_or(Duration::from_secs(30));
+    let wake = crate::wake::start(ctx).topic("verdicts");
+    ctx.repeat_or_woken("verdicts", wake, move || {
         let db = db.clone();
         async move {
             ControlFlow::Continue(match evaluate_pending(&db, 20).await {

@@ -7,6 +7,7 @@
 //! as that job ends), so a slow feed or a stopped worker never piles jobs up. Ticks from several
 //! orchestrator replicas are safe: the due schedules are locked `FOR UPDATE SKIP LOCKED`.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -22,8 +23,10 @@ use crate::authority::Caller;
 pub const TICK: Setting = s(
     "STELLA_SCHEDULER_TICK",
     SettingKind::Duration,
-    Fallback::Value("1s"),
-    "How often the orchestrator looks for due schedules.",
+    Fallback::Value("30s"),
+    "The longest the orchestrator waits before it looks for due schedules again. It wakes when the \
+     next schedule is due, and at once when a schedule is created or changed or a scheduled job ends \
+     (a PostgreSQL notification); this is the fallback for a lost notification.",
 );
 
 /// Registers (or updates) a system schedule, due at once.
@@ -74,8 +77,9 @@ pub fn spawn(ctx: &stella_runtime::Context) {
         warn!("STELLA_DATABASE_URL is not set: no schedules are run");
         return;
     };
-    let every = ctx.config.duration(TICK.name).unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(100));
-    ctx.every("scheduler", every, move || {
+    let every = ctx.config.duration(TICK.name).unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(100));
+    let wake = crate::wake::start(ctx).topic("schedule");
+    ctx.repeat_or_woken("scheduler", wake, move || {
         let db = db.clone();
         async move {
             match tick(&db).await {
@@ -84,10 +88,27 @@ pub fn spawn(ctx: &stella_runtime::Context) {
                         info!(schedule = %schedule, job, "scheduled job enqueued");
                     }
                 }
-                Err(e) => warn!(error = %e, "checking the schedules failed; retrying"),
+                Err(e) => {
+                    warn!(error = %e, "checking the schedules failed; retrying");
+                    return ControlFlow::Continue(every.min(Duration::from_secs(2)));
+                }
             }
+            ControlFlow::Continue(next_due(&db).await.map_or(every, |due| due.clamp(Duration::from_millis(100), every)))
         }
     });
+}
+
+/// Time until the next schedule is due, if any is due later (one that is due now but waits for
+/// its pending job is woken by that job's end).
+async fn next_due(db: &PgPool) -> Option<Duration> {
+    let secs: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM min(next_run_at) - now())::float8 FROM stella.schedules WHERE next_run_at > now()",
+    )
+    .fetch_one(db)
+    .await
+    .ok()
+    .flatten();
+    secs.map(|s| Duration::from_secs_f64(s.max(0.0)))
 }
 
 /// A tenant's schedule, as the API takes it.

@@ -103,6 +103,36 @@ impl Context {
     }
 }
 
+impl Context {
+    /// Like [`Context::repeat`], and a pause also ends early when `wake` changes: a worker that
+    /// is told about new work (a database notification, see `stella_core::wake`) starts at once
+    /// instead of at its next poll. A change during a round is not lost: it ends the next pause
+    /// at once. Should the sender go away, the pauses are plain sleeps again.
+    pub fn repeat_or_woken<F, Fut>(&self, name: &'static str, mut wake: tokio::sync::watch::Receiver<u64>, mut work: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ControlFlow<(), Duration>> + Send + 'static,
+    {
+        self.spawn_worker(name, move |mut stopped| async move {
+            let mut listening = true;
+            while let ControlFlow::Continue(pause) = work().await {
+                let sleep = tokio::time::sleep(pause);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => return,
+                        _ = &mut sleep => break,
+                        changed = wake.changed(), if listening => {
+                            if changed.is_ok() { break }
+                            listening = false;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// Background workers to wait for at shutdown.
 #[derive(Clone, Default)]
 pub(crate) struct Workers(Arc<Mutex<Vec<NamedWorker>>>);
@@ -485,5 +515,39 @@ mod tests {
         });
         assert!(ctx.workers.join_until(grace()).await, "the worker ended without a stop signal");
         assert_eq!(rounds.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_wake_ends_an_hour_long_pause_and_one_during_a_round_is_not_lost() {
+        let (ctx, rounds) = (context(), Arc::new(AtomicUsize::new(0)));
+        let (wake, woken) = tokio::sync::watch::channel(0u64);
+        let counted = rounds.clone();
+        let during = wake.clone();
+        ctx.repeat_or_woken("test", woken, move || {
+            let (counted, during) = (counted.clone(), during.clone());
+            async move {
+                // The second round is woken from inside the first: that change must not be lost.
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    during.send_modify(|n| *n += 1);
+                }
+                ControlFlow::Continue(Duration::from_secs(3600))
+            }
+        });
+        let second = async {
+            while rounds.load(Ordering::SeqCst) < 2 {
+                tokio::task::yield_now().await;
+            }
+        };
+        assert!(tokio::time::timeout(Duration::from_secs(10), second).await.is_ok(), "a wake during a round was lost");
+        wake.send_modify(|n| *n += 1);
+        let third = async {
+            while rounds.load(Ordering::SeqCst) < 3 {
+                tokio::task::yield_now().await;
+            }
+        };
+        assert!(tokio::time::timeout(Duration::from_secs(10), third).await.is_ok(), "the wake did not end the pause");
+        ctx.drain.stop_workers();
+        assert!(ctx.workers.join_until(grace()).await, "the worker returned at the stop signal");
+        assert_eq!(rounds.load(Ordering::SeqCst), 3);
     }
 }
