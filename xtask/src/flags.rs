@@ -256,6 +256,9 @@ pub struct Bench {
     /// Repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// `stack`: the measuring window, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -267,6 +270,9 @@ pub enum Suite {
     /// Bundle creation against tar | zstd, bundle size against the unique blobs, load.sh
     /// against skopeo copy --all (needs $STELLA_SIGNING_KEY_FILE, the key of the build).
     Bundle,
+    /// The whole Compose quickstart at idle: every container's CPU and memory over a window, and
+    /// the Docker engine's CPU, beside the same stack with the previous release's polling.
+    Stack,
 }
 
 impl Select {

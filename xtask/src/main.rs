@@ -24,6 +24,7 @@ fn main() -> std::process::ExitCode {
             flags::Suite::Services => bench::services::run(&bench::Options { json: f.json, runs: f.runs }),
             flags::Suite::Images => bench::images::run(&bench::Options { json: f.json, runs: f.runs }),
             flags::Suite::Bundle => bench::bundle::run(&bench::Options { json: f.json, runs: f.runs }),
+            flags::Suite::Stack => bench::stack::run(&bench::stack::Options { json: f.json, seconds: f.seconds }),
         },
         flags::Command::Images(f) => {
             images::run(&images::Options { request: f.select.request(), json: f.json, load: f.load })

@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod images;
 pub mod services;
+pub mod stack;
 
 pub struct Options {
     pub json: bool,
