@@ -5,7 +5,8 @@
 //! (`--seconds`, 60 by default), and so is the Docker engine's own CPU (dockerd, containerd and
 //! the shims: that is where the healthchecks' `exec`s cost). The baseline, in the same run: the
 //! same stack with the workers polling as they did before they were woken by notifications
-//! (jobs and scheduler every 1 s, policy every 2 s), set by a Compose override file.
+//! (jobs and scheduler every 1 s, policy every 2 s), set by a Compose override file; and, to show
+//! what Docker's healthchecks cost (each is an `exec` into the container), the stack with them off.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,6 +46,8 @@ struct Report {
     seconds: u64,
     woken: Measured,
     polling: Measured,
+    /// As `woken`, with Docker's healthchecks off: the stack's own idle cost.
+    unchecked: Measured,
     /// woken / polling, containers only.
     cpu_ratio: f64,
     goal_cpu_percent: f64,
@@ -65,21 +68,33 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let woken = stack.measure("woken by notifications", options.seconds)?;
     // The baseline: the polling intervals of the previous release, for every service.
     let services = stack.services()?;
-    let mut override_file = String::from("version: \"2.4\"\nservices:\n");
-    for s in services.iter().filter(|s| !matches!(s.as_str(), "stella-postgres" | "stella-redis" | "stella-nats")) {
-        override_file.push_str(&format!(
+    let ours: Vec<&String> =
+        services.iter().filter(|s| !matches!(s.as_str(), "stella-postgres" | "stella-redis" | "stella-nats")).collect();
+    let mut polling = String::from("version: \"2.4\"\nservices:\n");
+    for s in &ours {
+        polling.push_str(&format!(
             "  {s}:\n    environment:\n      STELLA_JOBS_POLL: \"1s\"\n      STELLA_SCHEDULER_TICK: \"1s\"\n      STELLA_POLICY_INTERVAL: \"2s\"\n"
         ));
     }
-    std::fs::write(work.path().join("polling.yml"), override_file)?;
+    std::fs::write(work.path().join("polling.yml"), polling)?;
     stack.compose(&["-f", "docker-compose.yml", "-f", "polling.yml", "up", "-d", "--no-deps"])?;
     stack.wait_healthy(Duration::from_secs(180))?;
     let polling = stack.measure("polling (previous release)", options.seconds)?;
+    // What the healthchecks cost: the same compose file with every healthcheck off but
+    // PostgreSQL's (the services wait for it to be healthy before they start).
+    std::fs::write(
+        work.path().join("no-healthchecks.yml"),
+        without_healthchecks(&std::fs::read_to_string(work.path().join("docker-compose.yml"))?),
+    )?;
+    stack.compose(&["-f", "no-healthchecks.yml", "up", "-d", "--no-deps"])?;
+    stack.wait_healthy(Duration::from_secs(180))?;
+    let unchecked = stack.measure("woken, no healthchecks", options.seconds)?;
     let report = Report {
         seconds: options.seconds,
         cpu_ratio: woken.cpu_percent / polling.cpu_percent.max(f64::EPSILON),
         woken,
         polling,
+        unchecked,
         goal_cpu_percent: 1.0,
         goal_memory_mib: 150.0,
     };
@@ -88,17 +103,22 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("idle stack over {} s (CPU in % of one core, memory from each container's cgroup)", report.seconds);
-    println!("{:<22} {:>10} {:>10} {:>10}", "container", "CPU woken", "CPU poll", "MiB");
-    for (w, p) in report.woken.containers.iter().zip(&report.polling.containers) {
-        println!("{:<22} {:>9.2}% {:>9.2}% {:>10.1}", w.service, w.cpu_percent, p.cpu_percent, w.memory_mib);
+    println!("{:<22} {:>10} {:>10} {:>12} {:>8}", "container", "CPU woken", "CPU poll", "no checks", "MiB");
+    let rows = report.woken.containers.iter().zip(&report.polling.containers).zip(&report.unchecked.containers);
+    for ((w, p), u) in rows {
+        println!(
+            "{:<22} {:>9.2}% {:>9.2}% {:>11.2}% {:>8.1}",
+            w.service, w.cpu_percent, p.cpu_percent, u.cpu_percent, w.memory_mib
+        );
     }
+    let (w, p, u) = (&report.woken, &report.polling, &report.unchecked);
     println!(
-        "{:<22} {:>9.2}% {:>9.2}% {:>10.1}",
-        "all containers", report.woken.cpu_percent, report.polling.cpu_percent, report.woken.memory_mib
+        "{:<22} {:>9.2}% {:>9.2}% {:>11.2}% {:>8.1}",
+        "all containers", w.cpu_percent, p.cpu_percent, u.cpu_percent, w.memory_mib
     );
     println!(
-        "{:<22} {:>9.2}% {:>9.2}%",
-        "docker engine", report.woken.engine_cpu_percent, report.polling.engine_cpu_percent
+        "{:<22} {:>9.2}% {:>9.2}% {:>11.2}%",
+        "docker engine", w.engine_cpu_percent, p.engine_cpu_percent, u.engine_cpu_percent
     );
     println!(
         "ratio woken/polling: {:.2}; goal: under {:.0}% of a core and {:.0} MiB",
@@ -222,6 +242,27 @@ impl Stack {
             containers: rows,
         })
     }
+}
+
+/// `docker-compose.yml` with the healthcheck of every service but stella-postgres replaced by
+/// `disable: true` (an override file cannot remove the inherited `test`).
+fn without_healthchecks(compose: &str) -> String {
+    let mut out = Vec::new();
+    let mut service = "";
+    let mut lines = compose.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')).filter(|l| !l.starts_with(' ')) {
+            service = name;
+        }
+        out.push(line.to_string());
+        if line.trim() == "healthcheck:" && service != "stella-postgres" {
+            while lines.peek().is_some_and(|l| l.starts_with("      ")) {
+                lines.next();
+            }
+            out.push("      disable: true".to_string());
+        }
+    }
+    out.join("\n") + "\n"
 }
 
 /// Stops the stack and its local registry, whatever happened.
