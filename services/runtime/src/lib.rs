@@ -376,6 +376,9 @@ impl Service {
             sqlx::postgres::PgPoolOptions::new()
                 .max_connections(config.int("STELLA_DATABASE_POOL_SIZE").unwrap_or(5) as u32)
                 .acquire_timeout(Duration::from_secs(5))
+                // An idle service keeps one connection (its readiness checks use it), not the
+                // pool's high-water mark: each PostgreSQL backend holds a few MiB.
+                .idle_timeout(Duration::from_secs(30))
                 .connect_lazy_with(options)
         });
         let drain = shutdown::Drain::default();
