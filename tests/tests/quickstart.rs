@@ -296,6 +296,28 @@ fn the_quickstart_runs_the_whole_stack_hardened_and_healthy() {
         stack.secret("migrator-database-url").contains(&format!(":{new_pg}@")),
         "the migrator's URL kept the old password"
     );
+    // The services' role and Redis: each rotated everywhere it is used, so the stack comes back
+    // healthy (quickstart.sh waits for it) and answers with data; nothing prints the new value.
+    for (secret, url) in [("db-service-password", "database-url"), ("redis-password", "redis-url")] {
+        let old = stack.secret(secret);
+        let (rotated, _) = stack.quickstart_with(registry_port, &["--rotate", secret]);
+        let text = String::from_utf8_lossy(&rotated.stdout);
+        assert!(rotated.status.success(), "--rotate {secret}: {text}{}", String::from_utf8_lossy(&rotated.stderr));
+        assert!(text.contains(&format!("rotated {secret}")), "{text}");
+        let new = stack.secret(secret);
+        assert_ne!(new, old, "{secret} did not change");
+        assert!(!text.contains(&new), "the rotation printed {secret}");
+        assert!(stack.secret(url).contains(&format!(":{new}@")), "{url} kept the old {secret}");
+        let scans = call("GET", &format!("{api}/api/v1/scans"), Some(&login(&admin)), None, &[]);
+        assert_eq!(scans.status, 200, "after --rotate {secret}: {}", scans.text());
+    }
+    let redis = &stack.containers()["stella-redis"];
+    let ping = |password: &str| {
+        let auth = format!("REDISCLI_AUTH={password}");
+        output(Command::new("docker").args(["exec", "-e", &auth, redis, "redis-cli", "PING"]))
+    };
+    assert!(String::from_utf8_lossy(&ping(&stack.secret("redis-password")).stdout).contains("PONG"));
+    assert!(!String::from_utf8_lossy(&ping("not-the-password").stdout).contains("PONG"));
 
     // backup.sh, reset.sh --yes, restore.sh: what was written before the backup is back.
     let psql = |sql: &str| {
