@@ -71,7 +71,12 @@ pub fn to_login() -> Response {
 
 /// `/`: the wizard on a user's first sign-in, the explorer afterwards.
 pub async fn home(State(console): State<Console>, session: Result<Session, Response>) -> Response {
-    let Ok(session) = session else { return to_login() };
+    // The rejection is the login page for a missing or expired session, and the outage page
+    // when the database cannot say which.
+    let session = match session {
+        Ok(s) => s,
+        Err(rejection) => return rejection,
+    };
     match onboarded(&console, &session.caller).await {
         Ok(true) => Redirect::to("/findings").into_response(),
         Ok(false) => Redirect::to("/welcome").into_response(),
