@@ -27,10 +27,23 @@ if [ "$yes" != 1 ]; then
     [ "$answer" = delete ] || { echo "nothing deleted"; exit 1; }
 fi
 # docker-compose 1.29 may try to remove the network while a container's endpoint is still
-# being released ("has active endpoints"): try again briefly.
+# being released ("has active endpoints"): try again briefly. Docker Engine 20.10 can also leak
+# an endpoint for good (the network then lists no container but cannot be removed): the
+# containers are gone by then, so the volumes are removed by their project label, and the
+# network is left to be reused by the next start.
+project=${COMPOSE_PROJECT_NAME:-$(grep '^COMPOSE_PROJECT_NAME=' .env 2>/dev/null | cut -d= -f2)}
+project=${project:-$(basename "$here" | tr '[:upper:]' '[:lower:]' | tr -cd '[:lower:][:digit:]_-')}
 for attempt in 1 2 3 4 5; do
     "${compose[@]}" down -v --remove-orphans && break
-    [ "$attempt" -lt 5 ] || exit 1
+    if [ "$attempt" -eq 5 ]; then
+        left=$(docker ps -aq --filter "label=com.docker.compose.project=$project")
+        [ -z "$left" ] || { printf 'error: containers of %s are still there: %s\n' "$project" "$left" >&2; exit 1; }
+        for v in $(docker volume ls -q --filter "label=com.docker.compose.project=$project"); do
+            docker volume rm "$v" >/dev/null
+        done
+        printf 'warning: the network %s_stella-net could not be removed (a Docker Engine endpoint leak); the next start reuses it, and restarting Docker clears it\n' "$project" >&2
+        break
+    fi
     sleep 2
 done
 if [ "$all" = 1 ]; then rm -rf .secrets .env; fi

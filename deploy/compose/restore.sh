@@ -75,13 +75,9 @@ if [ "$yes" != 1 ]; then
 fi
 
 # --- Replace ------------------------------------------------------------------------------
-# docker-compose 1.29 may try to remove the network while a container's endpoint is still
-# being released ("has active endpoints"): try again briefly.
-for attempt in 1 2 3 4 5; do
-    "${compose[@]}" down -v --remove-orphans && break
-    [ "$attempt" -lt 5 ] || exit 1
-    sleep 2
-done
+# The containers and volumes go as reset.sh removes them (it keeps .env and .secrets/, replaced
+# just below, and works around Docker's endpoint leaks).
+"$here/reset.sh" --yes >/dev/null
 cp "$work/env" .env
 rm -rf .secrets && mkdir .secrets && cp "$work"/secrets/* .secrets/ && chmod 700 .secrets && chmod 644 .secrets/*
 
