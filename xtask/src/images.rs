@@ -38,7 +38,9 @@ pub fn build(request: &Request, quiet: bool) -> anyhow::Result<(Plan, Built)> {
     }
     let binaries = compile::compile(&plan)?;
     let built = assemble::assemble(&plan, &binaries, quiet)?;
-    if !plan.fake_binaries {
+    // Only a build of the whole catalog: what the quickstart and the bundle use. A partial one
+    // (an auditor's one-platform rebuild, a developer's one image) need not compile the loader.
+    if !plan.fake_binaries && request.platforms.is_empty() && request.images.is_empty() {
         write_loaders(&plan)?;
     }
     Ok((plan, built))
