@@ -110,7 +110,12 @@ pub fn run(binaries: Vec<Binary>, jobs: usize, args: &[String], env: &[(&str, Pa
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| {
-                while let Some(binary) = queue.lock().expect("queue").pop_front() {
+                loop {
+                    // The guard must be dropped before the binary runs: in `while let` the
+                    // scrutinee's temporary guard lives through the body, and held the queue
+                    // while each binary ran, so "3 at a time" ran one at a time.
+                    let next = queue.lock().expect("queue").pop_front();
+                    let Some(binary) = next else { break };
                     let outcome = run_one(&binary, args, env);
                     outcomes.lock().expect("outcomes").push(outcome);
                 }
