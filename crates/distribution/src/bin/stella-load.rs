@@ -30,6 +30,79 @@ struct Trust {
     fingerprint: Option<String>,
 }
 
+/// Where and how to push: shared by `push` and `push-layout`, so both take the same flags.
+#[derive(clap::Args)]
+struct Destination {
+    /// The registry, HOST[:PORT].
+    #[arg(long)]
+    to: String,
+    /// Repository path under the registry (stella gives HOST/stella/stella-api).
+    #[arg(long, default_value = "stella")]
+    prefix: String,
+    /// Plain HTTP to a registry that is not on loopback.
+    #[arg(long)]
+    insecure: bool,
+    /// Credentials, when the registry asks for them, come from STELLA_REGISTRY_USERNAME and
+    /// STELLA_REGISTRY_PASSWORD (or STELLA_REGISTRY_PASSWORD_FILE), never from the command line.
+    /// CA certificates (PEM) the registry's TLS certificate must chain to; implies HTTPS.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Blobs uploaded at once.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    /// Chunk size of large uploads, in MiB.
+    #[arg(long, default_value_t = 16)]
+    chunk_mib: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Destination {
+    /// Pushes the layout at `layout`; progress lines go to stderr unless the report is JSON.
+    /// `blobs_checked`: every blob was just checked against a signed list, so the push need
+    /// not hash them again.
+    fn push(&self, layout: &Path, blobs_checked: bool) -> Result<registry::Pushed, String> {
+        let options = registry::Options {
+            insecure: self.insecure,
+            jobs: self.jobs,
+            chunk: self.chunk_mib << 20,
+            blobs_checked,
+            ca_file: self.ca_file.clone(),
+            credentials: stella_distribution::auth::Credentials::from_env()?,
+            ..registry::Options::default()
+        };
+        let quiet = self.json;
+        registry::push_layout(layout, &self.to, &self.prefix, options, &|line| {
+            if !quiet {
+                eprintln!("{line}");
+            }
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// The report: JSON on stdout with `--json` (then `true`), else one summary line.
+    fn print(&self, what: &str, report: &registry::Pushed) -> Result<bool, String> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(report).map_err(|e| e.to_string())?);
+            return Ok(true);
+        }
+        println!(
+            "pushed {what}to {}/{}: {} blobs uploaded ({} MiB), {} already there, {} mounted; {} manifests; {} tags; {} retries",
+            self.to,
+            self.prefix,
+            report.blobs_uploaded,
+            report.bytes_uploaded >> 20,
+            report.blobs_present,
+            report.blobs_mounted,
+            report.manifests,
+            report.tags.len(),
+            report.retries
+        );
+        Ok(false)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check bundle.sig over checksums.txt, then every file; push nothing.
@@ -38,29 +111,8 @@ enum Command {
     Push {
         #[command(flatten)]
         trust: Trust,
-        /// The registry, HOST[:PORT].
-        #[arg(long)]
-        to: String,
-        /// Repository path under the registry (stella gives HOST/stella/stella-api).
-        #[arg(long, default_value = "stella")]
-        prefix: String,
-        /// Plain HTTP to a registry that is not on loopback.
-        #[arg(long)]
-        insecure: bool,
-        /// Credentials, when the registry asks for them, come from STELLA_REGISTRY_USERNAME and
-        /// STELLA_REGISTRY_PASSWORD (or STELLA_REGISTRY_PASSWORD_FILE), never from the command line.
-        /// CA certificates (PEM) the registry's TLS certificate must chain to; implies HTTPS.
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
-        /// Blobs uploaded at once.
-        #[arg(long, default_value_t = 4)]
-        jobs: usize,
-        /// Chunk size of large uploads, in MiB.
-        #[arg(long, default_value_t = 16)]
-        chunk_mib: u64,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        to: Destination,
     },
     /// Extract a bundle archive (.tar.zst) into a new directory, refusing unsafe entries.
     Unpack { archive: PathBuf, dir: PathBuf },
@@ -70,18 +122,8 @@ enum Command {
     PushLayout {
         /// The layout directory (holds index.json and blobs/).
         layout: PathBuf,
-        /// The registry, HOST[:PORT].
-        #[arg(long)]
-        to: String,
-        /// Repository path under the registry (stella gives HOST/stella/stella-api).
-        #[arg(long, default_value = "stella")]
-        prefix: String,
-        /// Plain HTTP to a registry that is not on loopback.
-        #[arg(long)]
-        insecure: bool,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        to: Destination,
     },
 }
 
@@ -126,68 +168,20 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("unpacked {n} files into {}", dir.display());
             Ok(())
         }
-        Command::PushLayout { layout, to, prefix, insecure, json } => {
-            let options = registry::Options {
-                insecure,
-                credentials: stella_distribution::auth::Credentials::from_env()?,
-                ..registry::Options::default()
-            };
-            let report = registry::push_layout(&layout, &to, &prefix, options, &|line| {
-                if !json {
-                    eprintln!("{line}");
-                }
-            })
-            .map_err(|e| e.to_string())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
-            } else {
-                println!(
-                    "pushed {} to {to}/{prefix}: {} blobs uploaded ({} MiB), {} already there; {} manifests; {} tags",
-                    layout.display(),
-                    report.blobs_uploaded,
-                    report.bytes_uploaded >> 20,
-                    report.blobs_present,
-                    report.manifests,
-                    report.tags.len()
-                );
-            }
+        Command::PushLayout { layout, to } => {
+            let report = to.push(&layout, false)?;
+            to.print(&format!("{} ", layout.display()), &report)?;
             Ok(())
         }
-        Command::Push { trust, to, prefix, insecure, ca_file, jobs, chunk_mib, json } => {
+        Command::Push { trust, to } => {
             let (who, n) = verify(&trust)?;
             eprintln!("verified: {who}; {n} files match checksums.txt");
             // Every blob was just checked against checksums.txt.
-            let options = registry::Options {
-                insecure,
-                jobs,
-                chunk: chunk_mib << 20,
-                blobs_checked: true,
-                ca_file,
-                credentials: stella_distribution::auth::Credentials::from_env()?,
-                ..registry::Options::default()
-            };
-            let quiet = json;
-            let report = registry::push_layout(&trust.bundle.join("oci"), &to, &prefix, options, &|line| {
-                if !quiet {
-                    eprintln!("{line}");
-                }
-            })
-            .map_err(|e| e.to_string())?;
-            let written = write_settings(&trust.bundle, &to, &prefix)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            let report = to.push(&trust.bundle.join("oci"), true)?;
+            let written = write_settings(&trust.bundle, &to.to, &to.prefix)?;
+            if to.print("", &report)? {
                 return Ok(());
             }
-            println!(
-                "pushed to {to}/{prefix}: {} blobs uploaded ({} MiB), {} already there, {} mounted; {} manifests; {} tags; {} retries",
-                report.blobs_uploaded,
-                report.bytes_uploaded >> 20,
-                report.blobs_present,
-                report.blobs_mounted,
-                report.manifests,
-                report.tags.len(),
-                report.retries
-            );
             println!("\nCompose:  cp {} compose/.env && (cd compose && ./quickstart.sh)", written[0].display());
             println!(
                 "Helm:     helm install stella helm/stella -f helm/stella/values-prod.yaml -f helm/stella/values-airgap.yaml -f {}",
@@ -198,8 +192,6 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-/// `loaded/compose.env` and `loaded/values-registry.yaml`: the registry the images are now in;
-/// the digests in the compose file and the chart stay the ones that were signed.
 fn write_settings(bundle: &Path, to: &str, prefix: &str) -> Result<[PathBuf; 2], String> {
     let dir = bundle.join(checksums::LOADED);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
