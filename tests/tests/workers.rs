@@ -125,9 +125,10 @@ fn a_job_whose_failure_cannot_be_recorded_still_ends_failed_once() {
 }
 
 /// The limit holds across replicas: with a limit of 2, a first runner takes two runs of a pack
-/// that pauses for 3 s; a second runner started then claims nothing while those two leases are
-/// live, although four runs are queued; all six finish, and no moment had more than two attempts
-/// running (computed from the attempts' start and end times).
+/// that pauses for 3 s; a second runner started then holds back while those two leases are live
+/// (its debug log says so, with the count it found), although four runs are queued; all six
+/// finish, and no moment had more than two attempts running (computed from the attempts' start
+/// and end times, which are taken when each claim really happened).
 #[test]
 fn concurrency_limits_hold_across_replicas() {
     let mut stack = Stack::new(Some(&admin_only()));
@@ -152,12 +153,18 @@ fn concurrency_limits_hold_across_replicas() {
             ("STELLA_JOBS_POLL", "1h".to_string()),
             ("STELLA_JOBS_CONCURRENCY", "2".to_string()),
             ("STELLA_TASK_EGRESS_ALLOW", "127.0.0.1".to_string()),
+            ("STELLA_LOG_LEVEL", "debug".to_string()),
         ],
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    let workers = count(&stack, "SELECT count(DISTINCT worker) FROM stella.job_attempts");
-    assert_eq!(workers, 1, "the second runner claimed a run while two leases were live");
-    assert_eq!(count(&stack, running), 2);
+    // Evidence that the replica tried and held back: its loops log the limit they found, with
+    // the count of live leases (the first runner's two).
+    let refusals = eventually("the second runner finds the limit reached", Duration::from_secs(20), || {
+        let log = replica.stdout();
+        let lines: Vec<String> =
+            log.lines().filter(|l| l.contains("not claiming: the concurrency limit is reached")).map(String::from).collect();
+        (!lines.is_empty()).then_some(lines)
+    });
+    assert!(refusals.iter().all(|l| l.contains("\"running\":2") && l.contains("\"limit\":2")), "{refusals:#?}");
     eventually("all six runs finish", Duration::from_secs(40), || {
         let done = count(&stack, "SELECT count(*) FROM stella.task_runs WHERE status = 'succeeded'");
         (done == runs.len()).then_some(())

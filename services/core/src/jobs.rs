@@ -22,7 +22,7 @@ use stella_runtime::config::{Default as Fallback, Kind as SettingKind, Setting};
 use stella_runtime::s;
 use stella_runtime::sqlx::{self, PgPool};
 use stella_runtime::tokio;
-use stella_runtime::tracing::{info, warn};
+use stella_runtime::tracing::{debug, info, warn};
 
 use crate::Error;
 
@@ -181,6 +181,7 @@ pub async fn claim(db: &PgPool, worker: &Worker) -> Result<Option<Leased>, Error
     .fetch_one(&mut *tx)
     .await?;
     if running >= worker.concurrency {
+        debug!(kind = worker.kind, running, limit = worker.concurrency, "not claiming: the concurrency limit is reached");
         return Ok(None);
     }
     type Row = (i64, Option<i64>, Value, i32, i32);
@@ -207,7 +208,12 @@ pub async fn claim(db: &PgPool, worker: &Worker) -> Result<Option<Leased>, Error
     .bind(attempt)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO stella.job_attempts (job_id, attempt, worker) VALUES ($1, $2, $3)")
+    // The attempt starts now, not when this transaction began: a claim may have waited on the
+    // advisory lock while another attempt of the kind ended, and `now()` (the transaction's
+    // start) would date it before that end, as if the limit had been exceeded.
+    sqlx::query(
+        "INSERT INTO stella.job_attempts (job_id, attempt, worker, started_at) VALUES ($1, $2, $3, clock_timestamp())",
+    )
         .bind(id)
         .bind(attempt)
         .bind(&worker.name)
