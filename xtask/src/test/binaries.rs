@@ -36,6 +36,9 @@ pub struct Outcome {
     pub failed: u64,
     pub ok: bool,
     pub took: Duration,
+    /// User plus system CPU time of the binary and every process it waited for (servers,
+    /// PostgreSQL, tools); not Docker's containers, which are the engine's children.
+    pub cpu: Duration,
 }
 
 /// Binaries known to run longest, started first so they overlap the rest (the others keep
@@ -60,13 +63,14 @@ const LONGEST_FIRST: &[&str] = &[
 pub fn build(env: &[(&str, PathBuf)]) -> anyhow::Result<Vec<Binary>> {
     let mut cmd = shell::cargo();
     cmd.args(["test", "--workspace", "--locked", "--no-run", "--message-format=json-render-diagnostics"])
-        .current_dir(shell::root())
-        .stderr(Stdio::inherit());
+        .current_dir(shell::root());
     for (k, v) in env {
         cmd.env(k, v);
     }
     eprintln!("$ cargo test --workspace --locked --no-run");
+    // Its compile log is printed when it ends: it runs alongside the images' build.
     let out = cmd.output().context("starting cargo test --no-run")?;
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr).trim_end());
     if !out.status.success() {
         anyhow::bail!("building the tests failed (`cargo test --workspace --no-run`)");
     }
@@ -135,28 +139,51 @@ fn run_one(binary: &Binary, args: &[String], env: &[(&str, PathBuf)]) -> Outcome
     }
     // Both streams into one buffer, in the order written: a panic's message stays beside the
     // test that printed it.
-    let (text, ok) = match capture(&mut cmd) {
+    let (text, ok, cpu) = match capture(&mut cmd) {
         Ok(done) => done,
-        Err(e) => (format!("could not run {}: {e:#}\n", binary.executable.display()), false),
+        Err(e) => (format!("could not run {}: {e:#}\n", binary.executable.display()), false, Duration::ZERO),
     };
     let took = start.elapsed();
     let (passed, failed) = text.lines().map(super::tally).fold((0, 0), |(p, f), (a, b)| (p + a, f + b));
     // One call, so two binaries that end together do not interleave.
-    println!("==== {} ({:.1} s)\n{}", binary.name, took.as_secs_f64(), text.trim_end());
-    Outcome { name: binary.name.clone(), passed, failed, ok, took }
+    println!("==== {} ({:.1} s, {:.1} s of CPU)\n{}", binary.name, took.as_secs_f64(), cpu.as_secs_f64(), text.trim_end());
+    Outcome { name: binary.name.clone(), passed, failed, ok, took, cpu }
 }
 
-/// Runs `cmd` with stdout and stderr into one temporary file; returns the text and success.
-fn capture(cmd: &mut Command) -> anyhow::Result<(String, bool)> {
+/// Runs `cmd` with stdout and stderr into one temporary file; returns the text, success and
+/// the CPU time it used. The child is reaped with `wait4`, which alone gives one child's
+/// resource use while other binaries run alongside (`getrusage` sums all children).
+fn capture(cmd: &mut Command) -> anyhow::Result<(String, bool, Duration)> {
+    use std::io::{Read, Seek};
+    use std::os::unix::process::ExitStatusExt;
     let file = tempfile::tempfile().context("a temporary file for the output")?;
     cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file.try_clone()?);
-    let status = cmd.status().context("starting the test binary")?;
+    let child = cmd.spawn().context("starting the test binary")?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero `rusage` is a valid value, and `wait4` writes only into the two
+    // pointers it is given, which outlive the call.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = loop {
+        // SAFETY: as above; `pid` is our own child, not yet waited for.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break r;
+    };
+    if reaped != pid {
+        anyhow::bail!("waiting for the test binary: {}", std::io::Error::last_os_error());
+    }
+    // Reaped here: dropping the handle neither waits nor kills.
+    drop(child);
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let cpu = time(usage.ru_utime) + time(usage.ru_stime);
     let mut file = file;
-    use std::io::{Read, Seek};
     file.rewind()?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
-    Ok((String::from_utf8_lossy(&bytes).into_owned(), status.success()))
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), std::process::ExitStatus::from_raw(status).success(), cpu))
 }
 
 #[cfg(test)]

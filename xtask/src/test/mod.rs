@@ -16,7 +16,7 @@ pub struct Options {
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    let mut steps = Steps::default();
+    let steps = Steps::new();
     if options.setup {
         steps.time("setup", || {
             crate::setup::run(&crate::setup::Options { test: true, dry_run: false }).context("setting up this machine")
@@ -24,9 +24,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     steps.time("fmt", || {
         shell::run(cargo().args(["fmt", "--all", "--", "--check"])).context("formatting differs: run `cargo fmt --all`")
-    })?;
-    steps.time("clippy", || {
-        shell::run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
     })?;
     // A throwaway key made for this run signs the images, so the image tests verify real
     // signatures and the reproducibility test compares them too. Never a release key.
@@ -44,12 +41,28 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             eprintln!("warning: {e:#}; the images step will say what to do");
         }
     }
+    let env = [(crate::sign::KEY_ENV, key.clone())];
     // The end-to-end tests run the services as real processes, the static binaries the images
     // ship (`stella_e2e::bin_dir`), and check the real images: build every image (the README's
-    // main command) first. No debug build of the binaries: nothing runs it.
-    steps.time("images", || shell::run(cargo().args(["xtask", "images"]).env(crate::sign::KEY_ENV, &key)))?;
-    let env = [(crate::sign::KEY_ENV, key.clone())];
-    let tests = steps.time("test build", || binaries::build(&env))?;
+    // main command). No debug build of the binaries: nothing runs it.
+    //
+    // Clippy and the test build run alongside the images: they need nothing the images make, and
+    // their cargo locks (`target/debug`) are not the images' (`target/release`,
+    // `target/<triple>/release`). A release build of two platforms leaves a core idle for
+    // minutes in its serial stretches (single crates, links), which they fill. Their output is
+    // kept and printed when each ends, so the images' progress stays readable.
+    let (tests, images) = std::thread::scope(|scope| {
+        let images = scope.spawn(|| {
+            steps.time("images", || shell::run(cargo().args(["xtask", "images"]).env(crate::sign::KEY_ENV, &key)))
+        });
+        let checked = steps.time("clippy", || {
+            run_quiet(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
+        });
+        let tests = checked.and_then(|()| steps.time("test build", || binaries::build(&env)));
+        (tests, images.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the images step panicked"))))
+    });
+    images?;
+    let tests = tests?;
     let count = tests.len();
     let outcomes = steps.time("test run", || {
         eprintln!("running {count} test binaries, {} at a time", options.jobs);
@@ -65,7 +78,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     println!("test binaries, slowest first:");
     for o in &slowest {
         let mark = if o.ok { "" } else { "  FAILED" };
-        println!("  {:>7.1} s  {:<32} {:>4} passed{mark}", o.took.as_secs_f64(), o.name, o.passed);
+        println!(
+            "  {:>7.1} s  {:>7.1} s CPU  {:<32} {:>4} passed{mark}",
+            o.took.as_secs_f64(),
+            o.cpu.as_secs_f64(),
+            o.name,
+            o.passed
+        );
     }
     let failed_binaries: Vec<&str> = outcomes.iter().filter(|o| !o.ok).map(|o| o.name.as_str()).collect();
     let passed = outcomes.iter().map(|o| o.passed).sum::<u64>() + doc.0;
@@ -85,27 +104,48 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 /// Wall-clock time of each step, printed as each ends and again as a table at the end, so a
-/// CI log says where its minutes went.
-#[derive(Default)]
-struct Steps(Vec<(&'static str, std::time::Duration)>);
+/// CI log says where its minutes went. Steps may overlap (clippy and the test build run
+/// alongside the images), so each is shown with the time it began, and the total is the run's
+/// wall clock, not the sum.
+struct Steps {
+    start: std::time::Instant,
+    done: std::sync::Mutex<Vec<(&'static str, std::time::Duration, std::time::Duration)>>,
+}
 
 impl Steps {
-    fn time<T>(&mut self, name: &'static str, step: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    fn new() -> Self {
+        Steps { start: std::time::Instant::now(), done: Default::default() }
+    }
+
+    fn time<T>(&self, name: &'static str, step: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let began = self.start.elapsed();
         let start = std::time::Instant::now();
         let result = step();
         let took = start.elapsed();
         eprintln!("step {name}: {:.1} s{}", took.as_secs_f64(), if result.is_err() { " (failed)" } else { "" });
-        self.0.push((name, took));
+        self.done.lock().expect("steps").push((name, began, took));
         result
     }
 
     fn print(&self) {
-        let total: std::time::Duration = self.0.iter().map(|(_, took)| *took).sum();
-        for (name, took) in &self.0 {
-            println!("step {name:<8} {:>7.1} s", took.as_secs_f64());
+        let mut done = self.done.lock().expect("steps").clone();
+        done.sort_by_key(|(_, began, _)| *began);
+        for (name, began, took) in &done {
+            println!("step {name:<10} {:>7.1} s  (began at {:>6.1} s)", took.as_secs_f64(), began.as_secs_f64());
         }
-        println!("step {:<8} {:>7.1} s", "total", total.as_secs_f64());
+        println!("step {:<10} {:>7.1} s  (wall clock)", "total", self.start.elapsed().as_secs_f64());
     }
+}
+
+/// Runs `cmd` at the workspace root with its output kept, then prints the output whole: for a
+/// command that runs alongside the images, whose progress should stay readable.
+fn run_quiet(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    let out = cmd.current_dir(shell::root()).output().with_context(|| format!("starting {cmd:?}"))?;
+    eprintln!("$ {cmd:?}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr).trim_end());
+    if !out.status.success() {
+        anyhow::bail!("{cmd:?} failed ({})", out.status);
+    }
+    Ok(())
 }
 
 /// Runs `cargo test`, echoing its output, and adds up its `test result:` lines.
