@@ -2,7 +2,11 @@
 //! SDK, through helm-python-sdk) lints it strictly and renders it for every scenario, and
 //! kubernetes-validate checks every rendered document against the oldest and the newest
 //! Kubernetes version the chart supports. Then the rendered objects are checked for every
-//! component of `images.toml`, not for one example.
+//! component of `images.toml`, not for one example. `helm/promql.rs`: the alerts and the
+//! dashboard ask only for metrics the services export.
+
+#[path = "helm/promql.rs"]
+mod promql;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -140,7 +144,7 @@ fn every_scenario_renders_and_passes_kubernetes_validate_strict() {
         let docs = render(&files, dir.path());
         assert!(!docs.is_empty(), "{name}: nothing rendered");
         // kubernetes-validate, oldest and newest supported version. CRD kinds it has no schema
-        // for (ServiceMonitor) are only warned about; every other object must pass.
+        // for (ServiceMonitor, PrometheusRule) are only warned about; every other object must pass.
         let mut manifests: Vec<PathBuf> = Vec::new();
         let mut stack = vec![dir.path().to_path_buf()];
         while let Some(d) = stack.pop() {
@@ -155,10 +159,13 @@ fn every_scenario_renders_and_passes_kubernetes_validate_strict() {
             let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
             assert!(out.status.success(), "kubernetes-validate {version} ({name}):\n{text}");
             for line in text.lines().filter(|l| l.starts_with("WARN")) {
-                assert!(line.contains("kind ServiceMonitor"), "{name}, {version}: {line}");
+                assert!(
+                    line.contains("kind ServiceMonitor") || line.contains("kind PrometheusRule"),
+                    "{name}, {version}: {line}"
+                );
             }
             let passed = text.lines().filter(|l| l.contains(" passed for resource ")).count();
-            let crds = kind(&docs, "ServiceMonitor").len();
+            let crds = kind(&docs, "ServiceMonitor").len() + kind(&docs, "PrometheusRule").len();
             assert_eq!(passed + crds, docs.len(), "{name}, {version}: every document validated:\n{text}");
         }
         check_scenario(name, &files, &docs, &comps, &defaults);
@@ -442,6 +449,8 @@ fn bad_values_are_refused_with_a_message_that_names_them() {
         // Only the component's own secret settings, each from a named Secret and key.
         ("api:\n  secrets:\n    STELLA_NOTIFY_SINKS: {existingSecret: s, key: k}\n", false, &["STELLA_NOTIFY_SINKS"]),
         ("notify:\n  secrets:\n    STELLA_NOTIFY_SINKS: {existingSecret: s}\n", false, &["key"]),
+        // The alerts select the ServiceMonitors' job labels.
+        ("metrics:\n  prometheusRule:\n    enabled: true\n", false, &["serviceMonitor/enabled"]),
     ];
     for (yaml, prod, wanted) in cases {
         let message = refused(yaml, *prod);

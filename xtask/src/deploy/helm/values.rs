@@ -626,7 +626,10 @@ fn metrics() -> Node {
                     ],
                 ),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(super::cluster::monitoring())
+        .collect(),
     )
 }
 
