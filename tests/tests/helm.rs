@@ -2,7 +2,14 @@
 //! SDK, through helm-python-sdk) lints it strictly and renders it for every scenario, and
 //! kubernetes-validate checks every rendered document against the oldest and the newest
 //! Kubernetes version the chart supports. Then the rendered objects are checked for every
-//! component of `images.toml`, not for one example.
+//! component of `images.toml`, not for one example. `helm/fit.rs`: what fits the chart to a
+//! cluster (OpenShift's assigned uid, the site's CA bundle and extras, scheduling defaults, the
+//! `helm test` pods, alerts and dashboard), rendered, and run where it can be.
+
+#[path = "helm/fit.rs"]
+mod fit;
+#[path = "helm/promql.rs"]
+mod promql;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -29,6 +36,7 @@ fn scenarios() -> Vec<(&'static str, Vec<String>)> {
         ("default", vec![]),
         ("production", vec!["values-prod.yaml".to_string()]),
         ("airgap", vec!["values-prod.yaml".to_string(), "values-airgap.yaml".to_string()]),
+        ("openshift", vec!["values-prod.yaml".to_string(), "values-openshift.yaml".to_string()]),
     ];
     let mut ci: Vec<String> = std::fs::read_dir(chart().join("ci"))
         .unwrap()
@@ -109,6 +117,7 @@ fn pod_specs(docs: &[(String, Value)]) -> Vec<(String, &Value)> {
         let spec = match d["kind"].as_str().unwrap() {
             "Deployment" | "StatefulSet" | "Job" => &d["spec"]["template"]["spec"],
             "CronJob" => &d["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            "Pod" => &d["spec"],
             _ => continue,
         };
         out.push((format!("{}/{}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap()), spec));
@@ -140,7 +149,7 @@ fn every_scenario_renders_and_passes_kubernetes_validate_strict() {
         let docs = render(&files, dir.path());
         assert!(!docs.is_empty(), "{name}: nothing rendered");
         // kubernetes-validate, oldest and newest supported version. CRD kinds it has no schema
-        // for (ServiceMonitor) are only warned about; every other object must pass.
+        // for (ServiceMonitor, PrometheusRule) are only warned about; every other object must pass.
         let mut manifests: Vec<PathBuf> = Vec::new();
         let mut stack = vec![dir.path().to_path_buf()];
         while let Some(d) = stack.pop() {
@@ -155,13 +164,17 @@ fn every_scenario_renders_and_passes_kubernetes_validate_strict() {
             let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
             assert!(out.status.success(), "kubernetes-validate {version} ({name}):\n{text}");
             for line in text.lines().filter(|l| l.starts_with("WARN")) {
-                assert!(line.contains("kind ServiceMonitor"), "{name}, {version}: {line}");
+                assert!(
+                    line.contains("kind ServiceMonitor") || line.contains("kind PrometheusRule"),
+                    "{name}, {version}: {line}"
+                );
             }
             let passed = text.lines().filter(|l| l.contains(" passed for resource ")).count();
-            let crds = kind(&docs, "ServiceMonitor").len();
+            let crds = kind(&docs, "ServiceMonitor").len() + kind(&docs, "PrometheusRule").len();
             assert_eq!(passed + crds, docs.len(), "{name}, {version}: every document validated:\n{text}");
         }
         check_scenario(name, &files, &docs, &comps, &defaults);
+        fit::check(name, &values_of(&files, &defaults), &docs, &comps);
     }
 }
 
@@ -173,10 +186,7 @@ fn check_scenario(
     comps: &BTreeMap<String, (String, u64)>,
     defaults: &Value,
 ) {
-    let mut values = defaults.clone();
-    for f in files {
-        merge(&mut values, yaml_file(&chart().join(f)));
-    }
+    let values = values_of(files, defaults);
     let bundled = values["mode"] == "bundled";
     let policies = values["networkPolicy"]["enabled"] == true;
 
@@ -205,7 +215,6 @@ fn check_scenario(
         }
         let psc = &spec["securityContext"];
         assert_eq!(psc["runAsNonRoot"], true, "{name}: {owner}");
-        assert_eq!(psc["runAsUser"], 65532, "{name}: {owner}");
         assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault", "{name}: {owner}");
         assert_eq!(spec["automountServiceAccountToken"], false, "{name}: {owner} mounts no API token");
     }
@@ -319,9 +328,13 @@ fn check_scenario(
     }
 
     // The migrator: a hook Job before upgrades (and installs, where the database is external),
-    // running before the services; no other object is a hook.
-    let hooks: Vec<&Value> =
-        docs.iter().map(|(_, d)| d).filter(|d| d["metadata"]["annotations"].get("helm.sh/hook").is_some()).collect();
+    // running before the services; no other object is a hook but the `helm test` pods
+    // (fit::check checks those).
+    let hooks: Vec<&Value> = docs
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| d["metadata"]["annotations"].get("helm.sh/hook").is_some_and(|h| h != "test"))
+        .collect();
     assert_eq!(hooks.len(), 1, "{name}: exactly the migration job is a hook");
     let job = hooks[0];
     assert_eq!(job["kind"], "Job", "{name}");
@@ -397,6 +410,15 @@ fn check_scenario(
     }
 }
 
+/// The values a scenario renders with: the defaults, then its files in order.
+fn values_of(files: &[String], defaults: &Value) -> Value {
+    let mut values = defaults.clone();
+    for f in files {
+        merge(&mut values, yaml_file(&chart().join(f)));
+    }
+    values
+}
+
 fn merge(into: &mut Value, new: Value) {
     match (into, new) {
         (Value::Object(a), Value::Object(b)) => {
@@ -442,6 +464,17 @@ fn bad_values_are_refused_with_a_message_that_names_them() {
         // Only the component's own secret settings, each from a named Secret and key.
         ("api:\n  secrets:\n    STELLA_NOTIFY_SINKS: {existingSecret: s, key: k}\n", false, &["STELLA_NOTIFY_SINKS"]),
         ("notify:\n  secrets:\n    STELLA_NOTIFY_SINKS: {existingSecret: s}\n", false, &["key"]),
+        // Fitting a cluster: the bundled PostgreSQL needs its fixed uid; one CA source; the
+        // alerts need the ServiceMonitors; extras may not replace what the chart sets.
+        ("mode: bundled\nglobal:\n  podSecurity:\n    assignedUid: true\n", false, &["assignedUid", "initdb"]),
+        ("global:\n  podSecurity:\n    runAsUser: 1000\n", false, &["runAsUser", "additional"]),
+        ("global:\n  caBundle:\n    configMap: a\n    secret: b\n", false, &["caBundle/secret"]),
+        ("metrics:\n  prometheusRule:\n    enabled: true\n", false, &["serviceMonitor/enabled"]),
+        ("api:\n  extraEnv:\n    - {name: STELLA_LOG_LEVEL, value: debug}\n", false, &["api/extraEnv/0/name"]),
+        ("global:\n  extraEnv:\n    - {name: SSL_CERT_FILE, value: /x}\n", false, &["global/extraEnv/0/name"]),
+        ("policy:\n  extraVolumes:\n    - {name: secrets, emptyDir: {}}\n", false, &["policy/extraVolumes/0/name"]),
+        ("ledger:\n  extraVolumeMounts:\n    - {name: x}\n", false, &["ledger/extraVolumeMounts/0", "mountPath"]),
+        ("global:\n  podAntiAffinity: hard\n", false, &["podAntiAffinity"]),
     ];
     for (yaml, prod, wanted) in cases {
         let message = refused(yaml, *prod);

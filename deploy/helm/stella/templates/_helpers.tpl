@@ -62,20 +62,28 @@ Called with (dict "root" $ "image" <image values> "path" "api.image").
 {{- printf "%s/%s%s:%s@%s" $g.imageRegistry $prefix $i.repository $i.tag $i.digest -}}
 {{- end -}}
 
-{{/* Pod and container security contexts: the same for every pod this chart creates. */}}
+{{/*
+Pod and container security contexts: the same for every pod this chart creates. With
+global.podSecurity.assignedUid the platform chooses the uid (OpenShift: one of the namespace's
+range, in group 0), so none is set here; everything else stays.
+*/}}
 {{- define "stella.podSecurityContext" -}}
 runAsNonRoot: true
+{{- if not .Values.global.podSecurity.assignedUid }}
 runAsUser: 65532
 runAsGroup: 65532
 fsGroup: 65532
+{{- end }}
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
 {{- define "stella.containerSecurityContext" -}}
 runAsNonRoot: true
+{{- if not .Values.global.podSecurity.assignedUid }}
 runAsUser: 65532
 runAsGroup: 65532
+{{- end }}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 privileged: false
@@ -83,6 +91,88 @@ capabilities:
   drop: ["ALL"]
 seccompProfile:
   type: RuntimeDefault
+{{- end -}}
+
+{{/*
+The site's additions to a StellaOps container and pod (the components and the migrator), called
+with the context dict (root, c): global.* first, then the component's own, and the CA bundle.
+*/}}
+{{- define "stella.extraEnv" -}}
+{{- $g := .root.Values.global -}}
+{{- if or $g.caBundle.configMap $g.caBundle.secret }}
+# The site's CAs, beside the images' Mozilla roots (SSL_CERT_FILE): read by rustls-native-certs.
+- name: SSL_CERT_DIR
+  value: /etc/ssl/site-ca
+{{- end }}
+{{- with concat $g.extraEnv .c.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "stella.extraVolumeMounts" -}}
+{{- $g := .root.Values.global -}}
+{{- if or $g.caBundle.configMap $g.caBundle.secret }}
+- name: site-ca
+  mountPath: /etc/ssl/site-ca
+  readOnly: true
+{{- end }}
+{{- with concat $g.extraVolumeMounts .c.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "stella.extraVolumes" -}}
+{{- $g := .root.Values.global -}}
+{{- $items := list (dict "key" $g.caBundle.key "path" "site-ca.crt") -}}
+{{- if $g.caBundle.configMap }}
+- name: site-ca
+  configMap:
+    name: {{ $g.caBundle.configMap }}
+    items: {{ toJson $items }}
+{{- else if $g.caBundle.secret }}
+- name: site-ca
+  secret:
+    secretName: {{ $g.caBundle.secret }}
+    items: {{ toJson $items }}
+{{- end }}
+{{- with concat $g.extraVolumes .c.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The priority class: the component's own (when it has one), else the global one. */}}
+{{- define "stella.priorityClassName" -}}
+{{- $name := .root.Values.global.priorityClassName -}}
+{{- if and .c (hasKey .c "priorityClassName") .c.priorityClassName -}}{{- $name = .c.priorityClassName -}}{{- end -}}
+{{- with $name }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A component's affinity and topology spread: its own affinity merged over the default
+anti-affinity (global.podAntiAffinity: soft, each key given by the component replacing the
+default's), and its own spread constraints or else global.topologySpreadConstraints, each with
+the component's pod selector.
+*/}}
+{{- define "stella.scheduling" -}}
+{{- $g := .root.Values.global -}}
+{{- $selector := include "stella.selectorLabels" . | fromYaml -}}
+{{- $affinity := deepCopy .c.affinity -}}
+{{- if and (eq $g.podAntiAffinity "soft") (not (hasKey $affinity "podAntiAffinity")) -}}
+{{- $term := dict "weight" 100 "podAffinityTerm" (dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" $selector)) -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list $term)) -}}
+{{- end -}}
+{{- with $affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.topologySpreadConstraints | default $g.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- range . }}
+  - {{- toYaml (merge (dict "labelSelector" (dict "matchLabels" $selector)) .) | nindent 4 }}
+  {{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* The Secret of the bundled mode: given, or the one the chart creates. */}}

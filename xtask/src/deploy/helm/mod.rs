@@ -7,6 +7,7 @@
 //! over the component list of `_catalog.tpl`, so every component is rendered by the same
 //! template and none can be forgotten.
 
+pub mod cluster;
 pub mod tree;
 pub mod values;
 
@@ -71,25 +72,24 @@ fn schema(tree: &tree::Node) -> String {
     obj.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
     obj.insert("title".into(), json!("Values of the StellaOps Helm chart"));
     let secret = |key: &str| json!({"properties": {key: {"properties": {"existingSecret": {"minLength": 1}}}}});
-    obj.insert(
-        "allOf".into(),
-        json!([
-            {
-                "description": "profile: production requires the ingress with TLS, the network policies and external dependencies",
-                "if": {"properties": {"profile": {"const": "production"}}},
-                "then": {"properties": {
-                    "mode": {"const": "external"},
-                    "ingress": {"properties": {"enabled": {"const": true}, "tls": {"properties": {"enabled": {"const": true}}}}},
-                    "networkPolicy": {"properties": {"enabled": {"const": true}}}
-                }}
-            },
-            {
-                "description": "mode: external needs the Secrets that hold the dependencies' URLs",
-                "if": {"properties": {"mode": {"const": "external"}}},
-                "then": {"allOf": [secret("database"), secret("redis"), secret("queue")]}
-            }
-        ]),
-    );
+    let mut rules = vec![
+        json!({
+            "description": "profile: production requires the ingress with TLS, the network policies and external dependencies",
+            "if": {"properties": {"profile": {"const": "production"}}},
+            "then": {"properties": {
+                "mode": {"const": "external"},
+                "ingress": {"properties": {"enabled": {"const": true}, "tls": {"properties": {"enabled": {"const": true}}}}},
+                "networkPolicy": {"properties": {"enabled": {"const": true}}}
+            }}
+        }),
+        json!({
+            "description": "mode: external needs the Secrets that hold the dependencies' URLs",
+            "if": {"properties": {"mode": {"const": "external"}}},
+            "then": {"allOf": [secret("database"), secret("redis"), secret("queue")]}
+        }),
+    ];
+    rules.extend(cluster::rules());
+    obj.insert("allOf".into(), Value::Array(rules));
     let mut text = serde_json::to_string_pretty(&s).expect("JSON serializes");
     text.push('\n');
     text

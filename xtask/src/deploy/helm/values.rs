@@ -158,11 +158,20 @@ fn scheduling() -> Vec<(&'static str, Node)> {
         ("podAnnotations", object("Annotations added to each pod.", json!({}), json!({"type": "string"}))),
         ("nodeSelector", object("Node selector.", json!({}), json!({"type": "string"}))),
         ("tolerations", list("Tolerations.", json!([]), json!({"type": "object"}))),
-        ("affinity", object("Affinity rules.", json!({}), json!({}))),
+        (
+            "affinity",
+            object(
+                "Affinity rules, merged over the default anti-affinity (global.podAntiAffinity): a key given here \
+                 (nodeAffinity, podAntiAffinity, ...) replaces the default's.",
+                json!({}),
+                json!({}),
+            ),
+        ),
         (
             "topologySpreadConstraints",
             list(
-                "Topology spread constraints (the chart adds the pod selector).",
+                "Topology spread constraints (the chart adds the pod selector); empty: \
+                 global.topologySpreadConstraints.",
                 json!([]),
                 json!({"type": "object"}),
             ),
@@ -281,6 +290,7 @@ fn component(
         ),
     ];
     children.extend(scheduling());
+    children.extend(super::cluster::extras(true));
     map(&format!("{} ({description}), port {}.", c.image, c.port), children)
 }
 
@@ -331,7 +341,10 @@ pub fn tree(catalog: &Catalog, built: &Built, described: &[ServiceInfo]) -> anyh
                         ),
                     ),
                     ("imagePullSecrets", list("Pull secrets, as [{name: ...}].", json!([]), json!({"type": "object"}))),
-                ],
+                ]
+                .into_iter()
+                .chain(super::cluster::global())
+                .collect(),
             ),
         ),
         (
@@ -386,6 +399,7 @@ pub fn tree(catalog: &Catalog, built: &Built, described: &[ServiceInfo]) -> anyh
         root.push((c.key.clone(), component(c, find(&c.image)?, tag, &description, &secret_settings(&c.image))));
     }
     root.push(("migrator".into(), migrator(find(&parts.migrator)?, tag)));
+    root.push(("helmTests".into(), super::cluster::helm_tests()));
     root.push(("backup".into(), backup()));
     if let Some(cli) = parts.tools.iter().find(|t| *t == "stella-cli") {
         root.push((
@@ -574,7 +588,15 @@ fn network_policy() -> Node {
                     "^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
                 ),
             ),
-            ("dnsNamespace", namespace("Namespace of the cluster DNS, allowed on port 53.", "kube-system")),
+            ("dnsNamespace", namespace("Namespace of the cluster DNS, allowed on dnsPorts.", "kube-system")),
+            (
+                "dnsPorts",
+                list(
+                    "Ports of the cluster DNS pods (UDP and TCP); OpenShift's listen on 5353 behind the Service's 53.",
+                    json!([53]),
+                    json!({"type": "integer", "minimum": 1, "maximum": 65535}),
+                ),
+            ),
             (
                 "egress",
                 map(
@@ -626,7 +648,10 @@ fn metrics() -> Node {
                     ],
                 ),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(super::cluster::monitoring())
+        .collect(),
     )
 }
 
@@ -660,7 +685,10 @@ fn migrator(built: &BuiltImage, tag: &str) -> Node {
                     vec![("enabled", boolean("Create it.", false))],
                 ),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(super::cluster::extras(false))
+        .collect(),
     )
 }
 
