@@ -203,13 +203,19 @@ pub fn files(root: &Path) -> anyhow::Result<Vec<String>> {
         if entry.file_type().is_some_and(|t| !t.is_dir()) {
             let rel = entry.path().strip_prefix(root).expect("walked under root");
             let rel = rel.to_str().with_context(|| format!("{}: not UTF-8", entry.path().display()))?;
-            if !rel.starts_with(".git/") {
+            if !is_git_metadata(rel) {
                 out.push(rel.replace('\\', "/"));
             }
         }
     }
     out.sort();
     Ok(out)
+}
+
+/// Git's own files: the `.git` directory, or in a worktree or submodule the `.git` file that
+/// points to it.
+fn is_git_metadata(rel: &str) -> bool {
+    rel == ".git" || rel.starts_with(".git/")
 }
 
 /// A walk of `root` that skips what its `.gitignore` files exclude, and nothing else: no
@@ -290,7 +296,7 @@ mod tests {
         for entry in walk(&root) {
             let entry = entry.unwrap();
             let rel = entry.path().strip_prefix(&root).unwrap().to_string_lossy().into_owned();
-            if entry.file_type().is_some_and(|t| t.is_file()) && !rel.starts_with(".git/") && is_input(&rel) {
+            if entry.file_type().is_some_and(|t| t.is_file()) && !is_git_metadata(&rel) && is_input(&rel) {
                 walked.insert(rel);
             }
         }
