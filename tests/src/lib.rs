@@ -220,6 +220,22 @@ pub fn run(cmd: &mut Command) -> String {
 }
 
 /// Copies a directory tree (files and subdirectories), as `cp -r` would, keeping file modes.
+/// A site's private CA and a server certificate for 127.0.0.1 signed by it, made with openssl in
+/// `dir`: the paths of `ca.pem`, `server.pem` and `server.key`.
+pub fn site_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let sh = |script: &str| run(Command::new("sh").arg("-c").arg(script).current_dir(dir));
+    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=site-ca \
+        -keyout ca.key -out ca.pem 2>/dev/null");
+    sh(
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null",
+    );
+    sh(
+        "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && \
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.pem 2>/dev/null",
+    );
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("creating {}: {e}", to.display()));
     for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("reading {}: {e}", from.display())) {

@@ -400,27 +400,12 @@ fn the_bundle_is_the_same_file_whoever_builds_it_and_verifies_through_xtask() {
         .current_dir(other.path()));
 }
 
-/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl.
-fn site_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let sh = |script: &str| run(Command::new("sh").arg("-c").arg(script).current_dir(dir));
-    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=site-ca \
-        -keyout ca.key -out ca.pem 2>/dev/null");
-    sh(
-        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null",
-    );
-    sh(
-        "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && \
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.pem 2>/dev/null",
-    );
-    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
-}
-
 #[test]
 fn the_loader_pushes_over_tls_to_a_registry_with_the_sites_own_ca() {
     let built = Built::read(&xtask::images::default_out()).unwrap();
     let (_dir, bundle) = extract();
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = site_ca(certs.path());
+    let (ca, cert, key) = stella_e2e::site_ca(certs.path());
     let registry = LocalRegistry::with_tls(Some((&cert, &key)));
     let loader = bundle.join("bin/stella-load-amd64");
     let push = |ca: &Path| {
@@ -434,7 +419,7 @@ fn the_loader_pushes_over_tls_to_a_registry_with_the_sites_own_ca() {
     };
     // Another CA: the certificate is refused, nothing is pushed.
     let other = tempfile::tempdir().unwrap();
-    let (other_ca, _, _) = site_ca(other.path());
+    let (other_ca, _, _) = stella_e2e::site_ca(other.path());
     let refused = push(&other_ca);
     assert!(!refused.status.success(), "a certificate of another CA was accepted: {}", text(&refused));
     // The site's CA: the load completes over HTTPS.

@@ -507,6 +507,76 @@ fn url_sources_are_fetched_with_retries() {
     assert_eq!(stack.pg.query("SELECT count(*) FROM stella.source_documents"), "1");
 }
 
+/// A source served over HTTPS by a server whose certificate a site's private CA signed (Python's
+/// `ssl`, that is OpenSSL, serving; openssl making the CA): refused while the CA is unknown, with
+/// the reason in the log; fetched once `SSL_CERT_DIR` names a directory holding the CA, as the
+/// chart's `global.caBundle` mounts it. The same agent serves webhooks, task steps and the model
+/// endpoint.
+#[test]
+fn a_site_ca_in_ssl_cert_dir_is_trusted_for_https_sources() {
+    let mut stack = Stack::new(Some(&admin_only()));
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = stella_e2e::site_ca(certs.path());
+    let trusted = tempfile::tempdir().unwrap();
+    std::fs::copy(&ca, trusted.path().join("site-ca.pem")).unwrap();
+    let served = tempfile::tempdir().unwrap();
+    let doc = osv("GHSA-dddd-dddd-dddd", "CVE-2099-0004", "LOW", "3.0.0");
+    std::fs::write(served.path().join("advisory.json"), &doc).unwrap();
+    let server = "import http.server, ssl, sys\n\
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+        srv = http.server.HTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n\
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+        print(srv.server_address[1], flush=True)\n\
+        srv.serve_forever()\n";
+    let mut https = std::process::Command::new("python3")
+        .args(["-c", server])
+        .arg(&cert)
+        .arg(&key)
+        .current_dir(served.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(https.stdout.take().unwrap()), &mut first).unwrap();
+    let port: u16 = first.trim().parse().unwrap_or_else(|_| panic!("the HTTPS server printed {first:?}"));
+    let locator = format!("https://127.0.0.1:{port}/advisory.json");
+    let sources = format!("remote={locator}");
+    let conseiller = |ca_dir: Option<&Path>| {
+        let mut env = vec![
+            ("STELLA_JOBS_POLL", "1h".to_string()),
+            ("STELLA_SOURCES", sources.clone()),
+            ("STELLA_SOURCES_INTERVAL", "1h".to_string()),
+            ("STELLA_SOURCES_ATTEMPTS", "1".to_string()),
+        ];
+        env.extend(ca_dir.map(|d| ("SSL_CERT_DIR", d.display().to_string())));
+        env
+    };
+    stack.start("api", &[]);
+    stack.start("orchestrator", &[("STELLA_SCHEDULER_TICK", "1h".into())]);
+    // Without the CA: the fetch fails on the certificate, and nothing is stored.
+    stack.start("conseiller", &conseiller(None));
+    let refused = eventually("the fetch is refused", Duration::from_secs(30), || {
+        stack.log("conseiller").lines().find(|l| l.contains("fetch failed")).map(String::from)
+    });
+    assert!(refused.contains(&locator) && refused.to_lowercase().contains("certificate"), "{refused}");
+    assert_eq!(stack.pg.query("SELECT count(*) FROM stella.source_documents"), "0");
+    drop(stack.services.remove("conseiller"));
+    // With the CA in SSL_CERT_DIR: fetched and stored.
+    stack.start("conseiller", &conseiller(Some(trusted.path())));
+    let token = stack.admin_token();
+    let linkset = eventually("the HTTPS source ingested", Duration::from_secs(30), || {
+        let r = stack.get("conseiller", "/api/v1/advisories/linksets/CVE-2099-0004", &token);
+        (r.status == 200).then(|| r.json())
+    });
+    let _ = https.kill();
+    let _ = https.wait();
+    assert_eq!(linkset["links"][0]["locator"], locator);
+    let log = stack.log("conseiller");
+    assert!(log.contains("trusting Mozilla's roots and the certificates found"), "{log}");
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }

@@ -160,8 +160,11 @@ fn concurrency_limits_hold_across_replicas() {
     // the count of live leases (the first runner's two).
     let refusals = eventually("the second runner finds the limit reached", Duration::from_secs(20), || {
         let log = replica.stdout();
-        let lines: Vec<String> =
-            log.lines().filter(|l| l.contains("not claiming: the concurrency limit is reached")).map(String::from).collect();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("not claiming: the concurrency limit is reached"))
+            .map(String::from)
+            .collect();
         (!lines.is_empty()).then_some(lines)
     });
     assert!(refusals.iter().all(|l| l.contains("\"running\":2") && l.contains("\"limit\":2")), "{refusals:#?}");

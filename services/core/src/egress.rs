@@ -204,6 +204,7 @@ impl Egress {
             .http_status_as_error(false)
             .max_redirects(0)
             .proxy(None)
+            .tls_config(crate::http::tls())
             .build();
         let connector = ureq::unversioned::transport::DefaultConnector::default();
         ureq::Agent::with_parts(config, connector, Guard(self.clone()))

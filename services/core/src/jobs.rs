@@ -181,7 +181,12 @@ pub async fn claim(db: &PgPool, worker: &Worker) -> Result<Option<Leased>, Error
     .fetch_one(&mut *tx)
     .await?;
     if running >= worker.concurrency {
-        debug!(kind = worker.kind, running, limit = worker.concurrency, "not claiming: the concurrency limit is reached");
+        debug!(
+            kind = worker.kind,
+            running,
+            limit = worker.concurrency,
+            "not claiming: the concurrency limit is reached"
+        );
         return Ok(None);
     }
     type Row = (i64, Option<i64>, Value, i32, i32);
@@ -214,11 +219,11 @@ pub async fn claim(db: &PgPool, worker: &Worker) -> Result<Option<Leased>, Error
     sqlx::query(
         "INSERT INTO stella.job_attempts (job_id, attempt, worker, started_at) VALUES ($1, $2, $3, clock_timestamp())",
     )
-        .bind(id)
-        .bind(attempt)
-        .bind(&worker.name)
-        .execute(&mut *tx)
-        .await?;
+    .bind(id)
+    .bind(attempt)
+    .bind(&worker.name)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Some(Leased { id, tenant_id, payload, attempt, max_attempts }))
 }

@@ -146,7 +146,13 @@ fn run_one(binary: &Binary, args: &[String], env: &[(&str, PathBuf)]) -> Outcome
     let took = start.elapsed();
     let (passed, failed) = text.lines().map(super::tally).fold((0, 0), |(p, f), (a, b)| (p + a, f + b));
     // One call, so two binaries that end together do not interleave.
-    println!("==== {} ({:.1} s, {:.1} s of CPU)\n{}", binary.name, took.as_secs_f64(), cpu.as_secs_f64(), text.trim_end());
+    println!(
+        "==== {} ({:.1} s, {:.1} s of CPU)\n{}",
+        binary.name,
+        took.as_secs_f64(),
+        cpu.as_secs_f64(),
+        text.trim_end()
+    );
     Outcome { name: binary.name.clone(), passed, failed, ok, took, cpu }
 }
 
