@@ -88,9 +88,9 @@ pub fn global() -> Vec<(&'static str, Node)> {
                 &format!(
                     "The site's private CA certificates (PEM), from a ConfigMap or a Secret, mounted in every \
                      StellaOps pod at {CA_DIR} and named by SSL_CERT_DIR, beside the images' Mozilla roots \
-                     (SSL_CERT_FILE). Read by the S3 client of the export center (object_store through \
-                     rustls-native-certs); webhooks, feed URLs, task steps, the model endpoint and SMTP still \
-                     trust only the compiled-in Mozilla roots (docs/install/helm-prod.md)."
+                     (SSL_CERT_FILE). Trusted by the export center's S3 client, webhooks, feed URLs, task steps \
+                     and the model endpoint; SMTP still trusts only the compiled-in Mozilla roots \
+                     (docs/install/helm-prod.md)."
                 ),
                 vec![
                     ("configMap", leaf("ConfigMap holding the bundle; empty: none.", json!(""), name_or_empty())),
