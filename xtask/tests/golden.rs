@@ -8,7 +8,7 @@
 
 use xtask::plan::{Pin, Request};
 
-const GOLDEN: &str = "sha256:7e4c881838ccedd834712641395686c999a0a46811fb9e74358dc18950bcf54e";
+const GOLDEN: &str = "sha256:3c604e9f83f91b8dcd1fae2212de58126be416b3e92e3e3fe117fb85205f6a58";
 
 fn build(out: &std::path::Path) -> (Vec<u8>, xtask::assemble::Built) {
     let fixtures = xtask::shell::root().join("tests/fixtures/golden");
