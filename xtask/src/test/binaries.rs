@@ -43,9 +43,10 @@ pub struct Outcome {
 
 /// Binaries known to run longest, started first so they overlap the rest (the others keep
 /// cargo's order). A name missing here costs only some overlap. The order is that of a
-/// measured run (2 cores, 3 at a time): reproducible 884 s (a cold release build in a second
-/// clone), bundle 387 s, docs 210 s, quickstart 198 s, upgrade 157 s, sbom 100 s, security 84 s,
-/// signing 68 s, helm 62 s, workers 57 s.
+/// measured run (clean clone, 2 cores, 3 at a time; wall / CPU seconds): reproducible 707 / 665
+/// (a cold release build in a second clone), upgrade 245 / 172, bundle 148 / 110, docs 135 / 22,
+/// quickstart 198 / 47, sbom 84 / 47, security 31 / 16, signing 53 / 37, helm 54 / 28, workers
+/// 43 / 11. The first runs at full priority; the others yield to it ([`YIELD`]).
 const LONGEST_FIRST: &[&str] = &[
     "stella-e2e::reproducible",
     "stella-e2e::bundle",
