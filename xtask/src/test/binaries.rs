@@ -42,7 +42,7 @@ pub struct Outcome {
 }
 
 /// Binaries known to run longest, started first so they overlap the rest (the others keep
-/// cargo's order). A name missing here costs only some overlap. The order is that of a
+/// cargo's order). A name missing here costs only some overlap. Figures of a
 /// measured run (clean clone, 2 cores, 3 at a time; wall / CPU seconds): reproducible 707 / 665
 /// (a cold release build in a second clone), upgrade 245 / 172, bundle 148 / 110, docs 135 / 22,
 /// quickstart 198 / 47, sbom 84 / 47, security 31 / 16, signing 53 / 37, helm 54 / 28, workers
