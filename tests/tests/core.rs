@@ -494,10 +494,7 @@ fn url_sources_are_fetched_with_retries() {
         .spawn()
         .expect("python3 -m http.server");
     let token = stack.admin_token();
-    let linkset = eventually("the URL source ingested after retries", Duration::from_secs(30), || {
-        let r = stack.get("conseiller", "/api/v1/advisories/linksets/CVE-2099-0003", &token);
-        (r.status == 200).then(|| r.json())
-    });
+    let linkset = ingested(&stack, &token, "CVE-2099-0003", "the URL source ingested after retries");
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(linkset["links"][0]["source"], "remote");
@@ -566,15 +563,20 @@ fn a_site_ca_in_ssl_cert_dir_is_trusted_for_https_sources() {
     // With the CA in SSL_CERT_DIR: fetched and stored.
     stack.start("conseiller", &conseiller(Some(trusted.path())));
     let token = stack.admin_token();
-    let linkset = eventually("the HTTPS source ingested", Duration::from_secs(30), || {
-        let r = stack.get("conseiller", "/api/v1/advisories/linksets/CVE-2099-0004", &token);
-        (r.status == 200).then(|| r.json())
-    });
+    let linkset = ingested(&stack, &token, "CVE-2099-0004", "the HTTPS source ingested");
     let _ = https.kill();
     let _ = https.wait();
     assert_eq!(linkset["links"][0]["locator"], locator);
     let log = stack.log("conseiller");
     assert!(log.contains("trusting Mozilla's roots and the certificates found"), "{log}");
+}
+
+/// Conseiller's linkset of `alias`, once a source's document for it is stored (within 30 s).
+fn ingested(stack: &Stack, token: &str, alias: &str, what: &str) -> Value {
+    eventually(what, Duration::from_secs(30), || {
+        let r = stack.get("conseiller", &format!("/api/v1/advisories/linksets/{alias}"), token);
+        (r.status == 200).then(|| r.json())
+    })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
