@@ -17,11 +17,6 @@ pub struct Options {
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let steps = Steps::new();
-    if options.setup {
-        steps.time("setup", || {
-            crate::setup::run(&crate::setup::Options { test: true, dry_run: false }).context("setting up this machine")
-        })?;
-    }
     steps.time("fmt", || {
         shell::run(cargo().args(["fmt", "--all", "--", "--check"])).context("formatting differs: run `cargo fmt --all`")
     })?;
@@ -46,13 +41,21 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     // ship (`stella_e2e::bin_dir`), and check the real images: build every image (the README's
     // main command). No debug build of the binaries: nothing runs it.
     //
-    // Clippy and the test build run alongside the images: they need nothing the images make, and
-    // their cargo locks (`target/debug`) are not the images' (`target/release`,
-    // `target/<triple>/release`). A release build of two platforms leaves a core idle for
-    // minutes in its serial stretches (single crates, links), which they fill. Their output is
-    // kept and printed when each ends, so the images' progress stays readable.
+    // Clippy and the test build run alongside the setup and then the images: they need nothing
+    // either makes (the host's C compiler is all their build scripts use), and their cargo locks
+    // (`target/debug`) are not the images' (`target/release`, `target/<triple>/release`). On a
+    // fresh machine the setup spends minutes downloading and unpacking Debian and Python
+    // packages with the CPU idle, and a release build of two platforms leaves a core idle in its
+    // serial stretches (single crates, links): both are filled. Their output is kept and printed
+    // when each ends, so the setup's and the images' progress stay readable.
     let (tests, images) = std::thread::scope(|scope| {
         let images = scope.spawn(|| {
+            if options.setup {
+                steps.time("setup", || {
+                    crate::setup::run(&crate::setup::Options { test: true, dry_run: false })
+                        .context("setting up this machine")
+                })?;
+            }
             steps.time("images", || shell::run(cargo().args(["xtask", "images"]).env(crate::sign::KEY_ENV, &key)))
         });
         let checked = steps.time("clippy", || {
