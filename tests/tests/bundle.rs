@@ -99,6 +99,23 @@ fn the_bundle_loads_into_a_registry_with_every_digest_and_signature_and_a_second
         let file = run(Command::new("file").arg(bundle.join(format!("bin/stella-load-{arch}"))));
         assert!(file.contains(machine) && file.contains("static"), "{file}");
     }
+    // Beside the archive: the same loaders and SHA256SUMS over the three, signed as bundle.sig
+    // is; openssl and sha256sum check them.
+    let out = made().archive.parent().unwrap();
+    for arch in ["amd64", "arm64"] {
+        let name = format!("stella-load-{arch}");
+        assert_eq!(std::fs::read(out.join(&name)).unwrap(), std::fs::read(bundle.join("bin").join(&name)).unwrap());
+    }
+    let sig = std::fs::read_to_string(out.join("SHA256SUMS.sig")).unwrap();
+    std::fs::write(der.path(), base64::engine::general_purpose::STANDARD.decode(sig.trim()).unwrap()).unwrap();
+    run(Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&made().public)
+        .arg("-signature")
+        .arg(der.path())
+        .arg(out.join("SHA256SUMS")));
+    let sums = run(Command::new("sha256sum").args(["-c", "SHA256SUMS"]).current_dir(out));
+    assert_eq!(sums.lines().filter(|l| l.ends_with(": OK")).count(), 3, "{sums}");
     let helm = bundle.join("helm/stella");
     assert!(helm.join("values-airgap.yaml").exists() && helm.join("Chart.yaml").exists());
     assert!(bundle.join("compose/docker-compose.yml").exists() && bundle.join("docs/install/helm-prod.md").exists());
@@ -118,7 +135,15 @@ fn the_bundle_loads_into_a_registry_with_every_digest_and_signature_and_a_second
     // Without a key or fingerprint from elsewhere, load.sh refuses to push...
     let untrusted = load(&bundle, &["--to", &registry.host]);
     assert!(!untrusted.status.success() && text(&untrusted).contains("--trust-embedded"), "{}", text(&untrusted));
-    // ...unless told to accept the bundle's own fingerprint; the second run uploads nothing.
+    // ...and --verify-only says only "intact, origin unknown", with exit status 3.
+    let unknown = load(&bundle, &["--verify-only"]);
+    assert_eq!(unknown.status.code(), Some(3), "{}", text(&unknown));
+    assert!(
+        text(&unknown).contains("intact, origin unknown") && !text(&unknown).contains("verified:"),
+        "{}",
+        text(&unknown)
+    );
+    // ...unless told to accept the bundle's own key; the second run uploads nothing.
     let second = load(&bundle, &["--to", &registry.host, "--trust-embedded"]);
     assert!(second.status.success(), "{}", text(&second));
     assert!(
@@ -253,22 +278,51 @@ fn every_changed_byte_in_a_sample_of_files_is_caught_before_anything_is_pushed()
     assert!(!refused.status.success() && text(&refused).contains("does not match"), "{}", text(&refused));
 }
 
-/// A tar.zst with one crafted entry.
-fn crafted(dir: &Path, name: &str, build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> PathBuf {
-    let mut tar = tar::Builder::new(Vec::new());
+/// The tar of a crafted archive, written through zstd (with its content checksum) to a file.
+type Crafting = tar::Builder<zstd::Encoder<'static, std::fs::File>>;
+
+fn finish(builder: Crafting) {
+    builder.into_inner().unwrap().finish().unwrap();
+}
+
+/// A tar.zst of the top directory, then what `build` appends.
+fn crafted(dir: &Path, name: &str, build: impl FnOnce(&mut Crafting)) -> PathBuf {
+    let path = dir.join(format!("{name}.tar.zst"));
+    let mut tar = crafting(&path);
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Directory);
     h.set_mode(0o755);
     h.set_size(0);
-    tar.append_data(&mut h, "stella-bundle-v0.0.0/", std::io::empty()).unwrap();
+    tar.append_data(&mut h, "stella-bundle-v0.1.0/", std::io::empty()).unwrap();
     build(&mut tar);
-    let bytes = tar.into_inner().unwrap();
-    let path = dir.join(format!("{name}.tar.zst"));
-    std::fs::write(&path, zstd::encode_all(bytes.as_slice(), 19).unwrap()).unwrap();
+    finish(tar);
     path
 }
 
-fn raw_entry(tar: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
+fn crafting(path: &Path) -> Crafting {
+    let mut enc = zstd::Encoder::new(std::fs::File::create(path).unwrap(), 3).unwrap();
+    enc.include_checksum(true).unwrap();
+    tar::Builder::new(enc)
+}
+
+/// The genuine bundle's tar, with `extra` entries appended after its last file (before the
+/// end-of-archive blocks): a signed bundle with something more in it. Streamed, so a bomb
+/// never sits in memory.
+fn genuine_plus(dir: &Path, name: &str, extra: impl FnOnce(&mut Crafting)) -> PathBuf {
+    let mut tar = zstd::decode_all(std::fs::File::open(&made().archive).unwrap()).unwrap();
+    // The tar crate ends an archive with two zero blocks; drop them, append, end it again.
+    while tar.len() >= 512 && tar[tar.len() - 512..].iter().all(|b| *b == 0) {
+        tar.truncate(tar.len() - 512);
+    }
+    let path = dir.join(format!("{name}.tar.zst"));
+    let mut builder = crafting(&path);
+    std::io::Write::write_all(builder.get_mut(), &tar).unwrap();
+    extra(&mut builder);
+    finish(builder);
+    path
+}
+
+fn raw_entry(tar: &mut Crafting, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(0o644);
@@ -284,16 +338,25 @@ fn raw_entry(tar: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, 
     tar.append(&h, data).unwrap();
 }
 
+/// Each attack on the unpack, through the shipped loader and through `cargo xtask bundle
+/// verify`, both given the genuine fingerprint: refused with the reason, nothing left behind.
+/// The unpacker's own tests (crates/distribution) add single-byte corruptions, a substituted
+/// bomb, a re-signed bundle, trailing bytes and a frame without checksum.
 #[test]
 fn crafted_archives_that_leave_their_directory_or_expand_without_bound_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let loader = xtask::workspace::target_dir().join("x86_64-unknown-linux-musl/release/stella-load");
-    let loader = if loader.exists() { loader } else { extract_loader(dir.path()) };
+    let loader = made().archive.parent().unwrap().join("stella-load-amd64");
+    let fp = made().fingerprint.clone();
+    let top = "stella-bundle-v0.1.0";
+    let entry = |name: &str, kind, link: Option<&'static str>| {
+        let name = name.to_string();
+        move |t: &mut Crafting| raw_entry(t, &name, kind, link, b"")
+    };
     let cases: Vec<(&str, PathBuf, &str)> = vec![
         (
             "traversal",
             crafted(dir.path(), "traversal", |t| {
-                raw_entry(t, "stella-bundle-v0.0.0/../../escaped", tar::EntryType::Regular, None, b"x")
+                raw_entry(t, &format!("{top}/../../escaped"), tar::EntryType::Regular, None, b"x")
             }),
             "..",
         ),
@@ -306,39 +369,60 @@ fn crafted_archives_that_leave_their_directory_or_expand_without_bound_are_refus
         ),
         (
             "symlink",
-            crafted(dir.path(), "symlink", |t| {
-                raw_entry(t, "stella-bundle-v0.0.0/link", tar::EntryType::Symlink, Some("/etc/passwd"), b"")
-            }),
+            genuine_plus(
+                dir.path(),
+                "symlink",
+                entry(&format!("{top}/link"), tar::EntryType::Symlink, Some("/etc/passwd")),
+            ),
             "Symlink",
         ),
         (
             "hardlink",
-            crafted(dir.path(), "hardlink", |t| {
-                raw_entry(t, "stella-bundle-v0.0.0/hard", tar::EntryType::Link, Some("/etc/passwd"), b"")
-            }),
+            genuine_plus(
+                dir.path(),
+                "hardlink",
+                entry(&format!("{top}/hard"), tar::EntryType::Link, Some("/etc/passwd")),
+            ),
             "Link",
         ),
         (
             "device",
-            crafted(dir.path(), "device", |t| {
-                raw_entry(t, "stella-bundle-v0.0.0/dev", tar::EntryType::Char, None, b"")
+            genuine_plus(dir.path(), "device", entry(&format!("{top}/dev"), tar::EntryType::Block, None)),
+            "Block",
+        ),
+        ("fifo", genuine_plus(dir.path(), "fifo", entry(&format!("{top}/fifo"), tar::EntryType::Fifo, None)), "Fifo"),
+        (
+            "unsigned file",
+            genuine_plus(dir.path(), "unsigned", |t| {
+                raw_entry(
+                    t,
+                    &format!("{top}/helm/stella/templates/extra.yaml"),
+                    tar::EntryType::Regular,
+                    None,
+                    b"x: 1\n",
+                )
             }),
-            "Char",
+            "not listed in checksums.txt",
         ),
         (
+            // 4 GiB of zeros after a genuine 200 MB bundle: refused from its header, before a
+            // byte of it is written, whatever the archive's own size.
             "bomb",
-            crafted(dir.path(), "bomb", |t| {
-                let zeros = vec![0u8; 256 << 20];
-                raw_entry(t, "stella-bundle-v0.0.0/zeros", tar::EntryType::Regular, None, &zeros)
+            genuine_plus(dir.path(), "bomb", |t| {
+                let size = 4u64 << 30;
+                let mut h = tar::Header::new_gnu();
+                h.set_size(size);
+                h.set_mode(0o644);
+                t.append_data(&mut h, format!("{top}/zeros"), std::io::Read::take(std::io::repeat(0), size)).unwrap();
             }),
-            "decompression bomb",
+            "not listed in checksums.txt",
         ),
     ];
     for (what, archive, wanted) in cases {
         let into = dir.path().join(format!("out-{what}"));
-        let out = output(Command::new(&loader).arg("unpack").arg(&archive).arg(&into));
+        let out = output(Command::new(&loader).arg("unpack").arg(&archive).arg(&into).args(["--fingerprint", &fp]));
         let message = text(&out);
-        assert!(!out.status.success(), "{what}: unpacked: {message}");
+        assert_eq!(out.status.code(), Some(1), "{what}: {message}");
         assert!(message.contains(wanted), "{what}: the message should say {wanted:?}: {message}");
         assert!(
             !into.exists() && !Path::new(&format!("{}.partial", into.display())).exists(),
@@ -349,7 +433,7 @@ fn crafted_archives_that_leave_their_directory_or_expand_without_bound_are_refus
             Command::new("cargo")
                 .args(["xtask", "bundle", "verify"])
                 .arg(&archive)
-                .args(["--fingerprint", "sha256:00"])
+                .args(["--fingerprint", &fp])
                 .current_dir(root()),
         );
         assert!(!xtask.status.success() && text(&xtask).contains(wanted), "{what} via xtask: {}", text(&xtask));
@@ -358,13 +442,19 @@ fn crafted_archives_that_leave_their_directory_or_expand_without_bound_are_refus
         !dir.path().join("escaped").exists() && !Path::new("/tmp/stella-absolute-escape").exists(),
         "nothing written outside"
     );
-}
-
-fn extract_loader(dir: &Path) -> PathBuf {
-    let out = dir.join("b");
-    std::fs::create_dir_all(&out).unwrap();
-    run(Command::new("tar").args(["--zstd", "-xf"]).arg(&made().archive).arg("-C").arg(&out));
-    xtask::bundle::single_top(&out).unwrap().join("bin/stella-load-amd64")
+    // The genuine archive unpacks as any user would run it: verified with the fingerprint,
+    // only "intact, origin unknown" (exit 3) without it.
+    let unknown = output(Command::new(&loader).arg("unpack").arg(&made().archive).arg(dir.path().join("plain")));
+    assert_eq!(unknown.status.code(), Some(3), "{}", text(&unknown));
+    assert!(text(&unknown).contains("intact, origin unknown"), "{}", text(&unknown));
+    let ok = output(
+        Command::new(&loader)
+            .arg("unpack")
+            .arg(&made().archive)
+            .arg(dir.path().join("trusted"))
+            .args(["--fingerprint", &fp]),
+    );
+    assert!(ok.status.success() && text(&ok).starts_with("verified: "), "{}", text(&ok));
 }
 
 #[test]

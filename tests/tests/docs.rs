@@ -214,9 +214,12 @@ fn the_quickstart_and_air_gap_pages_run_as_written() {
     let (connected, s) = adapt(page, &airgap[0], &edits);
     skipped.extend(s);
     run_script(&format!("{page} (connected side)"), &connected, &root, &env);
-    let bundle = root.join("target/bundle/stella-bundle-v0.1.0.tar.zst");
-    for file in [bundle.clone(), bundle.with_extension("zst.sha256")] {
-        std::fs::copy(&file, site.path().join(file.file_name().unwrap())).unwrap();
+    // What `cargo xtask bundle` writes beside the archive travels with it.
+    let out = root.join("target/bundle");
+    for name in
+        ["stella-bundle-v0.1.0.tar.zst", "stella-load-amd64", "stella-load-arm64", "SHA256SUMS", "SHA256SUMS.sig"]
+    {
+        std::fs::copy(out.join(name), site.path().join(name)).unwrap();
     }
     let mut script = String::new();
     for block in &airgap[1..] {
@@ -224,7 +227,7 @@ fn the_quickstart_and_air_gap_pages_run_as_written() {
         script.push_str(&text);
         skipped.extend(s);
     }
-    let site_compose = site.path().join("stella-bundle-v0.1.0/compose");
+    let site_compose = site.path().join("bundle/stella-bundle-v0.1.0/compose");
     let _down = Down { dir: site_compose, env: env.clone() };
     let printed = run_script(&format!("{page} (disconnected side)"), &script, site.path(), &env);
     assert!(printed.contains(&registry.host), "load.sh did not name the site's registry:\n{printed}");

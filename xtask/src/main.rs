@@ -69,7 +69,7 @@ fn bundle(f: flags::BundleFlags) -> anyhow::Result<()> {
                 }
             };
             let v = xtask::bundle::verify(&images::absolute(v.file), &trust)?;
-            println!("verified: signed by {}; {} files match checksums.txt", v.fingerprint, v.files);
+            println!("{}", v.summary("the bundle"));
             Ok(())
         }
         Some(flags::BundleCommand::Split(s)) => {
@@ -91,6 +91,9 @@ fn bundle(f: flags::BundleFlags) -> anyhow::Result<()> {
                 println!("{}  {} files, {}", b.path.display(), b.files, images::human(b.size));
                 println!("sha256 {}", b.sha256);
                 println!("signed by {}", b.fingerprint);
+                for f in &b.beside {
+                    println!("beside it: {}", f.display());
+                }
             }
             Ok(())
         }

@@ -8,6 +8,9 @@ use crate::{Result, invalid, io, sha256_file};
 
 pub const FILE: &str = "checksums.txt";
 pub const SIGNATURE: &str = "bundle.sig";
+/// The size in bytes of every listed file but itself (`<bytes>  <path>`, sorted by path), listed
+/// in `checksums.txt` like any file: what bounds an unpack before any byte is written.
+pub const SIZES: &str = "sizes.txt";
 /// Where `stella-load` writes what it produced after a load; not part of the bundle.
 pub const LOADED: &str = "loaded";
 /// The only files `loaded/` may hold (and their temporary names while being written).
@@ -91,6 +94,30 @@ pub fn parse(text: &str, origin: &str) -> Result<BTreeMap<String, String>> {
         }
     }
     Ok(out)
+}
+
+/// Parses `sizes.txt`: path → bytes.
+pub fn parse_sizes(text: &str, origin: &str) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let bad = || invalid(format!("{origin}:{}", i + 1), "expected `<bytes>  <path>`");
+        let (n, path) = line.split_once("  ").ok_or_else(bad)?;
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        if path.is_empty() {
+            return Err(bad());
+        }
+        if out.insert(path.to_string(), n).is_some() {
+            return Err(invalid(format!("{origin}:{}", i + 1), format!("{path} is listed twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// The text of `sizes.txt` for `(path, bytes)` pairs.
+pub fn write_sizes<'a>(sizes: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+    let mut sorted: Vec<_> = sizes.into_iter().collect();
+    sorted.sort();
+    sorted.iter().map(|(p, n)| format!("{n}  {p}\n")).collect()
 }
 
 /// Checks every file of `dir` against `checksums.txt`, in path order, and that no file is

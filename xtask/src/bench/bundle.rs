@@ -96,7 +96,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 
     // The same files, by GNU tar and zstd (same level, one thread).
     let unpacked = work.path().join("unpacked");
-    stella_distribution::unpack::unpack(&made.path, &unpacked, Default::default())?;
+    stella_distribution::unpack::unpack(
+        &made.path,
+        &unpacked,
+        &stella_distribution::bundle::Trust::Embedded,
+        Default::default(),
+    )?;
     let top = bundle::single_top(&unpacked)?;
     let baseline = work.path().join("baseline.tar.zst");
     let script = format!(

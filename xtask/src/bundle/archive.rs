@@ -1,6 +1,9 @@
-//! The bundle archive: a tar with sorted entries and fixed metadata (mtime = the build's
-//! source epoch, uid/gid 0, no owner names, mode 0644 or 0755), compressed with zstd at a fixed
-//! level on one thread, so the same inputs give the same `.tar.zst`, byte for byte.
+//! The bundle archive: a tar with fixed metadata (mtime = the build's source epoch, uid/gid 0, no
+//! owner names, mode 0644 or 0755), compressed with zstd at a fixed level on one thread with the
+//! frame's content checksum, so the same inputs give the same `.tar.zst`, byte for byte.
+//! Order: the top directory, then the head the unpacker authenticates before it writes anything
+//! else (`stella_distribution::bundle::HEAD`: checksums.txt, bundle.sig, cosign.pub, sizes.txt),
+//! then every other entry sorted by path.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,7 +42,8 @@ fn header(size: u64, mode: u32, epoch: u64, kind: tar::EntryType) -> tar::Header
 /// Writes `top/` with every entry (and its parent directories) into `out`, through a
 /// temporary file renamed at the end.
 pub fn write(out: &Path, top: &str, mut entries: Vec<Entry>, epoch: u64) -> anyhow::Result<()> {
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let head = |e: &Entry| stella_distribution::bundle::HEAD.iter().position(|h| *h == e.path).unwrap_or(usize::MAX);
+    entries.sort_by(|a, b| (head(a), &a.path).cmp(&(head(b), &b.path)));
     let tmp = out.with_extension("zst.tmp");
     let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut encoder = zstd::stream::Encoder::new(std::io::BufWriter::new(file), LEVEL)?;

@@ -1,21 +1,19 @@
 #!/bin/sh
 # load.sh: verify this StellaOps bundle, then load its images into a registry.
 #   ./load.sh --to HOST[:PORT] [--prefix stella] [--insecure | --ca-file CA.pem] [--key cosign.pub | --fingerprint sha256:...]
-#   ./load.sh --verify-only [--key cosign.pub | --fingerprint sha256:...]
+#   ./load.sh --verify-only [--key cosign.pub | --fingerprint sha256:... | --trust-embedded]
 # The key or fingerprint must come from StellaOps by another channel than this bundle; only
-# --trust-embedded accepts the fingerprint the bundle carries (proof of integrity, not origin).
+# --trust-embedded accepts the key the bundle carries (proof of integrity, not origin). Without
+# any, --verify-only says "intact, origin unknown" and exits 3; a push is refused.
 # Nothing is pushed unless bundle.sig (over checksums.txt) and every file check out first.
 # A second run uploads nothing; an interrupted run resumes. Written by `cargo xtask bundle`.
 # Credentials, when the registry asks: STELLA_REGISTRY_USERNAME, STELLA_REGISTRY_PASSWORD(_FILE).
 set -eu
 
 here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
-# The fingerprint of the key that signed this bundle, as built. It proves the bundle is whole,
-# not who made it: for that, pass the key or fingerprint you got from StellaOps out of band.
-EMBEDDED_FINGERPRINT="@FINGERPRINT@"
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-2}"
 }
 
@@ -48,9 +46,11 @@ if [ -n "$key" ]; then
     set -- --key "$key"
 elif [ -n "$fingerprint" ]; then
     set -- --fingerprint "$fingerprint"
-elif [ -n "$embedded" ] || [ -n "$verify_only" ]; then
-    echo "load.sh: checking against the fingerprint this bundle carries, $EMBEDDED_FINGERPRINT: this proves the bundle is whole, not who made it" >&2
-    set -- --fingerprint "$EMBEDDED_FINGERPRINT"
+elif [ -n "$embedded" ]; then
+    echo "load.sh: checking against the key this bundle carries: this proves the bundle is whole, not who made it" >&2
+    set -- --trust-embedded
+elif [ -n "$verify_only" ]; then
+    set --
 else
     echo "load.sh: give the signing key (--key FILE) or its fingerprint (--fingerprint sha256:...) as StellaOps published them;" >&2
     echo "         --trust-embedded accepts the fingerprint inside this bundle, which proves integrity only" >&2

@@ -39,6 +39,21 @@ pub struct Bundle {
     pub size: u64,
     pub files: usize,
     pub fingerprint: String,
+    /// Written beside the archive: the loader per architecture, SHA256SUMS and its signature.
+    pub beside: Vec<PathBuf>,
+}
+
+/// The list of what `cargo xtask bundle` writes beside the archive (the archive and the
+/// loaders, `sha256sum` format), signed in `SHA256SUMS.sig` as `bundle.sig` is.
+pub const SUMS: &str = "SHA256SUMS";
+
+/// `cosign sign-blob`'s format: base64 of the DER ECDSA signature, one line; checked with the
+/// loader's own verifier before it is written.
+fn sign_blob(key: &p256::ecdsa::SigningKey, message: &[u8]) -> anyhow::Result<String> {
+    use base64::Engine;
+    let sig = base64::engine::general_purpose::STANDARD.encode(sign::sign_bytes(key, message));
+    signature::verify(key.verifying_key(), message, &sig, "a new signature")?;
+    Ok(format!("{sig}\n"))
 }
 
 pub fn default_out() -> PathBuf {
@@ -143,13 +158,17 @@ pub fn build(options: &Options) -> anyhow::Result<Bundle> {
         }
     }
     // The loader, static, for each platform of the build.
+    let mut loaders = Vec::new();
     for target in &plan.targets {
         let bin = compile::loader(&plan, target)?;
+        let bytes = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+        let arch = compile::arch(&target.platform).to_string();
         entries.push(Entry {
-            path: format!("bin/stella-load-{}", compile::arch(&target.platform)),
-            source: Source::Bytes(std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?),
+            path: format!("bin/stella-load-{arch}"),
+            source: Source::Bytes(bytes.clone()),
             executable: true,
         });
+        loaders.push((arch, bytes));
     }
     let public = {
         use p256::pkcs8::{EncodePublicKey, LineEnding};
@@ -158,7 +177,7 @@ pub fn build(options: &Options) -> anyhow::Result<Bundle> {
     entries.push(Entry { path: "cosign.pub".into(), source: Source::Bytes(public.into_bytes()), executable: false });
     entries.push(Entry {
         path: "load.sh".into(),
-        source: Source::Bytes(include_str!("load.sh").replace("@FINGERPRINT@", &fingerprint).into_bytes()),
+        source: Source::Bytes(include_str!("load.sh").as_bytes().to_vec()),
         executable: true,
     });
     entries.push(Entry {
@@ -167,7 +186,18 @@ pub fn build(options: &Options) -> anyhow::Result<Bundle> {
         executable: false,
     });
 
-    // checksums.txt over every entry, in path order, then its signature.
+    // sizes.txt (what bounds an unpack), then checksums.txt over every entry, in path order,
+    // then its signature.
+    let mut sizes = Vec::new();
+    for e in entries.iter().filter(|e| !stella_distribution::bundle::HEAD.contains(&e.path.as_str())) {
+        let n = match &e.source {
+            Source::File(p) => std::fs::metadata(p).with_context(|| format!("reading {}", p.display()))?.len(),
+            Source::Bytes(b) => b.len() as u64,
+        };
+        sizes.push((e.path.clone(), n));
+    }
+    let sizes = checksums::write_sizes(sizes.iter().map(|(p, n)| (p.as_str(), *n)));
+    entries.push(Entry { path: checksums::SIZES.into(), source: Source::Bytes(sizes.into_bytes()), executable: false });
     let mut sums: Vec<(String, String)> = Vec::new();
     for e in &entries {
         let digest = match &e.source {
@@ -180,16 +210,12 @@ pub fn build(options: &Options) -> anyhow::Result<Bundle> {
     let text: String = sums.iter().map(|(p, d)| format!("{}  {p}\n", d.trim_start_matches("sha256:"))).collect();
     // Self-check with the loader's parser: what we write is what it reads.
     checksums::parse(&text, "checksums.txt")?;
-    let sig = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(sign::sign_bytes(&key, text.as_bytes()))
-    };
-    signature::verify(key.verifying_key(), text.as_bytes(), &sig, "bundle.sig")?;
+    let sig = sign_blob(&key, text.as_bytes())?;
     let files = entries.len() + 2;
     entries.push(Entry { path: checksums::FILE.into(), source: Source::Bytes(text.into_bytes()), executable: false });
     entries.push(Entry {
         path: checksums::SIGNATURE.into(),
-        source: Source::Bytes(format!("{sig}\n").into_bytes()),
+        source: Source::Bytes(sig.into_bytes()),
         executable: false,
     });
 
@@ -198,16 +224,29 @@ pub fn build(options: &Options) -> anyhow::Result<Bundle> {
     archive::write(&path, &top, entries, plan.epoch)?;
     let sha256 = stella_distribution::sha256_file(&path)?;
     let size = std::fs::metadata(&path)?.len();
-    crate::oci::write_atomic(
-        &PathBuf::from(format!("{}.sha256", path.display())),
-        format!(
-            "{}  {}\n",
-            sha256.trim_start_matches("sha256:"),
-            path.file_name().unwrap_or_default().to_string_lossy()
-        )
-        .as_bytes(),
-    )?;
-    Ok(Bundle { path, sha256, size, files, fingerprint })
+    // Beside the archive: the loaders, so the first step on the disconnected side needs neither
+    // root nor tar (`stella-load-<arch> unpack`), and SHA256SUMS over all three, signed.
+    let mut listed = vec![(path.clone(), sha256.clone())];
+    for (arch, bin) in &loaders {
+        let beside = options.out.join(format!("stella-load-{arch}"));
+        crate::oci::write_atomic(&beside, bin)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&beside, std::fs::Permissions::from_mode(0o755))?;
+        }
+        listed.push((beside, stella_distribution::sha256(bin)));
+    }
+    let sums: String = listed
+        .iter()
+        .map(|(p, d)| {
+            format!("{}  {}\n", d.trim_start_matches("sha256:"), p.file_name().unwrap_or_default().to_string_lossy())
+        })
+        .collect();
+    crate::oci::write_atomic(&options.out.join(SUMS), sums.as_bytes())?;
+    crate::oci::write_atomic(&options.out.join(format!("{SUMS}.sig")), sign_blob(&key, sums.as_bytes())?.as_bytes())?;
+    let mut beside: Vec<PathBuf> = listed.into_iter().skip(1).map(|(p, _)| p).collect();
+    beside.extend([options.out.join(SUMS), options.out.join(format!("{SUMS}.sig"))]);
+    Ok(Bundle { path, sha256, size, files, fingerprint, beside })
 }
 
 fn readme(version: &str, built: &Built, fingerprint: &str) -> String {
@@ -225,8 +264,10 @@ fn readme(version: &str, built: &Built, fingerprint: &str) -> String {
          `load.sh` runs `bin/stella-load-<arch>`: it checks `bundle.sig` over `checksums.txt` and every file before\n\
          anything else, then pushes every image, signature, SBOM and attestation with digests unchanged, and writes\n\
          `loaded/compose.env` and `loaded/values-registry.yaml` pointing at that registry. A second run uploads nothing.\n\n\
-         Without running anything from the bundle, with your trusted copy of the key:\n\n\
+         Without running anything from the bundle, with your trusted copy of the key (unpacked as an ordinary\n\
+         user, never as root):\n\n\
          ```sh\n\
+         test -z \"$(find . ! -type f ! -type d)\"    # no link, device or FIFO\n\
          base64 -d bundle.sig > /tmp/bundle.sig.der\n\
          openssl dgst -sha256 -verify /path/to/trusted/cosign.pub -signature /tmp/bundle.sig.der checksums.txt\n\
          sha256sum -c checksums.txt\n\
@@ -235,17 +276,18 @@ fn readme(version: &str, built: &Built, fingerprint: &str) -> String {
          cut -c67- checksums.txt | sort | diff - /tmp/present\n\
          ```\n\n\
          Contents: `oci/` (one OCI layout with every image), `compose/`, `helm/stella/` (with `values-airgap.yaml`),\n\
-         `docs/` (the install guides, offline), `bin/`, `load.sh`, `cosign.pub`, `checksums.txt`, `bundle.sig`.\n\
+         `docs/` (the install guides, offline), `bin/`, `load.sh`, `cosign.pub`, `sizes.txt`, `checksums.txt`, `bundle.sig`.\n\
          See `docs/install/airgap.md`.\n",
         revision = built.revision,
     )
 }
 
-/// Unpacks `file` into a temporary directory (with the loader's checks) and verifies it.
+/// Unpacks `file` into a temporary directory with the loader's checks (which verify it on the
+/// way), then verifies the unpacked directory as `load.sh` will.
 pub fn verify(file: &Path, trust: &Trust) -> anyhow::Result<Verified> {
     let tmp = tempfile::Builder::new().prefix("stella-bundle-verify-").tempdir()?;
     let dir = tmp.path().join("bundle");
-    unpack::unpack(file, &dir, unpack::Limits::default())?;
+    unpack::unpack(file, &dir, trust, unpack::Limits::default())?;
     let top = single_top(&dir)?;
     Ok(stella_distribution::bundle::verify(&top, trust)?)
 }

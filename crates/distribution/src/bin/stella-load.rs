@@ -16,18 +16,57 @@ struct Cli {
     command: Command,
 }
 
+/// Who the bundle must be signed by.
 #[derive(clap::Args)]
 struct Trust {
-    /// The bundle's directory (unpacked).
-    #[arg(long, default_value = ".")]
-    bundle: PathBuf,
     /// A trusted copy of the signing public key (PEM).
-    #[arg(long, conflicts_with = "fingerprint")]
+    #[arg(long, conflicts_with_all = ["fingerprint", "trust_embedded"])]
     key: Option<PathBuf>,
     /// The signing key's fingerprint (sha256:<hex>), published out of band; the bundle's own
     /// cosign.pub must have it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "trust_embedded")]
     fingerprint: Option<String>,
+    /// Accept the key the bundle carries: proves the bundle is whole, not who made it. Without
+    /// this, --key or --fingerprint, `verify` and `unpack` say "intact, origin unknown" and exit 3.
+    #[arg(long)]
+    trust_embedded: bool,
+}
+
+impl Trust {
+    /// The trust to check against, and whether the caller chose it (`false`: nothing was given,
+    /// the bundle's own key is used only to say whether it is intact).
+    fn resolve(&self) -> Result<(bundle::Trust, bool), String> {
+        Ok(match (&self.key, &self.fingerprint) {
+            (Some(k), _) => (
+                bundle::Trust::Key(
+                    signature::public_key(&read(k)?, &k.display().to_string()).map_err(|e| e.to_string())?,
+                ),
+                true,
+            ),
+            (None, Some(f)) => (bundle::Trust::Fingerprint(f.clone()), true),
+            (None, None) => (bundle::Trust::Embedded, self.trust_embedded),
+        })
+    }
+}
+
+/// What `verify` and `unpack` print, and their exit code: 0 when verified (or accepted with
+/// --trust-embedded), 3 when only intact.
+fn outcome(v: &bundle::Verified, chosen: bool, what: &str) -> ExitCode {
+    if v.origin_known {
+        println!("{}", v.summary(what));
+        return ExitCode::SUCCESS;
+    }
+    println!("{}", v.summary(what));
+    if chosen {
+        eprintln!("stella-load: accepted on the key the bundle carries (--trust-embedded)");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "stella-load: not verified: give --key FILE or --fingerprint sha256:... as StellaOps published them \
+             (--trust-embedded accepts the bundle's own key)"
+        );
+        ExitCode::from(3)
+    }
 }
 
 /// Where and how to push: shared by `push` and `push-layout`, so both take the same flags.
@@ -105,17 +144,35 @@ impl Destination {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check bundle.sig over checksums.txt, then every file; push nothing.
-    Verify(Trust),
+    /// Check bundle.sig over checksums.txt, then every file of an unpacked bundle; push nothing.
+    /// Exit status: 0 verified, 1 refused, 3 intact but its origin unknown (no key given).
+    Verify {
+        /// The bundle's directory (unpacked).
+        #[arg(long, default_value = ".")]
+        bundle: PathBuf,
+        #[command(flatten)]
+        trust: Trust,
+    },
     /// Verify, then push every image, signature, SBOM and attestation to a registry.
     Push {
+        /// The bundle's directory (unpacked).
+        #[arg(long, default_value = ".")]
+        bundle: PathBuf,
         #[command(flatten)]
         trust: Trust,
         #[command(flatten)]
         to: Destination,
     },
-    /// Extract a bundle archive (.tar.zst) into a new directory, refusing unsafe entries.
-    Unpack { archive: PathBuf, dir: PathBuf },
+    /// Extract and verify a bundle archive (.tar.zst) into a new directory, as any user and
+    /// without tar: the signature is checked before any other file is written, every file
+    /// against its signed size and SHA-256, the zstd checksum at the end; links, devices and
+    /// FIFOs are refused. Nothing is left behind when it refuses. Exit status as `verify`.
+    Unpack {
+        archive: PathBuf,
+        dir: PathBuf,
+        #[command(flatten)]
+        trust: Trust,
+    },
     /// Push an OCI layout built on this machine (`cargo xtask images`, default target/oci) to a
     /// registry: what `quickstart.sh --layout` runs, so it compiles nothing. No bundle and no
     /// signature check: the layout is your own build (a bundle goes through `push`).
@@ -129,7 +186,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("stella-load: {e}");
             ExitCode::FAILURE
@@ -141,53 +198,45 @@ fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The signature first (so a changed checksums.txt is caught), then every file.
-fn verify(t: &Trust) -> Result<(String, usize), String> {
-    let trust = match (&t.key, &t.fingerprint) {
-        (Some(k), _) => {
-            bundle::Trust::Key(signature::public_key(&read(k)?, &k.display().to_string()).map_err(|e| e.to_string())?)
-        }
-        (None, Some(f)) => bundle::Trust::Fingerprint(f.clone()),
-        (None, None) => {
-            return Err("give the signing key (--key FILE) or its fingerprint (--fingerprint sha256:...)".into());
-        }
-    };
-    let v = bundle::verify(&t.bundle, &trust).map_err(|e| e.to_string())?;
-    Ok((format!("{} signed by {}", t.bundle.join(checksums::SIGNATURE).display(), v.fingerprint), v.files))
-}
-
-fn run(cli: Cli) -> Result<(), String> {
+fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Verify(t) => {
-            let (who, n) = verify(&t)?;
-            println!("verified: {who}; {n} files match checksums.txt");
-            Ok(())
+        Command::Verify { bundle: dir, trust } => {
+            let (t, chosen) = trust.resolve()?;
+            let v = bundle::verify(&dir, &t).map_err(|e| e.to_string())?;
+            Ok(outcome(&v, chosen, &dir.display().to_string()))
         }
-        Command::Unpack { archive, dir } => {
-            let n = unpack::unpack(&archive, &dir, unpack::Limits::default()).map_err(|e| e.to_string())?;
-            println!("unpacked {n} files into {}", dir.display());
-            Ok(())
+        Command::Unpack { archive, dir, trust } => {
+            let (t, chosen) = trust.resolve()?;
+            let v = unpack::unpack(&archive, &dir, &t, unpack::Limits::default()).map_err(|e| e.to_string())?;
+            Ok(outcome(&v, chosen, &format!("{} (unpacked into {})", archive.display(), dir.display())))
         }
         Command::PushLayout { layout, to } => {
             let report = to.push(&layout, false)?;
             to.print(&format!("{} ", layout.display()), &report)?;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Push { trust, to } => {
-            let (who, n) = verify(&trust)?;
-            eprintln!("verified: {who}; {n} files match checksums.txt");
+        Command::Push { bundle: dir, trust, to } => {
+            let (t, chosen) = trust.resolve()?;
+            if !chosen {
+                return Err("give the signing key (--key FILE) or its fingerprint (--fingerprint sha256:...) as \
+                            StellaOps published them; --trust-embedded accepts the key inside the bundle, which \
+                            proves integrity only"
+                    .into());
+            }
+            let v = bundle::verify(&dir, &t).map_err(|e| e.to_string())?;
+            eprintln!("{}", v.summary(&dir.display().to_string()));
             // Every blob was just checked against checksums.txt.
-            let report = to.push(&trust.bundle.join("oci"), true)?;
-            let written = write_settings(&trust.bundle, &to.to, &to.prefix)?;
+            let report = to.push(&dir.join("oci"), true)?;
+            let written = write_settings(&dir, &to.to, &to.prefix)?;
             if to.print("", &report)? {
-                return Ok(());
+                return Ok(ExitCode::SUCCESS);
             }
             println!("\nCompose:  cp {} compose/.env && (cd compose && ./quickstart.sh)", written[0].display());
             println!(
                 "Helm:     helm install stella helm/stella -f helm/stella/values-prod.yaml -f helm/stella/values-airgap.yaml -f {}",
                 written[1].display()
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
