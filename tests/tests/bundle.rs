@@ -528,3 +528,66 @@ fn the_loader_pushes_over_tls_to_a_registry_with_the_sites_own_ca() {
     ]);
     assert!(inspect.contains(&api.digest), "{inspect}");
 }
+
+/// A single host with Docker and no registry: `load.sh --to docker` verifies the bundle, serves
+/// its layout on loopback only while Docker pulls each image by digest, stops serving, and
+/// writes a compose.env under which `docker-compose config` names images Docker already holds
+/// by those digests; one of them runs. Afterwards nothing listens on the port.
+#[test]
+fn load_to_docker_needs_no_registry_and_leaves_images_pinned_by_digest() {
+    let built = Built::read(&xtask::images::default_out()).unwrap();
+    let (_dir, bundle) = extract();
+    let port = stella_e2e::free_port();
+    let host = format!("127.0.0.1:{port}");
+    /// Removes what the test tagged, so the engine is left as it was found.
+    struct Untag(Vec<String>);
+    impl Drop for Untag {
+        fn drop(&mut self) {
+            for r in &self.0 {
+                let _ = Command::new("docker").args(["rmi", "--no-prune", r]).output();
+            }
+        }
+    }
+    let mut refs: Vec<String> = Vec::new();
+    for image in &built.images {
+        refs.push(format!("{host}/stella/{}@{}", image.name, image.digest));
+        refs.extend(built.tags.iter().map(|t| format!("{host}/stella/{}:{t}", image.name)));
+    }
+    let _untag = Untag(refs);
+    let untrusted = load(&bundle, &["--to", "docker", "--port", &port.to_string()]);
+    assert!(!untrusted.status.success() && text(&untrusted).contains("--trust-embedded"), "{}", text(&untrusted));
+    let out =
+        load(&bundle, &["--to", "docker", "--port", &port.to_string(), "--key", &made().public.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("loaded {} images into Docker", built.images.len())), "{}", text(&out));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the bundle's registry still listens");
+    // Every image is in the engine under the digest the bundle pins, for this host's platform.
+    let platform = xtask::load::host_platform();
+    for image in &built.images {
+        let reference = format!("{host}/stella/{}@{}", image.name, image.digest);
+        let inspect = run(Command::new("docker").args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Os}}/{{.Architecture}} {{.Id}}",
+            &reference,
+        ]));
+        let config = &image.platforms[platform].config;
+        assert_eq!(inspect.trim(), format!("{platform} {config}"), "{reference}");
+    }
+    // Compose, with the written settings, names exactly those references; with no registry
+    // running, a service starts from them (and describes itself).
+    let env = std::fs::read_to_string(bundle.join("loaded/compose.env")).unwrap();
+    assert!(env.lines().any(|l| l == format!("STELLA_REGISTRY={host}/stella")), "{env}");
+    let config = text(&output(
+        Command::new("docker-compose")
+            .args(["--env-file", "../loaded/compose.env", "config"])
+            .current_dir(bundle.join("compose")),
+    ));
+    let api = built.images.iter().find(|i| i.name == "stella-api").unwrap();
+    let wanted = format!("{host}/stella/stella-api:{}@{}", built.tags[0], api.digest);
+    assert!(config.contains(&wanted), "{config}");
+    let described = run(Command::new("docker").args(["run", "--rm", "--pull", "never", &wanted, "describe", "--json"]));
+    let described: serde_json::Value = serde_json::from_str(&described).unwrap_or_else(|e| panic!("{e}: {described}"));
+    assert!(described.to_string().contains("8081"), "{described}");
+}

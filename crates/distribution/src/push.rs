@@ -11,17 +11,17 @@ use crate::{Error, Result, invalid, io, sha256, sha256_file};
 
 /// The layout as a push plan: manifests by repository (children before parents), the blobs
 /// each repository needs, the tags, and the referrers of each subject.
-struct Plan {
+pub(crate) struct Plan {
     /// (repository, manifest digest, media type, bytes), in push order.
-    manifests: Vec<(String, String, String, Vec<u8>)>,
+    pub(crate) manifests: Vec<(String, String, String, Vec<u8>)>,
     /// blob digest → the repositories that need it (in first-use order).
-    blobs: BTreeMap<String, Vec<String>>,
+    pub(crate) blobs: BTreeMap<String, Vec<String>>,
     /// (repository, tag, manifest digest)
-    tags: Vec<(String, String, String)>,
-    referrers: BTreeMap<(String, String), Vec<serde_json::Value>>,
+    pub(crate) tags: Vec<(String, String, String)>,
+    pub(crate) referrers: BTreeMap<(String, String), Vec<serde_json::Value>>,
 }
 
-fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf> {
+pub(crate) fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf> {
     let hex = digest.strip_prefix("sha256:").filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
     let hex = hex.ok_or_else(|| invalid(layout.display(), format!("{digest} is not a sha256 digest")))?;
     Ok(layout.join("blobs/sha256").join(hex))
@@ -42,7 +42,7 @@ fn json(bytes: &[u8], origin: &str) -> Result<serde_json::Value> {
 }
 
 impl Plan {
-    fn read(layout: &Path, prefix: &str) -> Result<Plan> {
+    pub(crate) fn read(layout: &Path, prefix: &str) -> Result<Plan> {
         let index_path = layout.join("index.json");
         let index = json(&std::fs::read(&index_path).map_err(io(&index_path))?, &index_path.display().to_string())?;
         let entries = index["manifests"].as_array().ok_or_else(|| invalid(index_path.display(), "has no manifests"))?;

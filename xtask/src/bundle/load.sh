@@ -1,6 +1,7 @@
 #!/bin/sh
 # load.sh: verify this StellaOps bundle, then load its images into a registry.
 #   ./load.sh --to HOST[:PORT] [--prefix stella] [--insecure | --ca-file CA.pem] [--key cosign.pub | --fingerprint sha256:...]
+#   ./load.sh --to docker [--port 5000] [--key cosign.pub | --fingerprint sha256:...]   (this host's Docker, no registry)
 #   ./load.sh --verify-only [--key cosign.pub | --fingerprint sha256:... | --trust-embedded]
 # The key or fingerprint must come from StellaOps by another channel than this bundle; only
 # --trust-embedded accepts the key the bundle carries (proof of integrity, not origin). Without
@@ -13,11 +14,11 @@ set -eu
 here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-2}"
 }
 
-to="" prefix="stella" insecure="" ca="" key="" fingerprint="" verify_only="" jobs="4" embedded=""
+to="" prefix="stella" insecure="" ca="" key="" fingerprint="" verify_only="" jobs="4" embedded="" port="5000"
 while [ $# -gt 0 ]; do
     case "$1" in
         --to) to="${2:?--to needs HOST[:PORT]}"; shift 2 ;;
@@ -27,6 +28,7 @@ while [ $# -gt 0 ]; do
         --key) key="${2:?--key needs a file}"; shift 2 ;;
         --fingerprint) fingerprint="${2:?--fingerprint needs sha256:<hex>}"; shift 2 ;;
         --jobs) jobs="${2:?--jobs needs a number}"; shift 2 ;;
+        --port) port="${2:?--port needs a number}"; shift 2 ;;
         --verify-only) verify_only=1; shift ;;
         --trust-embedded) embedded=1; shift ;;
         -h|--help) usage 0 ;;
@@ -63,6 +65,9 @@ fi
 if [ -z "$to" ]; then
     echo "load.sh: --to HOST[:PORT] is required (or --verify-only)" >&2
     usage
+fi
+if [ "$to" = docker ]; then
+    exec "$loader" docker --bundle "$here" --port "$port" --prefix "$prefix" "$@"
 fi
 [ -n "$insecure" ] && set -- "$@" --insecure
 [ -n "$ca" ] && set -- "$@" --ca-file "$ca"

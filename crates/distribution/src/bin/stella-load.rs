@@ -173,6 +173,23 @@ enum Command {
         #[command(flatten)]
         trust: Trust,
     },
+    /// A single host with Docker and no registry: verify, then serve the bundle's images on
+    /// 127.0.0.1:PORT for the time it takes Docker to pull this host's platform of each by
+    /// digest, and write loaded/compose.env naming 127.0.0.1:PORT/PREFIX, so the Compose files
+    /// run with their pinned digests and no registry afterwards.
+    Docker {
+        /// The bundle's directory (unpacked).
+        #[arg(long, default_value = ".")]
+        bundle: PathBuf,
+        #[command(flatten)]
+        trust: Trust,
+        /// The loopback port Docker pulls from; the image names in loaded/compose.env carry it.
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+        /// Repository path (stella gives 127.0.0.1:PORT/stella/stella-api).
+        #[arg(long, default_value = "stella")]
+        prefix: String,
+    },
     /// Push an OCI layout built on this machine (`cargo xtask images`, default target/oci) to a
     /// registry: what `quickstart.sh --layout` runs, so it compiles nothing. No bundle and no
     /// signature check: the layout is your own build (a bundle goes through `push`).
@@ -210,6 +227,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let v = unpack::unpack(&archive, &dir, &t, unpack::Limits::default()).map_err(|e| e.to_string())?;
             Ok(outcome(&v, chosen, &format!("{} (unpacked into {})", archive.display(), dir.display())))
         }
+        Command::Docker { bundle: dir, trust, port, prefix } => {
+            let (t, chosen) = trust.resolve()?;
+            if !chosen {
+                return Err("give the signing key (--key FILE) or its fingerprint (--fingerprint sha256:...) as \
+                            StellaOps published them; --trust-embedded accepts the key inside the bundle, which \
+                            proves integrity only"
+                    .into());
+            }
+            let v = bundle::verify(&dir, &t).map_err(|e| e.to_string())?;
+            eprintln!("{}", v.summary(&dir.display().to_string()));
+            let host = docker::load(&dir.join("oci"), port, &prefix)?;
+            let written = write_settings(&dir, &host, &prefix)?;
+            println!("\nCompose:  cp {} compose/.env && (cd compose && ./quickstart.sh)", written[0].display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::PushLayout { layout, to } => {
             let report = to.push(&layout, false)?;
             to.print(&format!("{} ", layout.display()), &report)?;
@@ -238,6 +270,51 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Pulling a bundle's images into the local Docker engine from the loopback registry.
+mod docker {
+    use std::path::Path;
+    use std::process::Command;
+
+    use stella_distribution::serve;
+
+    fn docker(args: &[&str]) -> Result<(), String> {
+        let out = Command::new("docker")
+            .args(args)
+            .output()
+            .map_err(|e| format!("running docker {}: {e} (is Docker installed and running?)", args[0]))?;
+        if !out.status.success() {
+            return Err(format!("docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(())
+    }
+
+    /// Serves `layout` on 127.0.0.1:`port`, has Docker pull every image by digest and tag it,
+    /// stops serving; returns the registry host the images are named by.
+    pub fn load(layout: &Path, port: u16, prefix: &str) -> Result<String, String> {
+        let catalog = serve::Catalog::read(layout, prefix).map_err(|e| e.to_string())?;
+        let images = catalog.images();
+        let running =
+            serve::start(catalog, std::net::SocketAddr::from(([127, 0, 0, 1], port)), 4).map_err(|e| e.to_string())?;
+        let host = running.addr.to_string();
+        eprintln!("serving the bundle's images on {host} while Docker pulls them");
+        let mut pulled = std::collections::BTreeSet::new();
+        for image in &images {
+            let by_digest = format!("{host}/{}@{}", image.repository, image.digest);
+            if pulled.insert(by_digest.clone()) {
+                docker(&["pull", "--quiet", &by_digest])?;
+                eprintln!("pulled {by_digest}");
+            }
+            docker(&["tag", &by_digest, &format!("{host}/{}:{}", image.repository, image.tag)])?;
+        }
+        drop(running);
+        println!(
+            "loaded {} images into Docker for this host's platform, by digest, from {host}/{prefix} (no longer served)",
+            pulled.len()
+        );
+        Ok(host)
     }
 }
 
