@@ -148,7 +148,9 @@ fn the_bundle_loads_into_a_registry_with_every_digest_and_signature_and_a_second
     let second = load(&bundle, &["--to", &registry.host, "--trust-embedded"]);
     assert!(second.status.success(), "{}", text(&second));
     assert!(
-        text(&second).contains("pushed to") && text(&second).contains(": 0 blobs uploaded (0 MiB)"),
+        text(&second).contains("pushed to")
+            && text(&second).contains(": 0 blobs uploaded (0 MiB)")
+            && text(&second).contains("; 0 manifests put,"),
         "{}",
         text(&second)
     );

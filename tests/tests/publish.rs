@@ -29,6 +29,9 @@ fn publish_pushes_every_image_with_its_digests_signatures_and_sboms() {
     let again =
         xtask::registry::push_layout(&layout(), &registry.host, to_prefix, Default::default(), &|_| {}).unwrap();
     assert_eq!(again.blobs_uploaded, 0, "{again:?}");
+    // ...and puts no manifest or tag: each is found by a HEAD with the same digest.
+    assert_eq!(again.manifests, 0, "{again:?}");
+    assert_eq!(again.manifests_present, pushed.manifests + pushed.tags.len(), "{again:?}");
     assert_eq!(again.tags, pushed.tags);
 
     // Something the site attached since (here: one more entry in a referrers index) survives a

@@ -170,8 +170,9 @@ fn publish(f: flags::Publish) -> anyhow::Result<()> {
             println!("{reference}@{digest}");
         }
         println!(
-            "{} manifests; blobs: {} uploaded ({:.1} MiB), {} mounted, {} already there",
+            "{} manifests put, {} already there; blobs: {} uploaded ({:.1} MiB), {} mounted, {} already there",
             pushed.manifests,
+            pushed.manifests_present,
             pushed.blobs_uploaded,
             pushed.bytes_uploaded as f64 / 1048576.0,
             pushed.blobs_mounted,

@@ -85,7 +85,10 @@ pub struct Registry {
 pub struct Pushed {
     /// `<registry>/<repository>:<tag>` → the digest it names.
     pub tags: BTreeMap<String, String>,
+    /// Manifests put (by digest and by tag).
     pub manifests: usize,
+    /// Manifests and tags the registry already held with the same digest: not put again.
+    pub manifests_present: usize,
     pub blobs_uploaded: usize,
     pub blobs_present: usize,
     pub blobs_mounted: usize,
@@ -397,6 +400,24 @@ impl Registry {
             return Err(self.error(&path, format!("putting the manifest answered {status}: {}", body(r))));
         }
         Ok(())
+    }
+
+    /// The digest the registry gives for `repo:reference` (a `HEAD`, so no body moves), or
+    /// None when it holds no such manifest.
+    pub(crate) fn manifest_digest(
+        &self,
+        repo: &str,
+        reference: &str,
+        retries: &Mutex<usize>,
+    ) -> Result<Option<String>> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let accept = format!("{INDEX}, {MANIFEST}");
+        let r =
+            self.send(&path, retries, |a| with(self.agent.head(&self.url(&path)), a).header("accept", &accept).call())?;
+        if !r.status().is_success() {
+            return Ok(None);
+        }
+        Ok(r.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string))
     }
 
     /// The manifest bytes `repo:reference` names, and its media type.

@@ -127,7 +127,7 @@ impl Destination {
             return Ok(true);
         }
         println!(
-            "pushed {what}to {}/{}: {} blobs uploaded ({} MiB), {} already there, {} mounted; {} manifests; {} tags; {} retries",
+            "pushed {what}to {}/{}: {} blobs uploaded ({} MiB), {} already there, {} mounted; {} manifests put, {} already there; {} tags; {} retries",
             self.to,
             self.prefix,
             report.blobs_uploaded,
@@ -135,6 +135,7 @@ impl Destination {
             report.blobs_present,
             report.blobs_mounted,
             report.manifests,
+            report.manifests_present,
             report.tags.len(),
             report.retries
         );
