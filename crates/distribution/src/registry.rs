@@ -327,6 +327,26 @@ impl Registry {
             return Err(self.error(start, format!("starting an upload answered {}", r.status())));
         }
         let mut location = self.location(&r, start)?;
+        let sent = self.send_blob(repo, digest, file, size, start, &mut location);
+        if sent.is_err() {
+            // Cancel the session (the spec's DELETE), so a failed attempt leaves no upload behind
+            // in the registry; best effort: the registry may be what failed.
+            let _ = with(self.agent.delete(&location), self.authorization_for(start).as_deref()).call();
+        }
+        sent
+    }
+
+    /// Sends the blob's bytes into the upload session at `location` (kept current as the
+    /// registry moves it) and finishes it.
+    fn send_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+        file: &Path,
+        size: u64,
+        start: &str,
+        location: &mut String,
+    ) -> Result<()> {
         let mut f = std::fs::File::open(file).map_err(io(file))?;
         let chunk = self.options.chunk.max(1);
         if size > chunk {
@@ -336,7 +356,7 @@ impl Registry {
                 let n = ((size - offset).min(chunk)) as usize;
                 f.read_exact(&mut buf[..n]).map_err(io(file))?;
                 let range = format!("{}-{}", offset, offset + n as u64 - 1);
-                let r = with(self.agent.patch(&location), self.authorization_for(start).as_deref())
+                let r = with(self.agent.patch(location.as_str()), self.authorization_for(start).as_deref())
                     .header("content-type", "application/octet-stream")
                     .header("content-range", &range)
                     .send(&buf[..n])
@@ -349,7 +369,7 @@ impl Registry {
                         format!("uploading bytes {range} answered {}", r.status()),
                     ));
                 }
-                location = self.location(&r, start)?;
+                *location = self.location(&r, start)?;
                 offset += n as u64;
             }
             let sep = if location.contains('?') { '&' } else { '?' };
