@@ -116,6 +116,24 @@ fn the_bundle_loads_into_a_registry_with_every_digest_and_signature_and_a_second
         .arg(out.join("SHA256SUMS")));
     let sums = run(Command::new("sha256sum").args(["-c", "SHA256SUMS"]).current_dir(out));
     assert_eq!(sums.lines().filter(|l| l.ends_with(": OK")).count(), 3, "{sums}");
+    // The inventory names every image, digest and platform of the build, each with its SBOM.
+    let inventory =
+        run(Command::new(bundle.join("bin/stella-load-amd64")).args(["inspect", "--json", "--bundle"]).arg(&bundle));
+    let inventory: serde_json::Value = serde_json::from_str(&inventory).unwrap();
+    assert_eq!(inventory["carried_key"], made().fingerprint.as_str());
+    assert_eq!(inventory["images"].as_array().unwrap().len(), built.images.len());
+    for image in &built.images {
+        let row = inventory["images"].as_array().unwrap().iter().find(|i| i["name"] == image.name.as_str()).unwrap();
+        assert_eq!(row["digest"], image.digest.as_str());
+        for (platform, p) in &image.platforms {
+            let prow =
+                row["platforms"].as_array().unwrap().iter().find(|r| r["platform"] == platform.as_str()).unwrap();
+            assert_eq!(prow["manifest"], p.manifest.as_str());
+            assert!(prow["sbom_packages"].as_u64().is_some_and(|n| n > 0), "{} {platform}: {prow}", image.name);
+        }
+    }
+    let table = run(Command::new(bundle.join("bin/stella-load-amd64")).args(["inspect", "--bundle"]).arg(&bundle));
+    assert!(built.images.iter().all(|i| table.contains(&i.name)) && table.contains("not verified here"), "{table}");
     let helm = bundle.join("helm/stella");
     assert!(helm.join("values-airgap.yaml").exists() && helm.join("Chart.yaml").exists());
     assert!(bundle.join("compose/docker-compose.yml").exists() && bundle.join("docs/install/helm-prod.md").exists());

@@ -5,11 +5,13 @@
 //! - [`registry`]: pushing an OCI image layout over the distribution API;
 //! - [`checksums`] and [`signature`]: a bundle's `checksums.txt` and its signature;
 //! - [`unpack`]: extracting a `.tar.zst` bundle without trusting its entries;
+//! - [`inspect`]: the inventory of an unpacked bundle;
 //! - [`serve`]: a read-only registry over a layout, on loopback, for hosts without one.
 
 pub mod auth;
 pub mod bundle;
 pub mod checksums;
+pub mod inspect;
 pub mod push;
 pub mod registry;
 pub mod serve;

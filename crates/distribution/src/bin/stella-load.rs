@@ -174,6 +174,16 @@ enum Command {
         #[command(flatten)]
         trust: Trust,
     },
+    /// The inventory of an unpacked bundle: images, tags, digests, platforms, sizes, SBOM
+    /// package counts, and the key it carries. Reads only; `verify` says whether to trust it.
+    Inspect {
+        /// The bundle's directory (unpacked).
+        #[arg(long, default_value = ".")]
+        bundle: PathBuf,
+        /// Print the inventory as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// A single host with Docker and no registry: verify, then serve the bundle's images on
     /// 127.0.0.1:PORT for the time it takes Docker to pull this host's platform of each by
     /// digest, and write loaded/compose.env naming 127.0.0.1:PORT/PREFIX, so the Compose files
@@ -227,6 +237,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let (t, chosen) = trust.resolve()?;
             let v = unpack::unpack(&archive, &dir, &t, unpack::Limits::default()).map_err(|e| e.to_string())?;
             Ok(outcome(&v, chosen, &format!("{} (unpacked into {})", archive.display(), dir.display())))
+        }
+        Command::Inspect { bundle: dir, json } => {
+            let inventory = stella_distribution::inspect::inspect(&dir).map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inventory).map_err(|e| e.to_string())?);
+            } else {
+                print!("{}", inventory.table());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Docker { bundle: dir, trust, port, prefix } => {
             let (t, chosen) = trust.resolve()?;
