@@ -208,6 +208,10 @@ fn the_quickstart_and_air_gap_pages_run_as_written() {
         skip: &[
             ("cargo xtask images", "the harness built and signed target/oci with this key before the tests"),
             ("helm install", "no Kubernetes cluster here; helm.rs renders and validates the same values files"),
+            (
+                "./load.sh --to docker",
+                "bundle.rs (load_to_docker_needs_no_registry_and_leaves_images_pinned_by_digest) runs it on a free port",
+            ),
         ],
     };
     all_apply(page, &airgap, &edits);

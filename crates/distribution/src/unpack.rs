@@ -333,8 +333,8 @@ impl<R: Read> Read for Bounded<R> {
         let total = self.read.get() + n as u64;
         if total > self.limit.get() {
             return Err(std::io::Error::other(format!(
-                "the archive expands beyond {} bytes, more than its head or its signed sizes allow: refusing a possible \
-                 decompression bomb",
+                "the archive expands beyond {} bytes, more than its head or its signed sizes allow: \
+                 refusing a possible decompression bomb",
                 self.limit.get()
             )));
         }
