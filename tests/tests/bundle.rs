@@ -612,3 +612,53 @@ fn load_to_docker_needs_no_registry_and_leaves_images_pinned_by_digest() {
     let described: serde_json::Value = serde_json::from_str(&described).unwrap_or_else(|e| panic!("{e}: {described}"));
     assert!(described.to_string().contains("8081"), "{described}");
 }
+
+/// A delta against the full bundle of the same build: it keeps the manifests and takes every
+/// other blob from the base, names that base in `base.json`, is refused by a registry that lacks
+/// the base (naming it) and by the Docker path, and loads with no upload once the base is there.
+#[test]
+fn a_delta_bundle_carries_only_what_its_base_lacks_and_needs_the_base_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let printed = run(Command::new("cargo")
+        .args(["xtask", "bundle", "--json", "--out"])
+        .arg(dir.path())
+        .arg("--key")
+        .arg(key())
+        .arg("--since")
+        .arg(&made().archive)
+        .current_dir(root()));
+    let report: serde_json::Value = serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"));
+    let delta = PathBuf::from(report["path"].as_str().unwrap());
+    assert!(delta.file_name().unwrap().to_string_lossy().ends_with("-delta.tar.zst"), "{report}");
+    assert_eq!(report["base"], "stella-bundle-v0.1.0");
+    let full = std::fs::metadata(&made().archive).unwrap().len();
+    let size = report["size"].as_u64().unwrap();
+    assert!(report["blobs_from_base"].as_u64().unwrap() > 0 && size * 10 < full, "{size} of {full}: {report}");
+    eprintln!("delta against the same build: {size} bytes, full bundle {full} bytes");
+
+    let loader = dir.path().join("stella-load-amd64");
+    let into = dir.path().join("unpacked");
+    let out =
+        output(Command::new(&loader).arg("unpack").arg(&delta).arg(&into).args(["--fingerprint", &made().fingerprint]));
+    assert!(out.status.success(), "{}", text(&out));
+    let bundle = xtask::bundle::single_top(&into).unwrap();
+    let base: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("base.json")).unwrap()).unwrap();
+    assert_eq!(base["base"], "stella-bundle-v0.1.0");
+
+    let registry = LocalRegistry::new();
+    let public = made().public.display().to_string();
+    let refused = load(&bundle, &["--to", &registry.host, "--key", &public]);
+    assert!(
+        !refused.status.success() && text(&refused).contains("load that bundle into this registry first"),
+        "{}",
+        text(&refused)
+    );
+    let docker = load(&bundle, &["--to", "docker", "--port", &stella_e2e::free_port().to_string(), "--key", &public]);
+    assert!(!docker.status.success() && text(&docker).contains("is a delta bundle"), "{}", text(&docker));
+    // With the base loaded, the delta loads and uploads nothing new.
+    let (_full_dir, full_bundle) = extract();
+    let first = load(&full_bundle, &["--to", &registry.host, "--key", &public]);
+    assert!(first.status.success(), "{}", text(&first));
+    let second = load(&bundle, &["--to", &registry.host, "--key", &public]);
+    assert!(second.status.success() && text(&second).contains(": 0 blobs uploaded (0 MiB)"), "{}", text(&second));
+}

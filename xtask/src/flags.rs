@@ -98,6 +98,11 @@ pub struct BundleFlags {
     /// The signing key, the one that signed the images (default: $STELLA_SIGNING_KEY_FILE).
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// A previous bundle (.tar.zst, signed by the same key): write a delta bundle,
+    /// <name>-delta.tar.zst, without the blobs that one holds; it loads into a registry that
+    /// holds the base.
+    #[arg(long, value_name = "BASE")]
+    pub since: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -83,6 +83,7 @@ fn bundle(f: flags::BundleFlags) -> anyhow::Result<()> {
                 layout: f.layout.map(images::absolute).unwrap_or_else(images::default_out),
                 out: f.out.map(images::absolute).unwrap_or_else(xtask::bundle::default_out),
                 key: f.key.map(images::absolute),
+                since: f.since.map(images::absolute),
             };
             let b = xtask::bundle::build(&options)?;
             if f.json {
@@ -91,6 +92,9 @@ fn bundle(f: flags::BundleFlags) -> anyhow::Result<()> {
                 println!("{}  {} files, {}", b.path.display(), b.files, images::human(b.size));
                 println!("sha256 {}", b.sha256);
                 println!("signed by {}", b.fingerprint);
+                if let Some(base) = &b.base {
+                    println!("a delta on top of {base}: {} blobs are taken from it", b.blobs_from_base);
+                }
                 for f in &b.beside {
                     println!("beside it: {}", f.display());
                 }

@@ -26,6 +26,9 @@ impl Trust {
     }
 }
 
+/// In a delta bundle only: the base bundle it needs, and the blobs it takes from there.
+pub const BASE: &str = "base.json";
+
 /// The public key's file name inside a bundle.
 pub const PUBLIC_KEY: &str = "cosign.pub";
 

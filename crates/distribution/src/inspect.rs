@@ -86,7 +86,11 @@ pub fn inspect(dir: &Path) -> Result<Inventory> {
         else {
             continue;
         };
-        let doc = json(&crate::push::blob_path(&dir.join("oci"), layer)?)?;
+        let path = crate::push::blob_path(&dir.join("oci"), layer)?;
+        if !path.exists() {
+            continue; // a delta bundle takes it from its base
+        }
+        let doc = json(&path)?;
         sboms.insert(subject.to_string(), doc["packages"].as_array().map_or(0, Vec::len));
     }
     let images = built

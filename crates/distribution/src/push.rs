@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::bundle;
 use crate::registry::{INDEX, MANIFEST, Options, Pushed, Registry};
 use crate::{Error, Result, invalid, io, sha256, sha256_file};
 
@@ -136,6 +137,11 @@ impl Plan {
         self.manifests.push((repo.to_string(), digest.to_string(), media, bytes));
         Ok(doc)
     }
+}
+
+/// Every manifest digest the layout's index reaches (images, platforms, attachments).
+pub fn manifest_digests(layout: &Path) -> Result<BTreeSet<String>> {
+    Ok(Plan::read(layout, "")?.manifests.into_iter().map(|(_, d, _, _)| d).collect())
 }
 
 /// Pushes every image of the layout at `layout` to `host`, under `prefix` (`stella` gives
@@ -348,6 +354,16 @@ fn push_blob(
             1
         } else {
             let path = blob_path(layout, digest)?;
+            if !path.exists() && layout.parent().is_some_and(|b| b.join(bundle::BASE).exists()) {
+                return Err(invalid(
+                    registry.url(&format!("/v2/{repo}/blobs/{digest}")),
+                    format!(
+                        "lacks the blob {digest}, which this delta bundle takes from its base ({}): load that bundle \
+                         into this registry first",
+                        layout.parent().unwrap_or(layout).join(bundle::BASE).display()
+                    ),
+                ));
+            }
             if !registry.options.blobs_checked && sha256_file(&path)? != digest {
                 return Err(invalid(path.display(), "the blob does not match its digest; the layout is damaged"));
             }

@@ -89,7 +89,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let runs = options.runs.max(1);
     let layout = images::default_out();
     let work = tempfile::tempdir()?;
-    let bundle_options = bundle::Options { layout: layout.clone(), out: work.path().join("out"), key: None };
+    let bundle_options =
+        bundle::Options { layout: layout.clone(), out: work.path().join("out"), key: None, since: None };
     // The first build compiles the loaders; it is not measured.
     let made = bundle::build(&bundle_options)?;
     let bundle_secs = median_secs(runs, || bundle::build(&bundle_options).map(|_| ()))?;

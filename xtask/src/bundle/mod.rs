@@ -11,6 +11,7 @@
 //! deploy` writes for this build.
 
 pub mod archive;
+pub mod delta;
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,8 @@ pub struct Options {
     pub out: PathBuf,
     /// The signing key (the one that signed the images).
     pub key: Option<PathBuf>,
+    /// A previous bundle: write a delta with only the blobs it lacks.
+    pub since: Option<PathBuf>,
 }
 
 /// The written bundle.
@@ -39,6 +42,9 @@ pub struct Bundle {
     pub size: u64,
     pub files: usize,
     pub fingerprint: String,
+    /// For a delta: the base bundle, and how many blobs are taken from it.
+    pub base: Option<String>,
+    pub blobs_from_base: usize,
     /// Written beside the archive: the loader per architecture, SHA256SUMS and its signature.
     pub beside: Vec<PathBuf>,
 }
@@ -136,9 +142,27 @@ pub fn build(options: &Options) -> anyhow::Result<Bundle> {
             executable: false,
         });
     }
+    let base = match &options.since {
+        Some(since) => Some(delta::read_base(since, key.verifying_key())?),
+        None => None,
+    };
+    let omitted = match &base {
+        Some(b) => b.omitted(&options.layout)?,
+        None => Default::default(),
+    };
+    if let Some(b) = &base {
+        entries.push(Entry {
+            path: stella_distribution::bundle::BASE.into(),
+            source: Source::Bytes(b.record(&omitted)),
+            executable: false,
+        });
+    }
     let blobs = options.layout.join("blobs/sha256");
     for e in std::fs::read_dir(&blobs).with_context(|| format!("reading {}", blobs.display()))? {
         let name = e?.file_name().to_string_lossy().into_owned();
+        if omitted.contains(&format!("sha256:{name}")) {
+            continue;
+        }
         entries.push(Entry {
             path: format!("oci/blobs/sha256/{name}"),
             source: Source::File(blobs.join(&name)),
@@ -220,7 +244,8 @@ pub fn build(options: &Options) -> anyhow::Result<Bundle> {
     });
 
     std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
-    let path = options.out.join(format!("{top}.tar.zst"));
+    let suffix = if base.is_some() { "-delta" } else { "" };
+    let path = options.out.join(format!("{top}{suffix}.tar.zst"));
     archive::write(&path, &top, entries, plan.epoch)?;
     let sha256 = stella_distribution::sha256_file(&path)?;
     let size = std::fs::metadata(&path)?.len();
@@ -246,7 +271,16 @@ pub fn build(options: &Options) -> anyhow::Result<Bundle> {
     crate::oci::write_atomic(&options.out.join(format!("{SUMS}.sig")), sign_blob(&key, sums.as_bytes())?.as_bytes())?;
     let mut beside: Vec<PathBuf> = listed.into_iter().skip(1).map(|(p, _)| p).collect();
     beside.extend([options.out.join(SUMS), options.out.join(format!("{SUMS}.sig"))]);
-    Ok(Bundle { path, sha256, size, files, fingerprint, beside })
+    Ok(Bundle {
+        path,
+        sha256,
+        size,
+        files,
+        fingerprint,
+        base: base.map(|b| b.name),
+        blobs_from_base: omitted.len(),
+        beside,
+    })
 }
 
 fn readme(version: &str, built: &Built, fingerprint: &str) -> String {

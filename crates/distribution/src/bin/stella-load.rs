@@ -255,6 +255,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                             proves integrity only"
                     .into());
             }
+            if dir.join(bundle::BASE).exists() {
+                return Err(format!(
+                    "{} is a delta bundle (see {}): it loads into a registry that holds its base; for one host's \
+                     Docker, load the full bundle",
+                    dir.display(),
+                    bundle::BASE
+                ));
+            }
             let v = bundle::verify(&dir, &t).map_err(|e| e.to_string())?;
             eprintln!("{}", v.summary(&dir.display().to_string()));
             let host = docker::load(&dir.join("oci"), port, &prefix)?;
