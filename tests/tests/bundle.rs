@@ -69,6 +69,21 @@ fn extract() -> (tempfile::TempDir, PathBuf) {
     (dir, top)
 }
 
+/// openssl checks `sig` (base64 DER, as `cosign sign-blob` writes) over `message` with the
+/// trusted key.
+fn openssl_verifies(sig: &Path, message: &Path) {
+    use base64::Engine;
+    let der = tempfile::NamedTempFile::new().unwrap();
+    let text = std::fs::read_to_string(sig).unwrap();
+    std::fs::write(der.path(), base64::engine::general_purpose::STANDARD.decode(text.trim()).unwrap()).unwrap();
+    run(Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&made().public)
+        .arg("-signature")
+        .arg(der.path())
+        .arg(message));
+}
+
 fn load(bundle: &Path, args: &[&str]) -> std::process::Output {
     output(Command::new("sh").arg(bundle.join("load.sh")).args(args))
 }
@@ -83,16 +98,7 @@ fn the_bundle_loads_into_a_registry_with_every_digest_and_signature_and_a_second
     let (_dir, bundle) = extract();
     // Independent checks of what the bundle claims: openssl for the signature over
     // checksums.txt (with the trusted key), sha256sum for every file.
-    let der = tempfile::NamedTempFile::new().unwrap();
-    let sig = std::fs::read_to_string(bundle.join("bundle.sig")).unwrap();
-    use base64::Engine;
-    std::fs::write(der.path(), base64::engine::general_purpose::STANDARD.decode(sig.trim()).unwrap()).unwrap();
-    run(Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(&made().public)
-        .arg("-signature")
-        .arg(der.path())
-        .arg(bundle.join("checksums.txt")));
+    openssl_verifies(&bundle.join("bundle.sig"), &bundle.join("checksums.txt"));
     run(Command::new("sha256sum").args(["-c", "--quiet", "checksums.txt"]).current_dir(&bundle));
     // Both architectures' loaders are static executables of the right machine.
     for (arch, machine) in [("amd64", "x86-64"), ("arm64", "aarch64")] {
@@ -106,14 +112,7 @@ fn the_bundle_loads_into_a_registry_with_every_digest_and_signature_and_a_second
         let name = format!("stella-load-{arch}");
         assert_eq!(std::fs::read(out.join(&name)).unwrap(), std::fs::read(bundle.join("bin").join(&name)).unwrap());
     }
-    let sig = std::fs::read_to_string(out.join("SHA256SUMS.sig")).unwrap();
-    std::fs::write(der.path(), base64::engine::general_purpose::STANDARD.decode(sig.trim()).unwrap()).unwrap();
-    run(Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(&made().public)
-        .arg("-signature")
-        .arg(der.path())
-        .arg(out.join("SHA256SUMS")));
+    openssl_verifies(&out.join("SHA256SUMS.sig"), &out.join("SHA256SUMS"));
     let sums = run(Command::new("sha256sum").args(["-c", "SHA256SUMS"]).current_dir(out));
     assert_eq!(sums.lines().filter(|l| l.ends_with(": OK")).count(), 3, "{sums}");
     // The inventory names every image, digest and platform of the build, each with its SBOM.

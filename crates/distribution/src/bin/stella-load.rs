@@ -52,12 +52,10 @@ impl Trust {
 /// What `verify` and `unpack` print, and their exit code: 0 when verified (or accepted with
 /// --trust-embedded), 3 when only intact.
 fn outcome(v: &bundle::Verified, chosen: bool, what: &str) -> ExitCode {
-    if v.origin_known {
-        println!("{}", v.summary(what));
-        return ExitCode::SUCCESS;
-    }
     println!("{}", v.summary(what));
-    if chosen {
+    if v.origin_known {
+        ExitCode::SUCCESS
+    } else if chosen {
         eprintln!("stella-load: accepted on the key the bundle carries (--trust-embedded)");
         ExitCode::SUCCESS
     } else {
@@ -67,6 +65,21 @@ fn outcome(v: &bundle::Verified, chosen: bool, what: &str) -> ExitCode {
         );
         ExitCode::from(3)
     }
+}
+
+/// What `push` and `docker` do before loading anything: refuse without a trust the caller
+/// chose, then verify the unpacked bundle at `dir` and say so on stderr.
+fn verify_to_load(trust: &Trust, dir: &Path) -> Result<(), String> {
+    let (t, chosen) = trust.resolve()?;
+    if !chosen {
+        return Err("give the signing key (--key FILE) or its fingerprint (--fingerprint sha256:...) as \
+                    StellaOps published them; --trust-embedded accepts the key inside the bundle, which \
+                    proves integrity only"
+            .into());
+    }
+    let v = bundle::verify(dir, &t).map_err(|e| e.to_string())?;
+    eprintln!("{}", v.summary(&dir.display().to_string()));
+    Ok(())
 }
 
 /// Where and how to push: shared by `push` and `push-layout`, so both take the same flags.
@@ -248,13 +261,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Docker { bundle: dir, trust, port, prefix } => {
-            let (t, chosen) = trust.resolve()?;
-            if !chosen {
-                return Err("give the signing key (--key FILE) or its fingerprint (--fingerprint sha256:...) as \
-                            StellaOps published them; --trust-embedded accepts the key inside the bundle, which \
-                            proves integrity only"
-                    .into());
-            }
+            verify_to_load(&trust, &dir)?;
             if dir.join(bundle::BASE).exists() {
                 return Err(format!(
                     "{} is a delta bundle (see {}): it loads into a registry that holds its base; for one host's \
@@ -263,8 +270,6 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     bundle::BASE
                 ));
             }
-            let v = bundle::verify(&dir, &t).map_err(|e| e.to_string())?;
-            eprintln!("{}", v.summary(&dir.display().to_string()));
             let host = docker::load(&dir.join("oci"), port, &prefix)?;
             let written = write_settings(&dir, &host, &prefix)?;
             println!("\nCompose:  cp {} compose/.env && (cd compose && ./quickstart.sh)", written[0].display());
@@ -276,15 +281,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Push { bundle: dir, trust, to } => {
-            let (t, chosen) = trust.resolve()?;
-            if !chosen {
-                return Err("give the signing key (--key FILE) or its fingerprint (--fingerprint sha256:...) as \
-                            StellaOps published them; --trust-embedded accepts the key inside the bundle, which \
-                            proves integrity only"
-                    .into());
-            }
-            let v = bundle::verify(&dir, &t).map_err(|e| e.to_string())?;
-            eprintln!("{}", v.summary(&dir.display().to_string()));
+            verify_to_load(&trust, &dir)?;
             // Every blob was just checked against checksums.txt.
             let report = to.push(&dir.join("oci"), true)?;
             let written = write_settings(&dir, &to.to, &to.prefix)?;

@@ -60,15 +60,15 @@ fn archive(
     let mut tar = tar::Builder::new(enc);
     tar.append_data(&mut header(tar::EntryType::Directory, 0), format!("{TOP}/"), std::io::empty()).unwrap();
     for (path, bytes) in entries {
-        tar.append_data(
-            &mut header(tar::EntryType::Regular, bytes.len() as u64),
-            format!("{TOP}/{path}"),
-            bytes.as_slice(),
-        )
-        .unwrap();
+        file(&mut tar, path, bytes);
     }
     extra(&mut tar);
     tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// A regular file `TOP/path` holding `bytes`.
+fn file(tar: &mut tar::Builder<impl std::io::Write>, path: &str, bytes: &[u8]) {
+    tar.append_data(&mut header(tar::EntryType::Regular, bytes.len() as u64), format!("{TOP}/{path}"), bytes).unwrap();
 }
 
 /// An entry whose name goes into the header as given (the tar crate's setters refuse `..`).
@@ -195,12 +195,7 @@ fn links_devices_fifos_and_paths_that_leave_the_bundle_are_refused() {
             let bytes = archive(head, |t| {
                 raw(t, &full, kind, link);
                 for (p, b) in body {
-                    t.append_data(
-                        &mut header(tar::EntryType::Regular, b.len() as u64),
-                        format!("{TOP}/{p}"),
-                        b.as_slice(),
-                    )
-                    .unwrap();
+                    file(t, p, b);
                 }
             });
             let message = refusal(&bytes, &trusted());
@@ -233,9 +228,7 @@ fn missing_files_trailing_bytes_and_a_frame_without_checksum_are_refused() {
     let mut plain = tar::Builder::new(Vec::new());
     plain.append_data(&mut header(tar::EntryType::Directory, 0), format!("{TOP}/"), std::io::empty()).unwrap();
     for (p, b) in genuine() {
-        plain
-            .append_data(&mut header(tar::EntryType::Regular, b.len() as u64), format!("{TOP}/{p}"), b.as_slice())
-            .unwrap();
+        file(&mut plain, &p, &b);
     }
     let unchecked = zstd::encode_all(plain.into_inner().unwrap().as_slice(), 3).unwrap();
     assert!(refusal(&unchecked, &trusted()).contains("no content checksum"));
