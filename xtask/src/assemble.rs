@@ -19,6 +19,7 @@ use crate::oci::image::{self as img, LayerRef};
 use crate::oci::{Blob, Layout};
 use crate::plan::Plan;
 use crate::progress::Progress;
+use crate::sigstore::Subject;
 
 /// What a build produced: the record `deploy` and `bundle` read (`<out>/images.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -196,6 +197,15 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
                     image.name.clone(),
                     crate::sign::sign_manifest(&layout, key, &image.repository, &w.manifest, crate::oci::MANIFEST)?,
                 ));
+                let subject = Subject {
+                    repository: &image.repository,
+                    blob: &w.manifest,
+                    media_type: crate::oci::MANIFEST,
+                    sbom,
+                    provenance: None,
+                    created: &plan.created,
+                };
+                attachments.extend(crate::sigstore::attest(&layout, key, &image.name, &subject)?);
             }
             written.push(w);
         }
@@ -212,10 +222,15 @@ pub fn assemble_with(plan: &Plan, binaries: &Binaries, quiet: bool, cache: &Path
                 subjects.push((format!("{}@{}", image.repository, w.platform.name()), w.manifest.digest.clone()));
             }
             let statement = crate::provenance::statement(plan, image, &image.entry, tool, &subjects);
-            let envelope = crate::provenance::envelope(key, &statement);
-            let mut att = img::attach(&layout, &index, crate::oci::INDEX, crate::provenance::ENVELOPE, &envelope)?;
-            att.name = Some(format!("{}:{}", image.name, crate::sign::tag_for(&index.digest, "att")));
-            attachments.push(att);
+            let subject = Subject {
+                repository: &image.repository,
+                blob: &index,
+                media_type: crate::oci::INDEX,
+                sbom: &index_sbom,
+                provenance: Some(&statement),
+                created: &plan.created,
+            };
+            attachments.extend(crate::sigstore::attest(&layout, key, &image.name, &subject)?);
         }
         built.push(BuiltImage {
             name: image.name.clone(),

@@ -23,6 +23,7 @@ pub mod schema;
 pub mod setup;
 pub mod shell;
 pub mod sign;
+pub mod sigstore;
 pub mod test;
 pub mod tree;
 pub mod verify;

@@ -218,10 +218,16 @@ fn verify(f: flags::VerifyFlags) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{} blobs checked, {} altered", report.blobs, report.blob_problems.len());
-        println!("{:<22} {:>9} {:>16} {:>11}  result", "image", "subjects", "valid signatures", "provenance");
+        println!(
+            "{:<22} {:>9} {:>17} {:>16} {:>13} {:>11}  result",
+            "image", "subjects", "legacy signatures", "sigstore bundles", ".att layers", "provenance"
+        );
         for r in &report.images {
             let result = if r.problems.is_empty() { "ok".to_string() } else { r.problems.join("; ") };
-            println!("{:<22} {:>9} {:>16} {:>11}  {result}", r.image, r.subjects, r.valid, r.provenance);
+            println!(
+                "{:<22} {:>9} {:>17} {:>16} {:>13} {:>11}  {result}",
+                r.image, r.subjects, r.valid, r.bundles, r.attestations, r.provenance
+            );
         }
         for p in &report.blob_problems {
             println!("  {p}");

@@ -1,6 +1,6 @@
-//! Provenance: an in-toto Statement v1 with a SLSA provenance v1 predicate per image, wrapped
-//! in a DSSE envelope signed with the image key, attached as an OCI 1.1 referrer of the image
-//! index and as cosign's `sha256-<hex>.att` tag.
+//! Provenance: an in-toto Statement v1 with a SLSA provenance v1 predicate per image, signed
+//! with the image key in a DSSE envelope; [`crate::sigstore`] attaches it to the image index as a
+//! Sigstore bundle referrer and as a layer of cosign's `sha256-<hex>.att` tag.
 //!
 //! It holds no wall-clock field (no start or finish time, no invocation id), so the same build
 //! gives the same statement; ECDSA with RFC 6979 makes the envelope repeat too.
@@ -95,6 +95,13 @@ pub fn statement(
     })
 }
 
+/// A statement's bytes as a DSSE payload: compact JSON with the keys of each object in a fixed
+/// order. Not OLPC canonical JSON, which leaves control characters unescaped (an SBOM's license
+/// text has newlines) and so is not JSON to strict parsers such as Python's.
+pub fn payload(statement: &Value) -> Vec<u8> {
+    serde_json::to_vec(statement).expect("a JSON value serializes")
+}
+
 /// DSSE pre-authentication encoding.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = format!("DSSEv1 {} {payload_type} {} ", payload_type.len(), payload.len()).into_bytes();
@@ -105,7 +112,7 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 /// A DSSE envelope over `statement`, signed by `key`; the key id is the public key's
 /// fingerprint (`sha256:<hex>` of its DER), as in `images.json`.
 pub fn envelope(key: &SigningKey, statement: &Value) -> Vec<u8> {
-    let payload = crate::oci::canonical(statement);
+    let payload = payload(statement);
     let sig = crate::sign::sign_bytes(key, &pae(PAYLOAD_TYPE, &payload));
     let b64 = base64::engine::general_purpose::STANDARD;
     crate::oci::canonical(&json!({

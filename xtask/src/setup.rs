@@ -51,6 +51,8 @@ pub const TEST_PIP: &[(&str, &str)] = &[
     ("pyspdxtools", "spdx-tools==0.8.5"),
     ("ntia-checker", "ntia-conformance-checker==6.0.0"),
     ("import:securesystemslib.dsse", "securesystemslib[crypto]==1.6.0"),
+    // A strict parser of Sigstore bundles (protobuf-specs JSON): cosign v3's format.
+    ("import:sigstore_models.bundle.v1", "sigstore-models==0.0.6"),
     ("import:nats.js", "nats-py==2.9.0"),
     ("import:helm_python", "helm-python-sdk==0.2.2"),
     ("kubernetes-validate", "kubernetes-validate==1.37.0"),

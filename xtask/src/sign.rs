@@ -127,15 +127,7 @@ pub fn sign_manifest(
         "size": payload_blob.size,
         "annotations": { SIG_ANNOTATION: signature },
     });
-    // cosign's config for signature images; its dates are Go's zero time, not a clock.
-    let (config, _) = layout.put_json(&json!({
-        "architecture": "",
-        "os": "",
-        "created": "0001-01-01T00:00:00Z",
-        "history": [{ "created": "0001-01-01T00:00:00Z" }],
-        "rootfs": { "type": "layers", "diff_ids": [payload_blob.digest] },
-        "config": {},
-    }))?;
+    let config = legacy_config(layout, &[&payload_blob.digest])?;
     let (tag_manifest, _) = layout.put_json(&json!({
         "schemaVersion": 2,
         "mediaType": oci::MANIFEST,
@@ -152,6 +144,20 @@ pub fn sign_manifest(
         "subject": { "mediaType": subject_media_type, "digest": subject.digest, "size": subject.size },
     }))?;
     Ok(Stored { tag_manifest, referrer, tag: tag_for(&subject.digest, "sig") })
+}
+
+/// cosign's config for its legacy signature and attestation images, over their layers' digests;
+/// its dates are Go's zero time, not a clock.
+pub fn legacy_config(layout: &Layout, diff_ids: &[&str]) -> anyhow::Result<Blob> {
+    let (config, _) = layout.put_json(&json!({
+        "architecture": "",
+        "os": "",
+        "created": "0001-01-01T00:00:00Z",
+        "history": diff_ids.iter().map(|_| json!({ "created": "0001-01-01T00:00:00Z" })).collect::<Vec<_>>(),
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "config": {},
+    }))?;
+    Ok(config)
 }
 
 /// cosign's tag for an attachment of `digest`: `sha256-<hex>.<suffix>`.

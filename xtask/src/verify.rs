@@ -1,8 +1,12 @@
 //! `cargo xtask verify --key cosign.pub [LAYOUT]`: what an auditor or a release gate runs.
 //!
 //! Checks that every blob's bytes match its digest, and that every image index and platform
-//! manifest of `images.json` carries a valid signature by the given key, both as cosign's
-//! `sha256-<hex>.sig` tag and as an OCI 1.1 referrer, each payload naming the right digest.
+//! manifest of `images.json` is signed and attested by the given key in both of cosign's forms:
+//! - legacy: the simple-signing `sha256-<hex>.sig` tag and its referrer, and the `sha256-<hex>.att`
+//!   tag holding the SBOM (and, for an index, SLSA provenance) attestations;
+//! - cosign v3: Sigstore bundle referrers for the signature, the SBOM and the provenance;
+//!
+//! each naming the right digest and announcing the predicate type its statement has.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,16 +18,20 @@ use p256::ecdsa::{DerSignature, VerifyingKey};
 use serde::Serialize;
 
 use crate::assemble::Built;
-use crate::sign;
+use crate::{sign, sigstore};
 
 #[derive(Debug, Serialize)]
 pub struct Row {
     pub image: String,
     /// Manifests and indexes that must be signed.
     pub subjects: usize,
-    /// Valid signatures found (tag scheme + referrers).
+    /// Valid legacy signatures found (cosign's `.sig` tags + their referrers).
     pub valid: usize,
-    /// Valid provenance attestations (DSSE, SLSA v1) over the image index.
+    /// Valid Sigstore bundles (signatures and attestations) referring to the subjects.
+    pub bundles: usize,
+    /// Valid attestations in cosign's legacy `.att` tags.
+    pub attestations: usize,
+    /// Valid SLSA v1 provenance statements over the image index (bundle and `.att`: 2).
     pub provenance: usize,
     pub problems: Vec<String>,
 }
@@ -79,9 +87,9 @@ fn check_signature(
     Ok(())
 }
 
-/// Checks a DSSE envelope: its signature over the PAE and that its statement covers `subject`.
-fn check_provenance(layout: &Path, key: &VerifyingKey, envelope: &str, subject: &str) -> anyhow::Result<()> {
-    let env = read_json(layout, envelope)?;
+/// Checks a DSSE envelope (`payload`, `payloadType`, `signatures`): its signature over the PAE
+/// with `key`, and that its in-toto statement is about `subject`. Returns the predicate type.
+fn check_envelope(env: &serde_json::Value, key: &VerifyingKey, subject: &str) -> anyhow::Result<String> {
     anyhow::ensure!(env["payloadType"] == crate::provenance::PAYLOAD_TYPE, "not an in-toto envelope");
     let b64 = base64::engine::general_purpose::STANDARD;
     let payload = b64.decode(env["payload"].as_str().context("no payload")?).context("payload is not base64")?;
@@ -90,11 +98,61 @@ fn check_provenance(layout: &Path, key: &VerifyingKey, envelope: &str, subject: 
     let pae = crate::provenance::pae(crate::provenance::PAYLOAD_TYPE, &payload);
     key.verify(&pae, &sig).map_err(|_| anyhow::anyhow!("envelope signature does not verify with this key"))?;
     let statement: serde_json::Value = serde_json::from_slice(&payload).context("statement is not JSON")?;
-    anyhow::ensure!(statement["predicateType"] == crate::provenance::PREDICATE, "not SLSA provenance v1");
+    anyhow::ensure!(statement["_type"] == crate::provenance::STATEMENT, "not an in-toto Statement v1");
     let hex = subject.trim_start_matches("sha256:");
     let covered = statement["subject"].as_array().into_iter().flatten().any(|s| s["digest"]["sha256"] == hex);
     anyhow::ensure!(covered, "the statement does not name {subject}");
-    Ok(())
+    Ok(statement["predicateType"].as_str().unwrap_or_default().to_string())
+}
+
+/// Checks a Sigstore bundle referrer: a v0.3 bundle naming this key, whose DSSE envelope
+/// verifies and whose predicate type is the one the referrer's annotation announces.
+fn check_bundle(layout: &Path, key: &VerifyingKey, manifest: &str, subject: &str) -> anyhow::Result<String> {
+    let doc = read_json(layout, manifest)?;
+    let layer = doc["layers"][0]["digest"].as_str().context("a bundle referrer without a layer")?;
+    let bundle = read_json(layout, layer)?;
+    anyhow::ensure!(bundle["mediaType"] == sigstore::BUNDLE, "bundle {layer} is not a Sigstore bundle v0.3");
+    let hint = bundle["verificationMaterial"]["publicKey"]["hint"].as_str().unwrap_or_default();
+    let fingerprint = crate::sign::public_fingerprint(key);
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(hex::decode(fingerprint.trim_start_matches("sha256:")).unwrap_or_default());
+    anyhow::ensure!(hint == expected, "bundle {layer} names another key ({hint})");
+    let predicate = check_envelope(&bundle["dsseEnvelope"], key, subject)?;
+    anyhow::ensure!(
+        doc["annotations"][sigstore::PREDICATE_ANNOTATION] == predicate.as_str(),
+        "bundle {layer}: the referrer announces {} but the statement is {predicate}",
+        doc["annotations"][sigstore::PREDICATE_ANNOTATION]
+    );
+    Ok(predicate)
+}
+
+/// Checks cosign's legacy `.att` manifest: every layer a DSSE envelope that verifies, annotated
+/// with its statement's predicate type. Returns the predicate types found.
+fn check_legacy_att(layout: &Path, key: &VerifyingKey, manifest: &str, subject: &str) -> anyhow::Result<Vec<String>> {
+    let doc = read_json(layout, manifest)?;
+    let mut found = Vec::new();
+    for layer in doc["layers"].as_array().into_iter().flatten() {
+        let digest = layer["digest"].as_str().context("a layer without digest")?;
+        anyhow::ensure!(layer["mediaType"] == crate::provenance::ENVELOPE, "layer {digest} is not a DSSE envelope");
+        let predicate = check_envelope(&read_json(layout, digest)?, key, subject)?;
+        anyhow::ensure!(
+            layer["annotations"][sigstore::LEGACY_PREDICATE_ANNOTATION] == predicate.as_str(),
+            "layer {digest}: annotated {} but the statement is {predicate}",
+            layer["annotations"][sigstore::LEGACY_PREDICATE_ANNOTATION]
+        );
+        found.push(predicate);
+    }
+    Ok(found)
+}
+
+/// The predicate types each subject must carry, as bundles (all three less provenance on a
+/// platform manifest) and in its legacy `.att` tag (the same without the signature).
+fn expected(index: bool) -> Vec<&'static str> {
+    let mut out = vec![sigstore::SIGN_PREDICATE, sigstore::SPDX_PREDICATE];
+    if index {
+        out.push(crate::provenance::PREDICATE);
+    }
+    out
 }
 
 pub fn verify(layout: &Path, key: &VerifyingKey) -> anyhow::Result<Report> {
@@ -115,32 +173,35 @@ pub fn verify(layout: &Path, key: &VerifyingKey) -> anyhow::Result<Report> {
     let index = read_index(layout)?;
     let mut tags: BTreeMap<String, String> = BTreeMap::new();
     let mut referrers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut envelopes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut bundles: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for m in index["manifests"].as_array().into_iter().flatten() {
         let digest = m["digest"].as_str().unwrap_or_default().to_string();
         if let Some(name) = m["annotations"]["org.opencontainers.image.ref.name"].as_str() {
             tags.insert(name.to_string(), digest.clone());
         }
         let kind = m["artifactType"].as_str().unwrap_or_default();
-        if kind != sign::SIG_ARTIFACT && kind != crate::provenance::ENVELOPE {
+        if kind != sign::SIG_ARTIFACT && kind != sigstore::BUNDLE {
             continue;
         }
         if let Ok(doc) = read_json(layout, &digest) {
             let subject = doc["subject"]["digest"].as_str().unwrap_or_default().to_string();
-            if kind == sign::SIG_ARTIFACT {
-                referrers.entry(subject).or_default().push(digest);
-            } else {
-                let envelope = doc["layers"][0]["digest"].as_str().unwrap_or_default().to_string();
-                envelopes.entry(subject).or_default().push(envelope);
-            }
+            let into = if kind == sign::SIG_ARTIFACT { &mut referrers } else { &mut bundles };
+            into.entry(subject).or_default().push(digest);
         }
     }
     let mut rows = Vec::new();
     for image in &built.images {
         let subjects: Vec<&String> =
             std::iter::once(&image.digest).chain(image.platforms.values().map(|p| &p.manifest)).collect();
-        let mut row =
-            Row { image: image.name.clone(), subjects: subjects.len(), valid: 0, provenance: 0, problems: vec![] };
+        let mut row = Row {
+            image: image.name.clone(),
+            subjects: subjects.len(),
+            valid: 0,
+            bundles: 0,
+            attestations: 0,
+            provenance: 0,
+            problems: vec![],
+        };
         for subject in subjects {
             let tag = format!("{}:{}", image.name, sign::tag_for(subject, "sig"));
             match tags.get(&tag) {
@@ -160,15 +221,39 @@ pub fn verify(layout: &Path, key: &VerifyingKey) -> anyhow::Result<Report> {
                     Err(e) => row.problems.push(format!("{subject} (referrer {m}): {e:#}")),
                 }
             }
-        }
-        let found = envelopes.get(&image.digest).cloned().unwrap_or_default();
-        if found.is_empty() {
-            row.problems.push(format!("{}: no provenance attestation", image.digest));
-        }
-        for envelope in found {
-            match check_provenance(layout, key, &envelope, &image.digest) {
-                Ok(()) => row.provenance += 1,
-                Err(e) => row.problems.push(format!("provenance {envelope}: {e:#}")),
+            let wanted = expected(*subject == image.digest);
+            let mut seen = Vec::new();
+            for m in bundles.get(subject.as_str()).cloned().unwrap_or_default() {
+                match check_bundle(layout, key, &m, subject) {
+                    Ok(predicate) => {
+                        row.bundles += 1;
+                        row.provenance += usize::from(predicate == crate::provenance::PREDICATE);
+                        seen.push(predicate);
+                    }
+                    Err(e) => row.problems.push(format!("{subject} (bundle {m}): {e:#}")),
+                }
+            }
+            for w in &wanted {
+                if !seen.iter().any(|p| p == w) {
+                    row.problems.push(format!("{subject}: no valid Sigstore bundle with predicate type {w}"));
+                }
+            }
+            let att = format!("{}:{}", image.name, sign::tag_for(subject, "att"));
+            let found = match tags.get(&att) {
+                None => Err(anyhow::anyhow!("no attestation tag {att}")),
+                Some(m) => check_legacy_att(layout, key, m, subject),
+            };
+            match found {
+                Ok(found) => {
+                    row.attestations += found.len();
+                    row.provenance += found.iter().filter(|p| *p == crate::provenance::PREDICATE).count();
+                    for w in wanted.iter().filter(|w| **w != sigstore::SIGN_PREDICATE) {
+                        if !found.iter().any(|p| p == w) {
+                            row.problems.push(format!("{subject} ({att}): no attestation of {w}"));
+                        }
+                    }
+                }
+                Err(e) => row.problems.push(format!("{subject} ({att}): {e:#}")),
             }
         }
         rows.push(row);

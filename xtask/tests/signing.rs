@@ -1,6 +1,8 @@
-//! Signatures: every image index and manifest is signed (cosign tag and OCI referrer), the
-//! signatures verify with openssl, tampering is caught by our verifier and by openssl or skopeo,
-//! the same key gives the same bytes, and signing leaves every image digest unchanged.
+//! Signatures: every image index and manifest is signed and attested in cosign's legacy form
+//! (`.sig` and `.att` tags, a signature referrer) and in cosign v3's (Sigstore bundle referrers
+//! for the signature, the SBOM and the provenance); the signatures verify with openssl,
+//! securesystemslib and sigstore-models, tampering is caught by our verifier and by theirs, the
+//! same key gives the same bytes, and signing leaves every image digest unchanged.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -189,6 +191,12 @@ for path in sys.argv[3:]:
     String::from_utf8_lossy(&out.stdout).lines().map(|l| l == "OK").collect()
 }
 
+/// The layout's `index.json` and a reader of its blobs.
+fn layout_reader(layout: &Path) -> (serde_json::Value, impl Fn(&str) -> Vec<u8> + '_) {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    (index, move |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap())
+}
+
 #[test]
 fn provenance_is_slsa_v1_in_dsse_and_securesystemslib_verifies_it() {
     let work = tempfile::tempdir().unwrap();
@@ -196,34 +204,41 @@ fn provenance_is_slsa_v1_in_dsse_and_securesystemslib_verifies_it() {
     let layout = work.path().join("oci");
     let built = build(&layout, Some(&private));
     let keyid = built.signed_by.clone().unwrap();
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let (index, blob) = layout_reader(&layout);
     let mut files = Vec::new();
     let mut covered = Vec::new();
+    // cosign 2's `.att` tags: one DSSE layer per attestation, annotated as cosign annotates them.
     for m in index["manifests"].as_array().unwrap() {
-        if m["artifactType"] != xtask::provenance::ENVELOPE {
+        let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or_default();
+        if !name.ends_with(".att") {
             continue;
         }
-        let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or_default();
-        assert!(name.ends_with(".att"), "an attestation without its cosign .att tag: {m}");
-        let artifact: serde_json::Value = serde_json::from_slice(&blob(m["digest"].as_str().unwrap())).unwrap();
-        let envelope = blob(artifact["layers"][0]["digest"].as_str().unwrap());
-        let env: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
-        let payload = base64::engine::general_purpose::STANDARD.decode(env["payload"].as_str().unwrap()).unwrap();
-        let statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-        assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
-        assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
-        let definition = &statement["predicate"]["buildDefinition"];
-        assert_eq!(definition["externalParameters"]["source"]["commit"], "a".repeat(40));
-        assert!(definition["resolvedDependencies"].as_array().unwrap().iter().any(|d| d["uri"] == "Cargo.lock"));
-        let text = String::from_utf8_lossy(&payload);
-        for clock in ["startedOn", "finishedOn", "invocationId"] {
-            assert!(!text.contains(clock), "provenance carries a wall-clock field {clock}");
+        let att: serde_json::Value = serde_json::from_slice(&blob(m["digest"].as_str().unwrap())).unwrap();
+        for layer in att["layers"].as_array().unwrap() {
+            assert_eq!(layer["mediaType"], xtask::provenance::ENVELOPE, "{name}");
+            assert_eq!(layer["annotations"]["dev.cosignproject.cosign/signature"], "", "{name}: cosign's annotation");
+            if layer["annotations"]["predicateType"] != xtask::provenance::PREDICATE {
+                continue;
+            }
+            let envelope = blob(layer["digest"].as_str().unwrap());
+            let env: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
+            let payload = base64::engine::general_purpose::STANDARD.decode(env["payload"].as_str().unwrap()).unwrap();
+            let statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+            assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+            let definition = &statement["predicate"]["buildDefinition"];
+            assert_eq!(definition["externalParameters"]["source"]["commit"], "a".repeat(40));
+            assert!(definition["resolvedDependencies"].as_array().unwrap().iter().any(|d| d["uri"] == "Cargo.lock"));
+            let text = String::from_utf8_lossy(&payload);
+            for clock in ["startedOn", "finishedOn", "invocationId"] {
+                assert!(!text.contains(clock), "provenance carries a wall-clock field {clock}");
+            }
+            let tag = name.rsplit(':').next().unwrap();
+            covered.push(tag.trim_end_matches(".att").replacen('-', ":", 1));
+            let file = work.path().join(format!("{}.dsse.json", files.len()));
+            std::fs::write(&file, &envelope).unwrap();
+            files.push(file);
         }
-        covered.push(artifact["subject"]["digest"].as_str().unwrap().to_string());
-        let file = work.path().join(format!("{}.dsse.json", files.len()));
-        std::fs::write(&file, &envelope).unwrap();
-        files.push(file);
     }
     let mut indexes: Vec<String> = built.images.iter().map(|i| i.digest.clone()).collect();
     indexes.sort();
@@ -240,14 +255,143 @@ fn provenance_is_slsa_v1_in_dsse_and_securesystemslib_verifies_it() {
     std::fs::write(&forged, env.to_string()).unwrap();
     assert_eq!(securesystemslib_verifies(&public, &keyid, &[forged]), [false]);
     let key = xtask::sign::read_public(&public).unwrap();
-    assert!(xtask::verify::verify(&layout, &key).unwrap().images.iter().all(|r| r.provenance == 1));
+    assert!(xtask::verify::verify(&layout, &key).unwrap().images.iter().all(|r| r.provenance == 2));
     let original = std::fs::read(&files[0]).unwrap();
     let in_layout = layout.join("blobs/sha256").join(&xtask::layer::sha256(&original)[7..]);
     std::fs::remove_file(&in_layout).unwrap();
     std::fs::write(&in_layout, env.to_string()).unwrap();
     let report = xtask::verify::verify(&layout, &key).unwrap();
     assert!(
-        !report.ok() && report.images.iter().any(|r| r.provenance == 0),
+        !report.ok() && report.images.iter().any(|r| r.provenance == 1),
         "our verifier accepted a forged statement"
     );
+}
+
+/// Parses each Sigstore bundle with `sigstore-models` (strict: unknown fields are refused),
+/// checks its key hint against the public key's DER hash computed by `cryptography`, and
+/// verifies its DSSE envelope with securesystemslib. One line per bundle:
+/// `OK <predicateType> <subject digests, comma-separated>` or `FAIL <reason>`.
+fn python_checks_bundles(public: &Path, keyid: &str, bundles: &[PathBuf]) -> Vec<String> {
+    let script = r#"
+import base64, hashlib, json, sys
+from cryptography.hazmat.primitives import serialization
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import SSlibKey
+from sigstore_models.bundle.v1 import Bundle
+pem = open(sys.argv[1]).read()
+der = serialization.load_pem_public_key(pem.encode()).public_bytes(
+    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+hint = base64.b64encode(hashlib.sha256(der).digest()).decode()
+key = SSlibKey(sys.argv[2], "ecdsa", "ecdsa-sha2-nistp256", {"public": pem})
+for path in sys.argv[3:]:
+    try:
+        b = Bundle.from_json(open(path, "rb").read())
+        assert b.media_type == "application/vnd.dev.sigstore.bundle.v0.3+json", b.media_type
+        assert b.verification_material.public_key.hint == hint, "another key's hint"
+        assert b.verification_material.tlog_entries == [], "a log entry offline"
+        env = b.dsse_envelope
+        Envelope.from_dict({
+            "payload": base64.b64encode(env.payload).decode(),
+            "payloadType": env.payload_type,
+            "signatures": [{"keyid": sys.argv[2], "sig": base64.b64encode(s.sig).decode()} for s in env.signatures],
+        }).verify([key], 1)
+        statement = json.loads(env.payload)
+        assert statement["_type"] == "https://in-toto.io/Statement/v1"
+        subjects = ",".join("sha256:" + s["digest"]["sha256"] for s in statement["subject"])
+        print("OK", statement["predicateType"], subjects)
+    except Exception as e:
+        print("FAIL", type(e).__name__, str(e).replace("\n", " ")[:200])
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(public)
+        .arg(keyid)
+        .args(bundles)
+        .output()
+        .expect("python3 with sigstore-models and securesystemslib (cargo xtask setup --test installs them)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn cosign_v3_bundles_sign_and_attest_every_subject_and_sigstore_models_accepts_them() {
+    let work = tempfile::tempdir().unwrap();
+    let (private, public) = keys(&work.path().join("keys"));
+    let layout = work.path().join("oci");
+    let built = build(&layout, Some(&private));
+    let keyid = built.signed_by.clone().unwrap();
+    let (index, blob) = layout_reader(&layout);
+    let mut files = Vec::new();
+    let mut announced = Vec::new();
+    for m in index["manifests"].as_array().unwrap() {
+        if m["artifactType"] != xtask::sigstore::BUNDLE {
+            continue;
+        }
+        let referrer: serde_json::Value = serde_json::from_slice(&blob(m["digest"].as_str().unwrap())).unwrap();
+        assert_eq!(referrer["artifactType"], xtask::sigstore::BUNDLE);
+        assert_eq!(referrer["config"]["mediaType"], "application/vnd.oci.empty.v1+json");
+        assert_eq!(referrer["layers"][0]["mediaType"], xtask::sigstore::BUNDLE);
+        assert_eq!(referrer["annotations"]["dev.sigstore.bundle.content"], "dsse-envelope");
+        let predicate = referrer["annotations"]["dev.sigstore.bundle.predicateType"].as_str().unwrap().to_string();
+        announced.push((predicate, referrer["subject"]["digest"].as_str().unwrap().to_string()));
+        let file = work.path().join(format!("{}.sigstore.json", files.len()));
+        std::fs::write(&file, blob(referrer["layers"][0]["digest"].as_str().unwrap())).unwrap();
+        files.push(file);
+    }
+    let verdicts = python_checks_bundles(&public, &keyid, &files);
+    assert_eq!(verdicts.len(), announced.len());
+    // Each bundle verifies, has the predicate type its referrer announces, and is about the
+    // referrer's subject (a provenance statement names the index and every platform manifest).
+    let mut found = std::collections::BTreeSet::new();
+    for (verdict, (predicate, subject)) in verdicts.iter().zip(&announced) {
+        let fields: Vec<&str> = verdict.split(' ').collect();
+        assert_eq!(fields[..2], ["OK", predicate.as_str()], "{verdict}");
+        assert!(fields[2].split(',').any(|d| d == subject), "{verdict} is not about {subject}");
+        found.insert((predicate.as_str(), subject.as_str()));
+    }
+    // Every index carries a signature, an SBOM and a provenance bundle; every platform manifest
+    // a signature and an SBOM bundle.
+    let (sign, spdx, slsa) =
+        ("https://sigstore.dev/cosign/sign/v1", "https://spdx.dev/Document", "https://slsa.dev/provenance/v1");
+    for image in &built.images {
+        let mut wanted = vec![(sign, &image.digest), (spdx, &image.digest), (slsa, &image.digest)];
+        for p in image.platforms.values() {
+            wanted.extend([(sign, &p.manifest), (spdx, &p.manifest)]);
+        }
+        for (predicate, subject) in wanted {
+            assert!(
+                found.contains(&(predicate, subject.as_str())),
+                "{}: no {predicate} bundle for {subject}",
+                image.name
+            );
+        }
+    }
+    let key = xtask::sign::read_public(&public).unwrap();
+    let report = xtask::verify::verify(&layout, &key).unwrap();
+    assert!(report.ok(), "{report:#?}");
+    assert_eq!(report.images.iter().map(|r| r.bundles).sum::<usize>(), verdicts.len());
+
+    // An SBOM statement altered after signing: sigstore-models still parses it, securesystemslib
+    // and our verifier refuse it.
+    let sbom = verdicts.iter().position(|v| v.contains("spdx.dev")).unwrap();
+    let mut bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[sbom]).unwrap()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = String::from_utf8(b64.decode(bundle["dsseEnvelope"]["payload"].as_str().unwrap()).unwrap()).unwrap();
+    assert!(payload.contains("SPDX-2.3"));
+    bundle["dsseEnvelope"]["payload"] = serde_json::json!(b64.encode(payload.replacen("SPDX-2.3", "SPDX-2.2", 1)));
+    let forged = work.path().join("forged.sigstore.json");
+    std::fs::write(&forged, bundle.to_string()).unwrap();
+    let verdict = python_checks_bundles(&public, &keyid, std::slice::from_ref(&forged));
+    assert!(verdict[0].starts_with("FAIL"), "{verdict:?}");
+    let original = std::fs::read(&files[sbom]).unwrap();
+    let in_layout = layout.join("blobs/sha256").join(&xtask::layer::sha256(&original)[7..]);
+    std::fs::remove_file(&in_layout).unwrap();
+    std::fs::write(&in_layout, std::fs::read(&forged).unwrap()).unwrap();
+    let report = xtask::verify::verify(&layout, &key).unwrap();
+    assert!(!report.ok(), "our verifier accepted a forged SBOM attestation");
+    assert!(report.images.iter().flat_map(|r| &r.problems).any(|p| p.contains("does not verify")), "{report:#?}");
+    // Another key's bundles are refused by the hint before any signature is tried.
+    let (_, other) = keys(&work.path().join("other"));
+    let verdict = python_checks_bundles(&other, &keyid, &files[..1]);
+    assert!(verdict[0].starts_with("FAIL") && verdict[0].contains("hint"), "{verdict:?}");
 }

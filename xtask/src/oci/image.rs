@@ -3,7 +3,7 @@
 //!
 //! Built with oci-spec's types, serialized through [`super::canonical`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use anyhow::Context;
@@ -184,7 +184,7 @@ pub fn write_top_index(
     }
     for a in attachments {
         let mut d = descriptor(MediaType::ImageManifest, &a.manifest)?;
-        d.set_artifact_type(Some(MediaType::Other(a.artifact_type.clone())));
+        d.set_artifact_type(a.artifact_type.clone().map(MediaType::Other));
         if let Some(name) = &a.name {
             d.set_annotations(Some(HashMap::from([("org.opencontainers.image.ref.name".to_string(), name.clone())])));
         }
@@ -200,13 +200,15 @@ pub fn write_top_index(
     Ok(bytes)
 }
 
-/// An OCI 1.1 artifact attached to a manifest (an SBOM, an attestation).
+/// An artifact attached to a manifest (an SBOM, an attestation, a Sigstore bundle): an OCI 1.1
+/// referrer, or a manifest found by its cosign tag name.
 #[derive(Clone, Debug)]
 pub struct Attachment {
     pub manifest: Blob,
     /// A name in `index.json` besides the referrer link (cosign's `<image>:sha256-<hex>.att`).
     pub name: Option<String>,
-    pub artifact_type: String,
+    /// `None` for cosign's legacy tag manifests, which are not referrers.
+    pub artifact_type: Option<String>,
     pub blob: Blob,
 }
 
@@ -218,15 +220,32 @@ pub fn attach(
     artifact_type: &str,
     content: &[u8],
 ) -> anyhow::Result<Attachment> {
+    attach_with(layout, subject, subject_media_type, artifact_type, content, &BTreeMap::new())
+}
+
+/// [`attach`] with annotations on the referrer manifest (what a client reads from the
+/// referrers list without fetching the artifact).
+pub fn attach_with(
+    layout: &Layout,
+    subject: &Blob,
+    subject_media_type: &str,
+    artifact_type: &str,
+    content: &[u8],
+    annotations: &BTreeMap<String, String>,
+) -> anyhow::Result<Attachment> {
     let blob = layout.put(content)?;
     let empty = layout.put(b"{}")?;
-    let (manifest, _) = layout.put_json(&serde_json::json!({
+    let mut manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": super::MANIFEST,
         "artifactType": artifact_type,
         "config": { "mediaType": crate::sign::EMPTY, "digest": empty.digest, "size": empty.size },
         "layers": [{ "mediaType": artifact_type, "digest": blob.digest, "size": blob.size }],
         "subject": { "mediaType": subject_media_type, "digest": subject.digest, "size": subject.size },
-    }))?;
-    Ok(Attachment { manifest, name: None, artifact_type: artifact_type.to_string(), blob })
+    });
+    if !annotations.is_empty() {
+        manifest["annotations"] = serde_json::json!(annotations);
+    }
+    let (manifest, _) = layout.put_json(&manifest)?;
+    Ok(Attachment { manifest, name: None, artifact_type: Some(artifact_type.to_string()), blob })
 }
