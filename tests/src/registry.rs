@@ -151,26 +151,15 @@ pub fn assert_holds(built: &Built, host: &str, prefix: &str, public: Option<&Pat
             let types: Vec<&str> =
                 referrers["manifests"].as_array().unwrap().iter().filter_map(|m| m["artifactType"].as_str()).collect();
             assert!(types.contains(&xtask::sbom::MEDIA_TYPE), "{} {platform}: referrers {types:?}", image.name);
+            // Signed builds: cosign v3's bundles (signature, SBOM attestation) arrive as referrers.
+            if public.is_some() {
+                let bundles = types.iter().filter(|t| **t == xtask::sigstore::BUNDLE).count();
+                assert_eq!(bundles, 2, "{} {platform}: referrers {types:?}", image.name);
+            }
         }
         // The cosign signature tag of every index, fetched with skopeo, verifies with openssl.
         if let Some(public) = public {
-            let sig_ref = format!("{repo}:{}", xtask::sign::tag_for(&image.digest, "sig"));
-            let out = tempfile::tempdir().unwrap();
-            let dest = format!("oci:{}:sig", out.path().display());
-            skopeo(&["copy", "--quiet", "--src-tls-verify=false", &sig_ref, &dest]);
-            let index: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(out.path().join("index.json")).unwrap()).unwrap();
-            let blob = |d: &str| std::fs::read(out.path().join("blobs/sha256").join(&d[7..])).unwrap();
-            let manifest: serde_json::Value =
-                serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
-            let layer = &manifest["layers"][0];
-            let payload = blob(layer["digest"].as_str().unwrap());
-            let sig = base64::engine::general_purpose::STANDARD
-                .decode(layer["annotations"][xtask::sign::SIG_ANNOTATION].as_str().unwrap())
-                .unwrap();
-            assert!(openssl_verifies(public, &payload, &sig), "{}: the pulled signature does not verify", image.name);
-            let claimed: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-            assert_eq!(claimed["critical"]["image"]["docker-manifest-digest"], image.digest.as_str());
+            assert_signed(&format!("{host}/{prefix}/{}", image.name), &image.digest, public);
         }
     }
     // Docker pulls an image by digest from the registry.
@@ -179,6 +168,28 @@ pub fn assert_holds(built: &Built, host: &str, prefix: &str, public: Option<&Pat
     let pull = Command::new("docker").args(["pull", "-q", &reference]).output().unwrap();
     assert!(pull.status.success(), "docker pull {reference}: {}", String::from_utf8_lossy(&pull.stderr));
     let _ = Command::new("docker").args(["rmi", &reference]).output();
+}
+
+/// Asserts that cosign's signature tag of `digest` in `repository` (`host/path`), copied out with
+/// skopeo, verifies with openssl and names `digest`.
+pub fn assert_signed(repository: &str, digest: &str, public: &Path) {
+    let sig_ref = format!("docker://{repository}:{}", xtask::sign::tag_for(digest, "sig"));
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("oci:{}:sig", out.path().display());
+    skopeo(&["copy", "--quiet", "--src-tls-verify=false", &sig_ref, &dest]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| std::fs::read(out.path().join("blobs/sha256").join(&d[7..])).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let layer = &manifest["layers"][0];
+    let payload = blob(layer["digest"].as_str().unwrap());
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(layer["annotations"][xtask::sign::SIG_ANNOTATION].as_str().unwrap())
+        .unwrap();
+    assert!(openssl_verifies(public, &payload, &sig), "{repository}: the pulled signature does not verify");
+    let claimed: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(claimed["critical"]["image"]["docker-manifest-digest"], digest);
 }
 
 /// `sha256:<hex>` of a file.

@@ -149,3 +149,70 @@ fn publish_gets_bearer_tokens_from_the_registrys_token_service() {
     // token for both repositories.
     assert!(pushed.blobs_mounted > 0, "{pushed:?}");
 }
+
+/// The Helm chart as an OCI artifact (`cargo xtask chart`): pushed with the images' code, pulled
+/// by Helm itself (its Go SDK through helm-python-sdk) as `helm pull oci://...` does, byte for byte
+/// the archive we packaged, with the metadata Helm reads from it equal to the artifact's config;
+/// packaged twice, the same bytes; signed, the cosign signature pulled back verifies with openssl
+/// and cosign v3's bundle is among its referrers.
+#[test]
+fn the_chart_is_an_oci_artifact_that_helm_pulls_and_that_is_signed() {
+    let root = stella_e2e::root();
+    let work = tempfile::tempdir().unwrap();
+    let key_file = std::env::var_os(xtask::sign::KEY_ENV).map(PathBuf::from);
+    let key = key_file.as_deref().map(|k| xtask::sign::read_key(k).unwrap());
+    let chart_dir = xtask::chart::default_dir(&root);
+    let out = work.path().join("chart");
+    let written = xtask::chart::write(&chart_dir, &layout(), &out, key.as_ref()).unwrap();
+    let again = xtask::chart::write(&chart_dir, &layout(), &work.path().join("again"), key.as_ref()).unwrap();
+    assert_eq!(again.digest, written.digest, "packaging the same chart twice gave two artifacts");
+    let index = |d: &Path| std::fs::read(d.join("index.json")).unwrap();
+    assert_eq!(index(&out), index(&work.path().join("again")));
+
+    let registry = LocalRegistry::new();
+    xtask::registry::push_layout(&out, &registry.host, "stella", Default::default(), &|_| {}).unwrap();
+    let pulled = work.path().join("pulled");
+    std::fs::create_dir(&pulled).unwrap();
+    let reference = format!("oci://{}/stella/charts/stella", registry.host);
+    let text = stella_e2e::run(
+        std::process::Command::new("python3")
+            .arg(root.join("tests/fixtures/helm_chart.py"))
+            .args(["pull", &reference, &written.tag])
+            .arg(&pulled),
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let archive = PathBuf::from(report["archive"].as_str().unwrap());
+    assert_eq!(stella_e2e::registry::sha256_file(&archive), written.archive.digest, "Helm pulled other bytes");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("blobs/sha256").join(&written.digest[7..])).unwrap()).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("blobs/sha256").join(&manifest["config"]["digest"].as_str().unwrap()[7..])).unwrap(),
+    )
+    .unwrap();
+    for (field, value) in config.as_object().unwrap() {
+        assert_eq!(&report["metadata"][field], value, "Chart.yaml and the artifact's config disagree on {field}");
+    }
+    assert_eq!(report["metadata"]["version"], written.tag.as_str());
+    // Helm reads the same chart from the archive as from the committed directory.
+    let committed = stella_e2e::run(
+        std::process::Command::new("python3")
+            .arg(root.join("tests/fixtures/helm_chart.py"))
+            .arg("metadata")
+            .arg(&chart_dir),
+    );
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&committed).unwrap(), report["metadata"]);
+
+    let Some(key_file) = key_file else { return };
+    let repository = format!("{}/stella/charts/stella", registry.host);
+    stella_e2e::registry::assert_signed(&repository, &written.digest, &key_file.with_file_name("cosign.pub"));
+    let referrers: serde_json::Value = serde_json::from_str(&stella_e2e::registry::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{repository}:{}", written.digest.replace(':', "-")),
+    ]))
+    .unwrap();
+    let types: Vec<&str> =
+        referrers["manifests"].as_array().unwrap().iter().filter_map(|m| m["artifactType"].as_str()).collect();
+    assert!(types.contains(&xtask::sigstore::BUNDLE), "the chart's referrers: {types:?}");
+}

@@ -395,3 +395,10 @@ pub fn json_schema() -> String {
 pub fn default_path() -> PathBuf {
     crate::shell::root().join("images.toml")
 }
+
+/// `<registry>/<repository>` of the catalog's `[defaults]`: where `publish` pushes unless told
+/// otherwise, so the registry that Compose and the chart pull from is named in one place.
+pub fn default_destination(path: &Path) -> anyhow::Result<String> {
+    let catalog = load(path, &crate::workspace::package_binaries()?)?;
+    Ok(format!("{}/{}", catalog.defaults.registry, catalog.defaults.repository))
+}

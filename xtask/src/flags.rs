@@ -51,6 +51,9 @@ pub enum Command {
     /// Push a built layout to a registry: every image with its tags, signatures, SBOMs and
     /// provenance (OCI distribution API; blobs already there are skipped, so it resumes).
     Publish(Publish),
+    /// Package the Helm chart deploy/helm/stella as a signed OCI artifact (what `helm push`
+    /// uploads, but reproducible) into its own layout (default target/chart), for `publish --layout`.
+    Chart(ChartFlags),
     /// Layer definitions: `lock` pins the Debian packages of every Debian layer (layers/debian.lock).
     Layers(LayersFlags),
 }
@@ -69,11 +72,30 @@ pub struct DeployFlags {
 }
 
 #[derive(Args)]
+pub struct ChartFlags {
+    /// The build whose digests the chart pins (default: target/oci); the chart must be current
+    /// for it (`cargo xtask deploy --check`).
+    #[arg(long)]
+    pub layout: Option<PathBuf>,
+    /// The layout to write (default: target/chart).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Sign with this private key file (default: $STELLA_SIGNING_KEY_FILE); unsigned without one.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Print what was written as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
 pub struct Publish {
     /// Destination `host[:port][/prefix]`, e.g. `127.0.0.1:5000/stella`: images become
     /// `<host>/<prefix>/<image>`. Loopback registries are spoken to over HTTP, others HTTPS.
+    /// Default: `<registry>/<repository>` of images.toml's [defaults], the one place the
+    /// registry is configured.
     #[arg(long)]
-    pub to: String,
+    pub to: Option<String>,
     /// The layout to push (default: target/oci).
     #[arg(long)]
     pub layout: Option<PathBuf>,

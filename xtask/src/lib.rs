@@ -5,6 +5,7 @@ pub mod assemble;
 pub mod bench;
 pub mod bundle;
 pub mod catalog;
+pub mod chart;
 pub mod compile;
 pub mod debian;
 pub mod deploy;

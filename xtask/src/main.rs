@@ -44,6 +44,7 @@ fn main() -> std::process::ExitCode {
         flags::Command::Verify(f) => verify(f),
         flags::Command::Schema(f) => xtask::schema::run(f.check),
         flags::Command::Publish(f) => publish(f),
+        flags::Command::Chart(f) => chart(f),
         flags::Command::Deploy(f) => deploy(f),
         flags::Command::Layers(f) => match f.command {
             flags::LayersCommand::Lock(f) => lock(f),
@@ -156,9 +157,47 @@ fn deploy(f: flags::DeployFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn chart(f: flags::ChartFlags) -> anyhow::Result<()> {
+    let root = xtask::shell::root();
+    let layout = f.layout.map(images::absolute).unwrap_or_else(images::default_out);
+    let out = f.out.map(images::absolute).unwrap_or_else(|| root.join("target/chart"));
+    // The chart must pin this build's digests: the check `deploy --check` runs.
+    xtask::deploy::run(&xtask::deploy::Options {
+        layout: layout.clone(),
+        out: root.join("deploy"),
+        docs: None,
+        check: true,
+    })?;
+    let key_file = f.key.or_else(|| std::env::var_os(xtask::sign::KEY_ENV).map(std::path::PathBuf::from));
+    let key = key_file.as_deref().map(xtask::sign::read_key).transpose()?;
+    let written = xtask::chart::write(&xtask::chart::default_dir(&root), &layout, &out, key.as_ref())?;
+    if f.json {
+        println!("{}", serde_json::to_string_pretty(&written)?);
+    } else {
+        println!(
+            "{}:{}@{} ({} bytes packaged) in {}",
+            written.repository,
+            written.tag,
+            written.digest,
+            written.archive.size,
+            out.display()
+        );
+        match &written.signed_by {
+            Some(fp) => println!("signed by key {fp}"),
+            None => println!("UNSIGNED: no key given (--key FILE or ${})", xtask::sign::KEY_ENV),
+        }
+        println!("push it: cargo xtask publish --layout {}", out.display());
+    }
+    Ok(())
+}
+
 fn publish(f: flags::Publish) -> anyhow::Result<()> {
     let layout = f.layout.map(images::absolute).unwrap_or_else(images::default_out);
-    let (host, prefix) = f.to.split_once('/').unwrap_or((f.to.as_str(), ""));
+    let to = match f.to {
+        Some(to) => to,
+        None => xtask::catalog::default_destination(&xtask::catalog::default_path())?,
+    };
+    let (host, prefix) = to.split_once('/').unwrap_or((to.as_str(), ""));
     let credentials = stella_distribution::auth::Credentials::from_env().map_err(anyhow::Error::msg)?;
     let options = xtask::registry::Options { insecure: f.insecure, credentials, ..Default::default() };
     let quiet = f.json;

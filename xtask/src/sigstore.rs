@@ -95,13 +95,7 @@ pub fn attest(layout: &Layout, key: &SigningKey, image: &str, s: &Subject) -> an
     let mut out = Vec::new();
     let mut legacy = Vec::new();
     for (predicate_type, statement) in &statements {
-        let annotations = BTreeMap::from([
-            (CONTENT_ANNOTATION.to_string(), "dsse-envelope".to_string()),
-            (PREDICATE_ANNOTATION.to_string(), predicate_type.to_string()),
-            ("org.opencontainers.image.created".to_string(), s.created.to_string()),
-        ]);
-        let bytes = bundle(key, statement);
-        out.push(crate::oci::image::attach_with(layout, s.blob, s.media_type, BUNDLE, &bytes, &annotations)?);
+        out.push(attach(layout, key, s.blob, s.media_type, predicate_type, statement, s.created)?);
         // cosign 2 reads attestations, not signatures, from the `.att` tag.
         if *predicate_type != SIGN_PREDICATE {
             legacy.push((*predicate_type, crate::provenance::envelope(key, statement)));
@@ -109,6 +103,37 @@ pub fn attest(layout: &Layout, key: &SigningKey, image: &str, s: &Subject) -> an
     }
     out.push(legacy_att(layout, image, &s.blob.digest, &legacy)?);
     Ok(out)
+}
+
+/// A signature bundle alone (no attestation): for artifacts without an SBOM, such as the chart.
+pub fn sign(
+    layout: &Layout,
+    key: &SigningKey,
+    repository: &str,
+    subject: &Blob,
+    media_type: &str,
+    created: &str,
+) -> anyhow::Result<Attachment> {
+    let statement = statement(repository, &subject.digest, SIGN_PREDICATE, json!({}));
+    attach(layout, key, subject, media_type, SIGN_PREDICATE, &statement, created)
+}
+
+/// Stores the bundle of `statement` as a referrer of `subject`, annotated as cosign v3 does.
+fn attach(
+    layout: &Layout,
+    key: &SigningKey,
+    subject: &Blob,
+    media_type: &str,
+    predicate_type: &str,
+    statement: &Value,
+    created: &str,
+) -> anyhow::Result<Attachment> {
+    let annotations = BTreeMap::from([
+        (CONTENT_ANNOTATION.to_string(), "dsse-envelope".to_string()),
+        (PREDICATE_ANNOTATION.to_string(), predicate_type.to_string()),
+        ("org.opencontainers.image.created".to_string(), created.to_string()),
+    ]);
+    crate::oci::image::attach_with(layout, subject, media_type, BUNDLE, &bundle(key, statement), &annotations)
 }
 
 /// cosign's legacy attestation tag `<image>:sha256-<hex>.att`: a manifest with one DSSE layer per

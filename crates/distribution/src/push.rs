@@ -82,7 +82,9 @@ impl Plan {
                 }
             };
             let doc = plan.walk(layout, &repo, digest, &mut seen)?;
-            if doc["mediaType"] == INDEX && named(entry).is_some() {
+            // A named image index, or a named single manifest such as the Helm chart, is a
+            // subject its referrers (signatures, SBOMs) are pushed beside.
+            if named(entry).is_some() {
                 subject_repo.insert(digest.to_string(), repo.clone());
                 for m in doc["manifests"].as_array().into_iter().flatten() {
                     if let Some(d) = m["digest"].as_str() {
