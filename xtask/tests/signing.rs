@@ -395,3 +395,42 @@ fn cosign_v3_bundles_sign_and_attest_every_subject_and_sigstore_models_accepts_t
     let verdict = python_checks_bundles(&other, &keyid, &files[..1]);
     assert!(verdict[0].starts_with("FAIL") && verdict[0].contains("hint"), "{verdict:?}");
 }
+
+/// The release key is committed (`release/cosign.pub`), P-256, and its fingerprint, computed by
+/// openssl, is the one `release/README.md` publishes as current; every retired key is kept under
+/// its own fingerprint and listed, so old releases stay verifiable.
+#[test]
+fn the_release_key_is_committed_and_its_fingerprint_published() {
+    let release = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../release");
+    let fingerprint = |file: &Path| {
+        let out = Command::new("openssl")
+            .args(["pkey", "-pubin", "-outform", "DER", "-in"])
+            .arg(file)
+            .output()
+            .expect("running openssl");
+        assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        let ours = xtask::sign::public_fingerprint(&xtask::sign::read_public(file).unwrap());
+        assert_eq!(ours, xtask::layer::sha256(&out.stdout), "{}: we and openssl disagree", file.display());
+        ours
+    };
+    let readme = std::fs::read_to_string(release.join("README.md")).unwrap();
+    let rows: Vec<(String, String)> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once("` | "))
+        .map(|(fp, rest)| (fp.to_string(), rest.split(" |").next().unwrap().to_string()))
+        .collect();
+    let current: Vec<&String> = rows.iter().filter(|(_, s)| s == "current").map(|(fp, _)| fp).collect();
+    assert_eq!(current, [&fingerprint(&release.join("cosign.pub"))], "the current key in release/README.md: {rows:?}");
+    let retired = std::fs::read_dir(release.join("retired")).into_iter().flatten().map(|e| e.unwrap().path());
+    let mut kept = Vec::new();
+    for file in retired {
+        let fp = fingerprint(&file);
+        assert_eq!(file.file_stem().unwrap().to_string_lossy(), fp.trim_start_matches("sha256:"), "{}", file.display());
+        kept.push(fp);
+    }
+    for (fp, status) in &rows {
+        assert!(status == "current" || kept.contains(fp), "{fp} ({status}) has no file in release/retired");
+    }
+    assert_eq!(rows.len(), kept.len() + 1, "every retired key is listed: {rows:?}");
+}
