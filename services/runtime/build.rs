@@ -3,7 +3,7 @@
 //! `cargo xtask images` sets `STELLA_GIT_COMMIT` and `SOURCE_DATE_EPOCH` from the plan; a plain
 //! `cargo build` asks git the same question the plan does (the last commit that changed an input
 //! of the images: everything but `deploy/`, `docs/`, `tests/`, `xtask/tests/`, the deployment generator,
-//! benchmarks and test runner of xtask, CI files and Markdown), and falls back to
+//! benchmarks, test runner and chart packaging of xtask, the release key, CI files and Markdown), and falls back to
 //! `unknown` and 0 outside a checkout.
 
 use std::process::Command;
@@ -27,6 +27,8 @@ const INPUTS: &[&str] = &[
     ":(exclude)xtask/src/deploy",
     ":(exclude)xtask/src/bench",
     ":(exclude)xtask/src/test",
+    ":(exclude)xtask/src/chart.rs",
+    ":(exclude)release",
 ];
 
 fn last_input_commit(format: &str) -> Option<String> {
