@@ -51,6 +51,10 @@ pub enum Command {
     /// Push a built layout to a registry: every image with its tags, signatures, SBOMs and
     /// provenance (OCI distribution API; blobs already there are skipped, so it resumes).
     Publish(Publish),
+    /// Print the digest of the xtask source this binary was built from (what `reproduce` asks a
+    /// built xtask before letting it build a clone of the same source).
+    #[command(hide = true)]
+    SourceDigest,
     /// Package the Helm chart deploy/helm/stella as a signed OCI artifact (what `helm push`
     /// uploads, but reproducible) into its own layout (default target/chart), for `publish --layout`.
     Chart(ChartFlags),

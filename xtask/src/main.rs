@@ -45,6 +45,10 @@ fn main() -> std::process::ExitCode {
         flags::Command::Schema(f) => xtask::schema::run(f.check),
         flags::Command::Publish(f) => publish(f),
         flags::Command::Chart(f) => chart(f),
+        flags::Command::SourceDigest => {
+            println!("{}", env!("XTASK_SOURCE_DIGEST"));
+            Ok(())
+        }
         flags::Command::Deploy(f) => deploy(f),
         flags::Command::Layers(f) => match f.command {
             flags::LayersCommand::Lock(f) => lock(f),

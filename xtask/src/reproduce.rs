@@ -109,7 +109,17 @@ pub fn reproduce(options: &Options) -> anyhow::Result<Report> {
         flags.extend(["--image".to_string(), i.clone()]);
     }
     // umask and TZ differ from any usual build; the target directory is fresh and elsewhere.
-    let script = format!("umask 0077 && exec cargo xtask images {}", flags.join(" "));
+    // An xtask built from the same xtask source as the clone's builds it without compiling xtask
+    // and its dependencies again (minutes on two cores): the images are what is rebuilt and
+    // compared, and xtask's output does not depend on where it was compiled.
+    let xtask = match prebuilt_xtask(&src) {
+        Some(binary) => {
+            eprintln!("building the clone with {} (built from the same xtask source)", binary.display());
+            format!("'{}'", binary.display().to_string().replace('\'', "'\\''"))
+        }
+        None => "cargo xtask".to_string(),
+    };
+    let script = format!("umask 0077 && exec {xtask} images {}", flags.join(" "));
     shell::run(
         Command::new("sh")
             .args(["-c", &script])
@@ -121,6 +131,21 @@ pub fn reproduce(options: &Options) -> anyhow::Result<Report> {
     )
     .context("rebuilding in the clone")?;
     compare(&original, &options.against, layout, &out, &options.platforms, pinned)
+}
+
+/// A built xtask whose source is the one `src` holds: this process when it is xtask, else the
+/// checkout's optimized build (what `cargo xtask` runs), each asked for its source digest.
+fn prebuilt_xtask(src: &Path) -> Option<PathBuf> {
+    let wanted = format!("{:016x}", crate::tree::digest(&src.join("xtask")).ok()?);
+    let this = std::env::current_exe().ok().filter(|p| p.file_stem().is_some_and(|n| n == "xtask"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| shell::root().join("target"));
+    [this, Some(target.join("release/xtask"))].into_iter().flatten().find(|binary| {
+        Command::new(binary)
+            .arg("source-digest")
+            .output()
+            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == wanted)
+    })
 }
 
 /// Puts the source of `original`'s revision at `src` (a clone checked out at it where the git of
