@@ -21,15 +21,21 @@ api_port=18081
 step() { printf '\n== %s\n' "$*"; }
 
 # Imports the images of an OCI layout into the node's containerd. Only the image indexes are
-# listed (signatures and other artifacts are not images), each under its full name.
+# listed (signatures and other artifacts are not images), each under its full name; then each is
+# also named `<repository>@<digest>`, the name the kubelet looks a pinned image up by (an import
+# records only the tag).
 import_layout() {
-    local layout=$1 staged
+    local layout=$1 staged name digest
     staged=$(mktemp -d)
     cp -R "$layout/blobs" "$staged/blobs"
     cp "$layout/oci-layout" "$staged/"
     jq '.manifests |= map(select(.annotations["io.containerd.image.name"] != null))' \
         "$layout/index.json" >"$staged/index.json"
     tar -C "$staged" -cf - . | docker exec -i "$node" ctr -n k8s.io images import --all-platforms -
+    jq -r '.manifests[] | "\(.annotations["io.containerd.image.name"]) \(.digest)"' "$staged/index.json" |
+        while read -r name digest; do
+            docker exec "$node" ctr -n k8s.io images tag --force "$name" "${name%:*}@$digest" >/dev/null
+        done
     rm -rf "$staged"
 }
 
@@ -54,7 +60,13 @@ forward() {
     return 1
 }
 
-unforward() { kill "$forwarder" 2>/dev/null || true; }
+unforward() {
+    kill "$forwarder" 2>/dev/null || true
+    wait "$forwarder" 2>/dev/null || true
+}
+
+# Every Deployment of the release available, after a change of release.
+settled() { kubectl -n "$ns" wait --for=condition=Available deployment --all --timeout=15m; }
 
 step "images of both releases into the node"
 import_layout "$previous/target/oci"
@@ -66,7 +78,10 @@ ADMIN_PASSWORD=$(openssl rand -base64 24)
 kubectl -n "$ns" create secret generic stella-admin --from-literal=admin-password="$ADMIN_PASSWORD"
 kubectl create priorityclass lab-high --value 1000
 values=(-f "$previous/deploy/helm/stella/ci/bundled-values.yaml" --set migrator.admin.existingSecret=stella-admin)
-helm install stella "$previous/deploy/helm/stella" -n "$ns" "${values[@]}" --wait --timeout 15m
+# No --wait: in bundled mode the migrator (which creates the services' database role) is a
+# post-install hook, and Helm runs those only after --wait; helm install still waits for hooks.
+helm install stella "$previous/deploy/helm/stella" -n "$ns" "${values[@]}" --timeout 15m
+settled
 helm test stella -n "$ns" --timeout 5m
 
 step "data written through the previous release"
@@ -87,6 +102,7 @@ test "$before" -ge 1
 step "upgrade to this commit"
 helm upgrade stella deploy/helm/stella -n "$ns" -f deploy/helm/stella/ci/bundled-values.yaml \
     --set migrator.admin.existingSecret=stella-admin --wait --timeout 15m
+settled
 helm test stella -n "$ns" --timeout 5m
 forward
 after_upgrade=$(scans)
@@ -95,6 +111,7 @@ test "$after_upgrade" -eq "$before" || { echo "upgrade: $before scans before, $a
 
 step "roll back to the previous release"
 helm rollback stella 1 -n "$ns" --wait --timeout 15m
+settled
 helm test stella -n "$ns" --timeout 5m
 forward
 after_rollback=$(scans)

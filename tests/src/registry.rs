@@ -152,9 +152,19 @@ pub fn assert_holds(built: &Built, host: &str, prefix: &str, public: Option<&Pat
                 referrers["manifests"].as_array().unwrap().iter().filter_map(|m| m["artifactType"].as_str()).collect();
             assert!(types.contains(&xtask::sbom::MEDIA_TYPE), "{} {platform}: referrers {types:?}", image.name);
             // Signed builds: cosign v3's bundles (signature, SBOM attestation) arrive as referrers.
+            // Each listed with the predicate type it announces (the referrers list carries the
+            // manifests' annotations), which is how cosign v3 picks one without fetching it.
             if public.is_some() {
-                let bundles = types.iter().filter(|t| **t == xtask::sigstore::BUNDLE).count();
-                assert_eq!(bundles, 2, "{} {platform}: referrers {types:?}", image.name);
+                let mut predicates: Vec<&str> = referrers["manifests"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|m| m["artifactType"] == xtask::sigstore::BUNDLE)
+                    .map(|m| m["annotations"][xtask::sigstore::PREDICATE_ANNOTATION].as_str().unwrap_or("none"))
+                    .collect();
+                predicates.sort();
+                let wanted = [xtask::sigstore::SIGN_PREDICATE, xtask::sigstore::SPDX_PREDICATE];
+                assert_eq!(predicates, wanted, "{} {platform}: referrers {types:?}", image.name);
             }
         }
         // The cosign signature tag of every index, fetched with skopeo, verifies with openssl.

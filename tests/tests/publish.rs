@@ -164,10 +164,20 @@ fn the_chart_is_an_oci_artifact_that_helm_pulls_and_that_is_signed() {
     let chart_dir = xtask::chart::default_dir(&root);
     let out = work.path().join("chart");
     let written = xtask::chart::write(&chart_dir, &layout(), &out, key.as_ref()).unwrap();
-    let again = xtask::chart::write(&chart_dir, &layout(), &work.path().join("again"), key.as_ref()).unwrap();
+    // A copy elsewhere (other path, file times, umask) packages to the same bytes.
+    let copy = work.path().join("elsewhere/stella");
+    stella_e2e::copy_dir(&chart_dir, &copy);
+    let again = xtask::chart::write(&copy, &layout(), &work.path().join("again"), key.as_ref()).unwrap();
     assert_eq!(again.digest, written.digest, "packaging the same chart twice gave two artifacts");
     let index = |d: &Path| std::fs::read(d.join("index.json")).unwrap();
     assert_eq!(index(&out), index(&work.path().join("again")));
+    // GNU tar lists what Helm will unpack: the chart, without what .helmignore names.
+    let archive = out.join("blobs/sha256").join(&written.archive.digest[7..]);
+    let listed = stella_e2e::run(std::process::Command::new("tar").arg("-tzf").arg(&archive));
+    for wanted in ["stella/Chart.yaml", "stella/values.yaml", "stella/values.schema.json", "stella/templates/deployment.yaml"] {
+        assert!(listed.lines().any(|l| l == wanted), "{wanted} is not in the chart archive:\n{listed}");
+    }
+    assert!(!listed.lines().any(|l| l.starts_with("stella/ci/")), "ci/ is in .helmignore:\n{listed}");
 
     let registry = LocalRegistry::new();
     xtask::registry::push_layout(&out, &registry.host, "stella", Default::default(), &|_| {}).unwrap();

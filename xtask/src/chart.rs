@@ -53,13 +53,24 @@ pub fn default_dir(root: &Path) -> PathBuf {
 pub fn write(chart_dir: &Path, images: &Path, out: &Path, key: Option<&SigningKey>) -> anyhow::Result<Written> {
     let built = Built::read(images)?;
     let first = built.images.first().with_context(|| format!("{}: the build has no image", images.display()))?;
-    let prefix = first.repository.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
-    let repository = format!("{prefix}/{NAME}");
+    let repository = match first.repository.rsplit_once('/') {
+        Some((prefix, _)) => format!("{prefix}/{NAME}"),
+        None => NAME.to_string(),
+    };
     let archive = package(chart_dir, "stella", built.epoch)?;
     let metadata = crate::deploy::helm::chart_metadata(&built);
     let tag = built.version.replace('+', "_");
 
-    let staging = out.with_file_name(format!(".{}.new", out.file_name().unwrap_or_default().to_string_lossy()));
+    // `out` is replaced whole: refuse a directory that is not a layout (`--out .` would be the
+    // working directory).
+    if out.exists() && !out.join("oci-layout").is_file() {
+        bail!(
+            "{}: exists and is not an OCI image layout; give --out a new directory or an earlier chart layout",
+            out.display()
+        );
+    }
+    let name = out.file_name().with_context(|| format!("{}: --out needs a directory name", out.display()))?;
+    let staging = out.with_file_name(format!(".{}.new", name.to_string_lossy()));
     let _ = std::fs::remove_dir_all(&staging);
     let layout = Layout::create(&staging)?;
     let (config, _) = layout.put_json(&metadata)?;
@@ -110,11 +121,17 @@ fn entry(blob: &Blob, name: Option<&str>, artifact_type: Option<&str>) -> serde_
     e
 }
 
-/// The chart's files as Helm packages them (`<top>/<path>`), reproducibly: regular files only,
-/// in path order, mode 0644, owner 0:0, dated `epoch`; gzip without name or time.
+/// The chart's files as Helm packages them (`<top>/<path>`, without what `.helmignore` names),
+/// reproducibly: regular files only, in path order, mode 0644, owner 0:0, dated `epoch`; gzip
+/// without name or time.
 pub fn package(dir: &Path, top: &str, epoch: u64) -> anyhow::Result<Vec<u8>> {
+    let mut rules = ignore::gitignore::GitignoreBuilder::new(dir);
+    if let Some(e) = rules.add(dir.join(".helmignore")).filter(|_| dir.join(".helmignore").is_file()) {
+        bail!("{}/.helmignore: {e}", dir.display());
+    }
+    let rules = rules.build().with_context(|| format!("reading {}/.helmignore", dir.display()))?;
     let mut files = BTreeMap::new();
-    collect(dir, dir, &mut files)?;
+    collect(dir, dir, &rules, &mut files)?;
     if !files.contains_key("Chart.yaml") {
         bail!("{}: no Chart.yaml; is this a Helm chart? (run `cargo xtask deploy` to write it)", dir.display());
     }
@@ -137,12 +154,20 @@ pub fn package(dir: &Path, top: &str, epoch: u64) -> anyhow::Result<Vec<u8>> {
     Ok(gz.finish()?)
 }
 
-fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) -> anyhow::Result<()> {
+fn collect(
+    root: &Path,
+    dir: &Path,
+    rules: &ignore::gitignore::Gitignore,
+    out: &mut BTreeMap<String, PathBuf>,
+) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         let meta = std::fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        if rules.matched(&path, meta.is_dir()).is_ignore() {
+            continue;
+        }
         if meta.is_dir() {
-            collect(root, &path, out)?;
+            collect(root, &path, rules, out)?;
         } else if meta.is_file() {
             let rel = path.strip_prefix(root).expect("under the root").to_string_lossy().into_owned();
             out.insert(rel, path);

@@ -10,6 +10,11 @@ use xtask::{bench, images, setup, test};
 
 fn main() -> std::process::ExitCode {
     let flags = flags::Xtask::parse();
+    // Asked from anywhere (by `reproduce`): what this binary was built from, checked by the caller.
+    if let flags::Command::SourceDigest = flags.command {
+        println!("{}", env!("XTASK_SOURCE_DIGEST"));
+        return std::process::ExitCode::SUCCESS;
+    }
     // The root is found at run time: this binary must be the code of the checkout it acts on.
     if let Err(e) = xtask::shell::check_tree(&xtask::shell::root()) {
         eprintln!("error: {e:#}");
@@ -45,10 +50,7 @@ fn main() -> std::process::ExitCode {
         flags::Command::Schema(f) => xtask::schema::run(f.check),
         flags::Command::Publish(f) => publish(f),
         flags::Command::Chart(f) => chart(f),
-        flags::Command::SourceDigest => {
-            println!("{}", env!("XTASK_SOURCE_DIGEST"));
-            Ok(())
-        }
+        flags::Command::SourceDigest => unreachable!("answered before the checkout is checked"),
         flags::Command::Deploy(f) => deploy(f),
         flags::Command::Layers(f) => match f.command {
             flags::LayersCommand::Lock(f) => lock(f),

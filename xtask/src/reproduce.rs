@@ -112,17 +112,21 @@ pub fn reproduce(options: &Options) -> anyhow::Result<Report> {
     // An xtask built from the same xtask source as the clone's builds it without compiling xtask
     // and its dependencies again (minutes on two cores): the images are what is rebuilt and
     // compared, and xtask's output does not depend on where it was compiled.
-    let xtask = match prebuilt_xtask(&src) {
+    let xtask: Vec<std::ffi::OsString> = match prebuilt_xtask(&shell::root(), &src) {
         Some(binary) => {
-            eprintln!("building the clone with {} (built from the same xtask source)", binary.display());
-            format!("'{}'", binary.display().to_string().replace('\'', "'\\''"))
+            eprintln!("building the clone with {} (built from the same source)", binary.display());
+            vec![binary.into()]
         }
-        None => "cargo xtask".to_string(),
+        None => vec!["cargo".into(), "xtask".into()],
     };
-    let script = format!("umask 0077 && exec {xtask} images {}", flags.join(" "));
+    // The command and its arguments are the shell's positional parameters, never script text:
+    // tags come from a published record, paths from the user.
     shell::run(
         Command::new("sh")
-            .args(["-c", &script])
+            .args(["-c", "umask 0077 && exec \"$@\"", "sh"])
+            .args(&xtask)
+            .arg("images")
+            .args(&flags)
             .current_dir(&src)
             .env("TZ", "Pacific/Chatham")
             .env("CARGO_TARGET_DIR", work.join("target"))
@@ -133,9 +137,23 @@ pub fn reproduce(options: &Options) -> anyhow::Result<Report> {
     compare(&original, &options.against, layout, &out, &options.platforms, pinned)
 }
 
-/// A built xtask whose source is the one `src` holds: this process when it is xtask, else the
-/// checkout's optimized build (what `cargo xtask` runs), each asked for its source digest.
-fn prebuilt_xtask(src: &Path) -> Option<PathBuf> {
+/// A built xtask that can build `src` as `src`'s own would: this process when it is xtask, else
+/// the checkout's optimized build (what `cargo xtask` runs), whichever was built from xtask's
+/// source as it is in both `root` and `src` (asked for its source digest), and only when what
+/// else xtask is compiled from is the same in both: the lock file, the workspace manifest, the
+/// toolchain pin and the workspace crates it links.
+fn prebuilt_xtask(root: &Path, src: &Path) -> Option<PathBuf> {
+    let same_file =
+        |rel: &str| std::fs::read(root.join(rel)).ok().is_some_and(|a| std::fs::read(src.join(rel)).ok() == Some(a));
+    let same_crate = |rel: &str| {
+        let (a, b) = (crate::tree::digest(&root.join(rel)).ok(), crate::tree::digest(&src.join(rel)).ok());
+        a.is_some() && a == b
+    };
+    let same = ["Cargo.lock", "Cargo.toml", "rust-toolchain.toml", "xtask/build.rs"].iter().all(|f| same_file(f))
+        && ["xtask", "crates/distribution", "crates/epoch"].iter().all(|c| same_crate(c));
+    if !same {
+        return None;
+    }
     let wanted = format!("{:016x}", crate::tree::digest(&src.join("xtask")).ok()?);
     let this = std::env::current_exe().ok().filter(|p| p.file_stem().is_some_and(|n| n == "xtask"));
     let target =
@@ -392,7 +410,7 @@ fn tag_flag(tag: &str, version: &str) -> anyhow::Result<String> {
     if tag == format!("v{version}") {
         return Ok("--release".into());
     }
-    if let Some(n) = tag.strip_prefix(&format!("v{version}-rc.")) {
+    if let Some(n) = tag.strip_prefix(&format!("v{version}-rc.")).filter(|n| n.parse::<u32>().is_ok()) {
         return Ok(format!("--rc={n}"));
     }
     bail!("tag `{tag}` is not one this version ({version}) can produce")

@@ -50,7 +50,10 @@ impl Report {
 }
 
 fn read_json(layout: &Path, digest: &str) -> anyhow::Result<serde_json::Value> {
-    let path = layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    // A digest from the layout under audit names a file: only 64 hex digits may.
+    let hex = digest.strip_prefix("sha256:").filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let hex = hex.with_context(|| format!("{digest:?} is not a sha256 digest"))?;
+    let path = layout.join("blobs/sha256").join(hex);
     let bytes = std::fs::read(&path).with_context(|| format!("blob {digest} is missing"))?;
     serde_json::from_slice(&bytes).with_context(|| format!("blob {digest} is not JSON"))
 }
@@ -117,6 +120,10 @@ fn check_bundle(layout: &Path, key: &VerifyingKey, manifest: &str, subject: &str
     let expected = base64::engine::general_purpose::STANDARD
         .encode(hex::decode(fingerprint.trim_start_matches("sha256:")).unwrap_or_default());
     anyhow::ensure!(hint == expected, "bundle {layer} names another key ({hint})");
+    anyhow::ensure!(
+        doc["annotations"][sigstore::CONTENT_ANNOTATION] == "dsse-envelope",
+        "bundle referrer {manifest} does not announce a DSSE envelope"
+    );
     let predicate = check_envelope(&bundle["dsseEnvelope"], key, subject)?;
     anyhow::ensure!(
         doc["annotations"][sigstore::PREDICATE_ANNOTATION] == predicate.as_str(),

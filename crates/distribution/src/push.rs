@@ -134,6 +134,11 @@ impl Plan {
             if let Some(t) = doc["artifactType"].as_str().or(doc["config"]["mediaType"].as_str()) {
                 descriptor["artifactType"] = t.into();
             }
+            // The referrers list carries each manifest's annotations (OCI distribution spec): how a
+            // client picks a Sigstore bundle by its predicate type without fetching it.
+            if doc["annotations"].is_object() {
+                descriptor["annotations"] = doc["annotations"].clone();
+            }
             self.referrers.entry((repo.to_string(), subject.to_string())).or_default().push(descriptor);
         }
         self.manifests.push((repo.to_string(), digest.to_string(), media, bytes));
