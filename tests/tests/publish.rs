@@ -174,7 +174,9 @@ fn the_chart_is_an_oci_artifact_that_helm_pulls_and_that_is_signed() {
     // GNU tar lists what Helm will unpack: the chart, without what .helmignore names.
     let archive = out.join("blobs/sha256").join(&written.archive.digest[7..]);
     let listed = stella_e2e::run(std::process::Command::new("tar").arg("-tzf").arg(&archive));
-    for wanted in ["stella/Chart.yaml", "stella/values.yaml", "stella/values.schema.json", "stella/templates/deployment.yaml"] {
+    for wanted in
+        ["stella/Chart.yaml", "stella/values.yaml", "stella/values.schema.json", "stella/templates/deployment.yaml"]
+    {
         assert!(listed.lines().any(|l| l == wanted), "{wanted} is not in the chart archive:\n{listed}");
     }
     assert!(!listed.lines().any(|l| l.starts_with("stella/ci/")), "ci/ is in .helmignore:\n{listed}");
