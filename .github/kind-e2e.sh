@@ -99,23 +99,25 @@ before=$(scans)
 unforward
 test "$before" -ge 1
 
+# After a change of release (named $1): every Deployment available, `helm test` passing, and as
+# many scans as before.
+kept() {
+    local now
+    settled
+    helm test stella -n "$ns" --timeout 5m
+    forward
+    now=$(scans)
+    unforward
+    test "$now" -eq "$before" || { echo "$1: $before scans before, $now after" >&2; exit 1; }
+}
+
 step "upgrade to this commit"
 helm upgrade stella deploy/helm/stella -n "$ns" -f deploy/helm/stella/ci/bundled-values.yaml \
     --set migrator.admin.existingSecret=stella-admin --wait --timeout 15m
-settled
-helm test stella -n "$ns" --timeout 5m
-forward
-after_upgrade=$(scans)
-unforward
-test "$after_upgrade" -eq "$before" || { echo "upgrade: $before scans before, $after_upgrade after" >&2; exit 1; }
+kept upgrade
 
 step "roll back to the previous release"
 helm rollback stella 1 -n "$ns" --wait --timeout 15m
-settled
-helm test stella -n "$ns" --timeout 5m
-forward
-after_rollback=$(scans)
-unforward
-test "$after_rollback" -eq "$before" || { echo "rollback: $before scans before, $after_rollback after" >&2; exit 1; }
+kept rollback
 
 step "install, helm test, upgrade and rollback kept every scan ($before)"

@@ -28,8 +28,7 @@ fn build(out: &Path, key: Option<&Path>) -> Built {
 
 /// Every (payload, DER signature) of the layout's cosign signature tags.
 fn signatures(layout: &Path) -> Vec<(String, Vec<u8>, Vec<u8>)> {
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let (index, blob) = layout_reader(layout);
     let mut out = Vec::new();
     for m in index["manifests"].as_array().unwrap() {
         let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or_default();
@@ -197,6 +196,14 @@ fn layout_reader(layout: &Path) -> (serde_json::Value, impl Fn(&str) -> Vec<u8> 
     (index, move |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap())
 }
 
+/// Puts `forged` where the layout holds the blob `original`, under the original's digest (a new
+/// file: blobs may be hard links into the layer cache).
+fn replace_blob(layout: &Path, original: &[u8], forged: &[u8]) {
+    let in_layout = layout.join("blobs/sha256").join(&xtask::layer::sha256(original)[7..]);
+    std::fs::remove_file(&in_layout).unwrap();
+    std::fs::write(&in_layout, forged).unwrap();
+}
+
 #[test]
 fn provenance_is_slsa_v1_in_dsse_and_securesystemslib_verifies_it() {
     let work = tempfile::tempdir().unwrap();
@@ -256,10 +263,7 @@ fn provenance_is_slsa_v1_in_dsse_and_securesystemslib_verifies_it() {
     assert_eq!(securesystemslib_verifies(&public, &keyid, &[forged]), [false]);
     let key = xtask::sign::read_public(&public).unwrap();
     assert!(xtask::verify::verify(&layout, &key).unwrap().images.iter().all(|r| r.provenance == 2));
-    let original = std::fs::read(&files[0]).unwrap();
-    let in_layout = layout.join("blobs/sha256").join(&xtask::layer::sha256(&original)[7..]);
-    std::fs::remove_file(&in_layout).unwrap();
-    std::fs::write(&in_layout, env.to_string()).unwrap();
+    replace_blob(&layout, &std::fs::read(&files[0]).unwrap(), env.to_string().as_bytes());
     let report = xtask::verify::verify(&layout, &key).unwrap();
     assert!(
         !report.ok() && report.images.iter().any(|r| r.provenance == 1),
@@ -383,10 +387,7 @@ fn cosign_v3_bundles_sign_and_attest_every_subject_and_sigstore_models_accepts_t
     std::fs::write(&forged, bundle.to_string()).unwrap();
     let verdict = python_checks_bundles(&public, &keyid, std::slice::from_ref(&forged));
     assert!(verdict[0].starts_with("FAIL"), "{verdict:?}");
-    let original = std::fs::read(&files[sbom]).unwrap();
-    let in_layout = layout.join("blobs/sha256").join(&xtask::layer::sha256(&original)[7..]);
-    std::fs::remove_file(&in_layout).unwrap();
-    std::fs::write(&in_layout, std::fs::read(&forged).unwrap()).unwrap();
+    replace_blob(&layout, &std::fs::read(&files[sbom]).unwrap(), &std::fs::read(&forged).unwrap());
     let report = xtask::verify::verify(&layout, &key).unwrap();
     assert!(!report.ok(), "our verifier accepted a forged SBOM attestation");
     assert!(report.images.iter().flat_map(|r| &r.problems).any(|p| p.contains("does not verify")), "{report:#?}");
