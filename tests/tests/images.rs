@@ -211,6 +211,41 @@ fn every_image_is_signed_when_a_key_was_given() {
     assert!(report.ok(), "{report:#?}");
 }
 
+/// `cargo xtask images` again with nothing changed answers from the layout's stamp: no plan,
+/// no cargo, no assembly (it prints no `$ cargo build` line), nothing in the layout rewritten,
+/// and the same record as the build. A dirty checkout's build leaves no stamp, so there is
+/// nothing to check then (a rerun would rebuild the layout the other tests are reading).
+#[test]
+fn a_rerun_with_nothing_changed_compiles_and_writes_nothing() {
+    let root = stella_e2e::root();
+    let status = run(Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).current_dir(&root));
+    if !status.trim().is_empty() {
+        eprintln!("skipped: this checkout has uncommitted changes, so its build wrote no stamp:\n{status}");
+        return;
+    }
+    let stamp = xtask::fresh::path(&layout());
+    assert!(stamp.is_file(), "{} is missing: `cargo xtask images` of a clean checkout writes it", stamp.display());
+    let written = |name: &str| std::fs::metadata(layout().join(name)).and_then(|m| m.modified()).unwrap();
+    let before = (written("index.json"), written("images.json"), written("blobs/sha256"));
+
+    let out = stella_e2e::output(Command::new("cargo").args(["xtask", "images"]).current_dir(&root));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("up to date: nothing this build reads changed"), "not answered from the stamp:\n{stderr}");
+    assert!(!stderr.contains("cargo build") && !stderr.contains("cargo metadata"), "it ran cargo:\n{stderr}");
+    let printed: Built = json_as(&run(Command::new("cargo").args(["xtask", "images", "--json"]).current_dir(&root)));
+    assert_eq!(serde_json::to_value(&printed).unwrap(), serde_json::to_value(built()).unwrap());
+    assert_eq!(
+        (written("index.json"), written("images.json"), written("blobs/sha256")),
+        before,
+        "the layout was rewritten"
+    );
+}
+
+fn json_as<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
 #[test]
 fn the_base_layer_is_one_small_blob_shared_by_every_image() {
     let built = built();

@@ -234,6 +234,10 @@ pub struct Images {
     /// Then load this machine's platform of every image into the local Docker engine.
     #[arg(long)]
     pub load: bool,
+    /// Build even when nothing changed since the last build of this layout (by default such a
+    /// rerun answers from the layout's stamp, `<out>.stamp.json`, in milliseconds).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args)]

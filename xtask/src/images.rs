@@ -13,6 +13,8 @@ pub struct Options {
     pub json: bool,
     /// Load the host platform's images into the local Docker engine afterwards.
     pub load: bool,
+    /// Build even when the layout's stamp says nothing changed.
+    pub force: bool,
 }
 
 /// The default output directory, `target/oci`.
@@ -84,15 +86,34 @@ fn lock(out: &std::path::Path, quiet: bool) -> anyhow::Result<std::fs::File> {
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let (plan, built) = build(&options.request, options.json)?;
+    let request = &options.request;
+    let root = shell::root();
+    // Nothing changed since the last build of this layout: answer from its record
+    // (`crate::fresh`), without planning, hashing, compiling or assembling again.
+    let fresh = !options.force && crate::fresh::is_fresh(request, &root);
+    let (out, built) = if fresh {
+        let built = Built::read(&request.out)?;
+        if !options.json {
+            eprintln!(
+                "up to date: nothing this build reads changed since {} was written (--force rebuilds)",
+                crate::fresh::path(&request.out).display()
+            );
+        }
+        (request.out.clone(), built)
+    } else {
+        crate::fresh::forget(&request.out)?;
+        let (plan, built) = build(request, options.json)?;
+        crate::fresh::record(&plan, request, &root)?;
+        (plan.out, built)
+    };
     if options.load {
-        crate::load::load(&plan.out, &built)?;
+        crate::load::load(&out, &built)?;
     }
     if options.json {
         println!("{}", serde_json::to_string_pretty(&built)?);
         return Ok(());
     }
-    println!("{} images in {} ({:.1} s)", built.images.len(), plan.out.display(), started.elapsed().as_secs_f64());
+    println!("{} images in {} ({:.1} s)", built.images.len(), out.display(), started.elapsed().as_secs_f64());
     for image in &built.images {
         println!("  {}@{}", image.repository, image.digest);
         for (platform, p) in &image.platforms {
@@ -104,7 +125,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             );
         }
     }
-    println!("tags: {}", plan.tags.join(", "));
+    println!("tags: {}", built.tags.join(", "));
     match &built.signed_by {
         Some(fp) => println!("signed by key {fp} (cosign tags and OCI referrers)"),
         None => {

@@ -9,6 +9,7 @@ pub mod chart;
 pub mod compile;
 pub mod debian;
 pub mod deploy;
+pub mod fresh;
 pub mod images;
 pub mod layer;
 pub mod layers;

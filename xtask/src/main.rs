@@ -32,7 +32,7 @@ fn main() -> std::process::ExitCode {
             flags::Suite::Stack => bench::stack::run(&bench::stack::Options { json: f.json, seconds: f.seconds }),
         },
         flags::Command::Images(f) => {
-            images::run(&images::Options { request: f.select.request(), json: f.json, load: f.load })
+            images::run(&images::Options { request: f.select.request(), json: f.json, load: f.load, force: f.force })
         }
         flags::Command::Plan(f) => images::print_plan(&f.select.request(), f.json),
         flags::Command::Reproduce(f) => reproduce(f),

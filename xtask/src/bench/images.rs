@@ -2,7 +2,7 @@
 //!
 //! - assembly with binaries already compiled and a cold cache, against `tar | gzip -n -6` run
 //!   layer by layer over the same files (goal: ratio at most 0.35 on 2 cores);
-//! - a no-op rebuild, `cargo xtask images` end to end with nothing changed (goal: under 2 s);
+//! - a no-op rebuild, `cargo xtask images` end to end with nothing changed (goal: under 1 s);
 //! - the same single image made by umoci (init, new, unpack, copy, repack) beside ours, and
 //!   whether each tool's digest repeats when run twice;
 //! - each image's compressed size against its binary's `gzip -6` size.
@@ -69,7 +69,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         shell::output(Command::new("sh").args(["-c", script]).current_dir(work.path())).map(drop)
     })?;
 
-    let noop_rebuild_secs = median_secs(runs, || {
+    // The first rerun plans and assembles again (the layout above was built through the library,
+    // which writes no stamp) and records the stamp; the measured ones are the no-op a user sees.
+    let rerun = || {
         shell::output(
             shell::cargo()
                 .args(["xtask", "images", "--json", "--out"])
@@ -77,7 +79,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 .current_dir(shell::root()),
         )
         .map(drop)
-    })?;
+    };
+    rerun()?;
+    let noop_rebuild_secs = median_secs(runs, rerun)?;
 
     let single =
         Request { images: vec!["stella-api".into()], platforms: vec!["linux/amd64".into()], ..request.clone() };
@@ -139,7 +143,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     println!("assembly, cold cache, {} layers, {}: {:.2} s", f.layers, images::human(f.layer_bytes), f.assembly_secs);
     println!("baseline tar | gzip -n -6 over the same files:  {:.2} s", f.tar_gzip_secs);
     println!("ratio: {:.2} (goal at most 0.35)", f.assembly_ratio);
-    println!("no-op rebuild, end to end: {:.2} s (goal under 2 s)", f.noop_rebuild_secs);
+    println!("no-op rebuild, end to end: {:.2} s (goal under 1 s)", f.noop_rebuild_secs);
     println!(
         "one image (stella-api amd64): ours {:.3} s, umoci {:.3} s, ratio umoci/ours {:.1}; digests repeat: ours {}, umoci {}",
         f.single_image_secs, f.umoci_secs, f.umoci_ratio, f.ours_repeat, f.umoci_repeats

@@ -98,6 +98,29 @@ pub struct Plan {
     pub sources: BTreeMap<String, String>,
 }
 
+#[cfg(test)]
+impl Plan {
+    /// A plan with only what the stamp reads: its layout and input files.
+    pub(crate) fn for_stamp_tests(out: PathBuf, sources: BTreeMap<String, String>) -> Plan {
+        Plan {
+            version: "0.0.0".into(),
+            revision: "0".into(),
+            dirty: false,
+            epoch: 0,
+            created: String::new(),
+            tags: vec![],
+            out,
+            fake_binaries: true,
+            targets: vec![],
+            layers_dir: PathBuf::new(),
+            key: None,
+            images: vec![],
+            inputs: BTreeMap::new(),
+            sources,
+        }
+    }
+}
+
 /// One cargo build: a target triple and the packages built for it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
