@@ -57,8 +57,11 @@ fn previous_binaries(keep: &Path) -> PathBuf {
     // the loader or the support entrypoints, which the test does not run.
     let packages: Vec<String> = stella_e2e::services().into_iter().flat_map(|s| ["-p".to_string(), s.binary]).collect();
     assert!(packages.contains(&"stella-migrator".to_string()), "{packages:?}");
+    // `xtask::shell::cargo`: without this process's `CARGO_MANIFEST_DIR` (the test harness sets
+    // it to `tests/`), which would make ring's build script rerun and recompile the third-party
+    // crates the test build compiled for this very target directory.
     let built = output(
-        Command::new("cargo")
+        xtask::shell::cargo()
             .args(["build", "--bins", "--locked", "--quiet"])
             .args(&packages)
             .current_dir(&src)

@@ -60,15 +60,17 @@ const LONGEST_FIRST: &[&str] = &[
     "stella-e2e::workers",
 ];
 
-/// Builds every test target of the workspace without running it; returns the binaries.
-pub fn build(env: &[(&str, PathBuf)]) -> anyhow::Result<Vec<Binary>> {
+/// Builds every test target of the workspace without running it, with clippy's lints
+/// (`lints`, see [`super::clippy`]); returns the binaries.
+pub fn build(env: &[(&str, PathBuf)], lints: &[(&str, std::ffi::OsString)]) -> anyhow::Result<Vec<Binary>> {
     let mut cmd = shell::cargo();
     cmd.args(["test", "--workspace", "--locked", "--no-run", "--message-format=json-render-diagnostics"])
         .current_dir(shell::root());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    eprintln!("$ cargo test --workspace --locked --no-run");
+    cmd.envs(lints.iter().map(|(k, v)| (k, v)));
+    eprintln!("$ cargo test --workspace --locked --no-run   (clippy-driver compiles the workspace's crates)");
     // Its compile log is printed when it ends: it runs alongside the images' build.
     let out = cmd.output().context("starting cargo test --no-run")?;
     eprintln!("{}", String::from_utf8_lossy(&out.stderr).trim_end());

@@ -1,6 +1,7 @@
-//! `cargo xtask test`: the README's test command. Formatting, clippy, the images (whose static
-//! binaries the end-to-end tests start as processes), then every test of the workspace: the test
-//! binaries side by side ([`binaries`]), then the doc tests. Each step's time is printed.
+//! `cargo xtask test`: the README's test command. Formatting, the images (whose static binaries
+//! the end-to-end tests start as processes) beside the test build with clippy's lints, then every
+//! test of the workspace: the test binaries side by side ([`binaries`]), then the doc tests.
+//! Each step's time is printed.
 
 mod binaries;
 
@@ -37,17 +38,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
     }
     let env = [(crate::sign::KEY_ENV, key.clone())];
+    let lints = clippy()?;
     // The end-to-end tests run the services as real processes, the static binaries the images
     // ship (`stella_e2e::bin_dir`), and check the real images: build every image (the README's
     // main command). No debug build of the binaries: nothing runs it.
     //
-    // Clippy and the test build run alongside the setup and then the images: they need nothing
-    // either makes (the host's C compiler is all their build scripts use), and their cargo locks
-    // (`target/debug`) are not the images' (`target/release`, `target/<triple>/release`). On a
-    // fresh machine the setup spends minutes downloading and unpacking Debian and Python
-    // packages with the CPU idle, and a release build of two platforms leaves a core idle in its
-    // serial stretches (single crates, links): both are filled. Their output is kept and printed
-    // when each ends, so the setup's and the images' progress stay readable.
+    // The test build, which applies clippy's lints as it compiles ([`clippy`]), runs alongside
+    // the setup and then the images: it needs nothing either makes (the host's C compiler is all
+    // its build scripts use), and its cargo lock (`target/debug`) is not the images'
+    // (`target/release`, `target/<triple>/release`). On a fresh machine the setup spends minutes
+    // downloading and unpacking Debian and Python packages with the CPU idle, and a release build
+    // of two platforms leaves a core idle in its serial stretches (single crates, links): both
+    // are filled. Its output is kept and printed
+    // when it ends, so the setup's and the images' progress stay readable.
     let (tests, images) = std::thread::scope(|scope| {
         let images = scope.spawn(|| {
             if options.setup {
@@ -58,10 +61,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             }
             steps.time("images", || shell::run(cargo().args(["xtask", "images"]).env(crate::sign::KEY_ENV, &key)))
         });
-        let checked = steps.time("clippy", || {
-            run_quiet(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
-        });
-        let tests = checked.and_then(|()| steps.time("test build", || binaries::build(&env)));
+        let tests = steps.time("clippy+build", || binaries::build(&env, &lints));
         (tests, images.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the images step panicked"))))
     });
     images?;
@@ -73,7 +73,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     })?;
     let doc = steps.time("doc tests", || {
         let mut doc = cargo();
+        // The same compiler as the test build, or the workspace's crates would compile again.
         doc.args(["test", "--workspace", "--locked", "--doc", "--"]).args(&options.cargo_test_args);
+        doc.envs(lints.iter().map(|(k, v)| (k, v)));
         run_counting(&mut doc)
     })?;
     let mut slowest: Vec<&binaries::Outcome> = outcomes.iter().collect();
@@ -104,6 +106,31 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Clippy's lints (`-D warnings`, as `cargo clippy --all-targets -- -D warnings` checks them),
+/// applied by the build of the tests itself: cargo compiles the workspace's own crates with
+/// `clippy-driver` (rustc with clippy's lints registered, which compiles as rustc does) as
+/// `RUSTC_WORKSPACE_WRAPPER`, the way `cargo clippy` runs it, and the third-party crates with
+/// rustc. A separate `cargo clippy` is a check build of every dependency besides the test build's
+/// full one: measured, 340 s of two cores' time per CI run, for the same lints. `cargo test`
+/// compiles every target `--all-targets` names here (libraries, binaries in test mode, tests; the
+/// workspace has no benches or examples), so no code goes unlinted.
+fn clippy() -> anyhow::Result<Vec<(&'static str, std::ffi::OsString)>> {
+    let cargo = std::path::PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let beside = cargo.with_file_name("clippy-driver");
+    let driver = if beside.is_file() {
+        beside
+    } else {
+        let which = shell::output(std::process::Command::new("rustup").args(["which", "clippy-driver"]))
+            .context("finding clippy-driver: install clippy (`rustup component add clippy`)")?;
+        std::path::PathBuf::from(which.trim())
+    };
+    Ok(vec![
+        ("RUSTC_WORKSPACE_WRAPPER", driver.into_os_string()),
+        // How cargo-clippy hands its arguments to the driver (`-D warnings`).
+        ("CLIPPY_ARGS", "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__".into()),
+    ])
 }
 
 /// Wall-clock time of each step, printed as each ends and again as a table at the end, so a
@@ -138,17 +165,6 @@ impl Steps {
         }
         println!("step {:<10} {:>7.1} s  (wall clock)", "total", self.start.elapsed().as_secs_f64());
     }
-}
-
-/// Runs `cmd` at the workspace root with its output kept, then prints the output whole: for a
-/// command that runs alongside the images, whose progress should stay readable.
-fn run_quiet(cmd: &mut std::process::Command) -> anyhow::Result<()> {
-    let out = cmd.current_dir(shell::root()).output().with_context(|| format!("starting {cmd:?}"))?;
-    eprintln!("$ {cmd:?}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr).trim_end());
-    if !out.status.success() {
-        anyhow::bail!("{cmd:?} failed ({})", out.status);
-    }
-    Ok(())
 }
 
 /// Runs `cargo test`, echoing its output, and adds up its `test result:` lines.
