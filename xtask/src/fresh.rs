@@ -36,7 +36,7 @@ struct Meta {
 
 impl Meta {
     fn of(path: &Path) -> Option<Meta> {
-        let m = std::fs::metadata(path).ok()?;
+        let m = std::fs::symlink_metadata(path).ok()?;
         let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         Some(Meta {
             len: m.len(),
@@ -159,9 +159,15 @@ fn current(request: &Request, paths: impl IntoIterator<Item = PathBuf>, root: &P
 
 /// Records the build of `plan` as the layout's stamp, or removes a stale one when the build
 /// cannot be stamped (a dirty checkout, no readable HEAD).
+///
+/// The metadata is taken first and the inputs are hashed again after it: a file edited while
+/// the build ran (after the plan hashed it) either differs from the plan's digest now, and
+/// nothing is stamped, or was edited after the metadata was taken, and the next run sees it.
 pub fn record(plan: &Plan, request: &Request, root: &Path) -> anyhow::Result<()> {
     let file = path(&plan.out);
-    match current(request, watched(plan, request, root), root).filter(|_| !plan.dirty) {
+    let stamp = current(request, watched(plan, request, root), root).filter(|_| !plan.dirty);
+    let unchanged = crate::plan::source::input_digests(root)? == plan.sources;
+    match stamp.filter(|_| unchanged) {
         Some(stamp) => crate::oci::write_atomic(&file, &serde_json::to_vec_pretty(&stamp)?),
         None => forget(&plan.out),
     }
@@ -190,19 +196,32 @@ pub fn is_fresh(request: &Request, root: &Path) -> bool {
 mod tests {
     use super::*;
 
-    /// A checkout with one input and a layout, stamped; returns the request and the input.
+    fn git(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A committed checkout with one input and a layout, stamped; returns the request, the plan
+    /// (whose digests are the checkout's) and the input.
     fn stamped(dir: &Path) -> (Request, Plan, PathBuf) {
-        std::fs::create_dir_all(dir.join(".git/refs/heads")).unwrap();
-        std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
-        std::fs::write(dir.join(".git/refs/heads/main"), "1111\n").unwrap();
         std::fs::create_dir_all(dir.join("src")).unwrap();
         let input = dir.join("src/main.rs");
         std::fs::write(&input, "fn main() {}\n").unwrap();
+        std::fs::write(dir.join(".gitignore"), "/target\n").unwrap();
+        git(dir, &["init", "-q", "-b", "main"]);
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "one"]);
         let out = dir.join("target/oci");
         std::fs::create_dir_all(out.join("blobs/sha256")).unwrap();
         std::fs::write(out.join("index.json"), "{}").unwrap();
         let request = Request::new(dir.join("images.toml"), out.clone());
-        let plan = Plan::for_stamp_tests(out, [("src/main.rs".to_string(), "sha256:0".to_string())].into());
+        let plan = Plan::for_stamp_tests(out, crate::plan::source::input_digests(dir).unwrap());
+        assert_eq!(plan.sources.len(), 2, "{:?}", plan.sources);
         record(&plan, &request, dir).unwrap();
         (request, plan, input)
     }
@@ -219,7 +238,7 @@ mod tests {
             ("a file added beside an input", Box::new(|| std::fs::write(dir.path().join("src/new.rs"), "").unwrap())),
             ("a blob removed", Box::new(|| std::fs::write(plan.out.join("blobs/sha256/x"), "").unwrap())),
             ("index.json replaced", Box::new(|| std::fs::write(plan.out.join("index.json"), "{ }").unwrap())),
-            ("another commit", Box::new(|| std::fs::write(dir.path().join(".git/refs/heads/main"), "2222\n").unwrap())),
+            ("another commit", Box::new(|| git(dir.path(), &["commit", "-q", "--allow-empty", "-m", "two"]))),
             ("another request", Box::new(|| {})),
         ];
         for (what, change) in changes {
@@ -233,6 +252,16 @@ mod tests {
             };
             assert!(!is_fresh(&asked, dir.path()), "{what}: still fresh");
         }
+    }
+
+    #[test]
+    fn an_input_edited_while_the_build_ran_leaves_no_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let (request, plan, input) = stamped(dir.path());
+        // The plan hashed the old content; the edit lands before the build ends.
+        std::fs::write(&input, "fn main() { edited() }\n").unwrap();
+        record(&plan, &request, dir.path()).unwrap();
+        assert!(!path(&plan.out).exists() && !is_fresh(&request, dir.path()));
     }
 
     #[test]
