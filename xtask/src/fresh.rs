@@ -92,6 +92,8 @@ fn env() -> BTreeMap<String, String> {
                 || k.starts_with("CARGO_TARGET_")
                 || READ.contains(&k.as_str())
         })
+        // `cargo test` sets `CARGO_TARGET_TMPDIR` for the test it runs.
+        .filter(|(k, _)| !crate::shell::is_per_package_cargo_var(k))
         .collect()
 }
 
