@@ -35,7 +35,7 @@ fn key() -> PathBuf {
 }
 
 fn bundle_into(out: &Path, umask: &str) -> serde_json::Value {
-    let text = run(Command::new("sh")
+    let text = run(xtask::shell::without_package_vars(&mut Command::new("sh"))
         .arg("-c")
         .arg(format!("umask {umask} && exec cargo xtask bundle --json --out \"$0\" --key \"$1\""))
         .arg(out)
@@ -450,7 +450,7 @@ fn crafted_archives_that_leave_their_directory_or_expand_without_bound_are_refus
         );
         // The same refusal through `cargo xtask bundle verify`.
         let xtask = output(
-            Command::new("cargo")
+            xtask::shell::cargo()
                 .args(["xtask", "bundle", "verify"])
                 .arg(&archive)
                 .args(["--fingerprint", &fp])
@@ -484,14 +484,14 @@ fn the_bundle_is_the_same_file_whoever_builds_it_and_verifies_through_xtask() {
     let other = tempfile::tempdir().unwrap();
     let report = bundle_into(other.path(), "077");
     assert_eq!(report["sha256"].as_str().unwrap(), made().sha256, "the bundle is reproducible");
-    let verified = run(Command::new("cargo")
+    let verified = run(xtask::shell::cargo()
         .args(["xtask", "bundle", "verify"])
         .arg(&made().archive)
         .args(["--fingerprint", &made().fingerprint])
         .current_dir(root()));
     assert!(verified.contains("verified"), "{verified}");
     // Split into parts and joined by `cat`, it is the same file.
-    let parts = run(Command::new("cargo")
+    let parts = run(xtask::shell::cargo()
         .args(["xtask", "bundle", "split"])
         .arg(PathBuf::from(report["path"].as_str().unwrap()))
         .args(["--size", "50M"])
@@ -618,7 +618,7 @@ fn load_to_docker_needs_no_registry_and_leaves_images_pinned_by_digest() {
 #[test]
 fn a_delta_bundle_carries_only_what_its_base_lacks_and_needs_the_base_loaded() {
     let dir = tempfile::tempdir().unwrap();
-    let printed = run(Command::new("cargo")
+    let printed = run(xtask::shell::cargo()
         .args(["xtask", "bundle", "--json", "--out"])
         .arg(dir.path())
         .arg("--key")

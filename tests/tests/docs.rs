@@ -66,7 +66,10 @@ fn adapt(page: &str, block: &str, edits: &Edits) -> (String, Vec<String>) {
 /// Runs the page's blocks `range` as one bash script in `dir`; panics with everything printed.
 fn run_script(what: &str, script: &str, dir: &Path, env: &[(&str, String)]) -> String {
     let full = format!("set -euo pipefail\n{script}");
-    let out = output(Command::new("bash").arg("-c").arg(&full).current_dir(dir).envs(env.iter().map(|(k, v)| (*k, v))));
+    // Without the test's per-package cargo variables: the pages run `cargo xtask` as a user does.
+    let mut bash = Command::new("bash");
+    xtask::shell::without_package_vars(&mut bash);
+    let out = output(bash.arg("-c").arg(&full).current_dir(dir).envs(env.iter().map(|(k, v)| (*k, v))));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{what} failed ({}):\n--- script ---\n{full}\n--- output ---\n{text}", out.status);
     text

@@ -228,12 +228,12 @@ fn a_rerun_with_nothing_changed_compiles_and_writes_nothing() {
     let written = |name: &str| std::fs::metadata(layout().join(name)).and_then(|m| m.modified()).unwrap();
     let before = (written("index.json"), written("images.json"), written("blobs/sha256"));
 
-    let out = stella_e2e::output(Command::new("cargo").args(["xtask", "images"]).current_dir(&root));
+    let out = stella_e2e::output(xtask::shell::cargo().args(["xtask", "images"]).current_dir(&root));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("up to date: nothing this build reads changed"), "not answered from the stamp:\n{stderr}");
     assert!(!stderr.contains("cargo build") && !stderr.contains("cargo metadata"), "it ran cargo:\n{stderr}");
-    let printed: Built = json_as(&run(Command::new("cargo").args(["xtask", "images", "--json"]).current_dir(&root)));
+    let printed: Built = json_as(&run(xtask::shell::cargo().args(["xtask", "images", "--json"]).current_dir(&root)));
     assert_eq!(serde_json::to_value(&printed).unwrap(), serde_json::to_value(built()).unwrap());
     assert_eq!(
         (written("index.json"), written("images.json"), written("blobs/sha256")),

@@ -55,6 +55,13 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
 /// static binary that links them (measured: 9 min for both platforms) although nothing changed.
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    without_package_vars(&mut cmd);
+    cmd
+}
+
+/// Removes from `cmd`'s environment the variables of [`is_per_package_cargo_var`] this process
+/// has: for any command that may run cargo (a shell line, a test binary).
+pub fn without_package_vars(cmd: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars_os() {
         if name.to_str().is_some_and(is_per_package_cargo_var) {
             cmd.env_remove(name);

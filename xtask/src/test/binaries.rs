@@ -136,7 +136,11 @@ fn run_one(binary: &Binary, args: &[String], env: &[(&str, PathBuf)]) -> Outcome
     let start = Instant::now();
     eprintln!("start {}", binary.name);
     let mut cmd = Command::new(&binary.executable);
-    cmd.args(args).current_dir(&binary.package_dir).env("CARGO_MANIFEST_DIR", &binary.package_dir);
+    // In the package's directory, as `cargo test` runs it, but without the variables cargo sets
+    // for one package (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`; no test reads them at run time): a
+    // test that runs `cargo xtask` would otherwise give ring's build script other values than
+    // the images step did, and cargo would rebuild xtask (and back, for the next test).
+    shell::without_package_vars(cmd.args(args).current_dir(&binary.package_dir));
     for (k, v) in env {
         cmd.env(k, v);
     }
