@@ -67,9 +67,13 @@ fn adapt(page: &str, block: &str, edits: &Edits) -> (String, Vec<String>) {
 fn run_script(what: &str, script: &str, dir: &Path, env: &[(&str, String)]) -> String {
     let full = format!("set -euo pipefail\n{script}");
     // Without the test's per-package cargo variables: the pages run `cargo xtask` as a user does.
-    let mut bash = Command::new("bash");
-    xtask::shell::without_package_vars(&mut bash);
-    let out = output(bash.arg("-c").arg(&full).current_dir(dir).envs(env.iter().map(|(k, v)| (*k, v))));
+    let out = output(
+        xtask::shell::without_package_vars(&mut Command::new("bash"))
+            .arg("-c")
+            .arg(&full)
+            .current_dir(dir)
+            .envs(env.iter().map(|(k, v)| (*k, v))),
+    );
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{what} failed ({}):\n--- script ---\n{full}\n--- output ---\n{text}", out.status);
     text

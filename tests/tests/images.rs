@@ -233,17 +233,16 @@ fn a_rerun_with_nothing_changed_compiles_and_writes_nothing() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("up to date: nothing this build reads changed"), "not answered from the stamp:\n{stderr}");
     assert!(!stderr.contains("cargo build") && !stderr.contains("cargo metadata"), "it ran cargo:\n{stderr}");
-    let printed: Built = json_as(&run(xtask::shell::cargo().args(["xtask", "images", "--json"]).current_dir(&root)));
+    let printed: Built = serde_json::from_value(json(&run(xtask::shell::cargo()
+        .args(["xtask", "images", "--json"])
+        .current_dir(&root))))
+    .unwrap();
     assert_eq!(serde_json::to_value(&printed).unwrap(), serde_json::to_value(built()).unwrap());
     assert_eq!(
         (written("index.json"), written("images.json"), written("blobs/sha256")),
         before,
         "the layout was rewritten"
     );
-}
-
-fn json_as<T: serde::de::DeserializeOwned>(text: &str) -> T {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 #[test]
